@@ -1,0 +1,105 @@
+"""Frozen settings for the source, the models and the run (stdlib only)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+CLASSIFIERS = ("resnet18", "resnet34", "resnet50", "resnet101", "none")
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "fp16", "int8")
+FACE_MODES = ("full", "fast", "off")
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """Where frames come from and how they are buffered.
+
+    spec: ``webcam``, ``webcam:N``, a file path, an rtsp/http(s) URL, or ``demo``.
+    realtime: pace a file at its own fps and treat it as live (drops allowed).
+    buffer_size: ring buffer capacity in frames.
+    max_frames: stop after this many frames read (None: until the source ends).
+    reconnect: how many reconnect attempts a live source makes before giving up.
+    stall_timeout_s: a live source that delivers nothing for this long reconnects.
+    max_corrupt: undecodable frames tolerated in a file before the run stops.
+    """
+
+    spec: str = "demo"
+    realtime: bool = False
+    buffer_size: int = 8
+    max_frames: int | None = None
+    reconnect: int = 5
+    stall_timeout_s: float = 5.0
+    max_corrupt: int = 10
+    demo_fps: float = 30.0
+    demo_size_wh: tuple[int, int] = (1280, 720)
+
+    def __post_init__(self) -> None:
+        if self.buffer_size < 1:
+            raise ValueError("buffer_size must be >= 1")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise ValueError("max_frames must be >= 1")
+        if self.reconnect < 0:
+            raise ValueError("reconnect must be >= 0")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which models run, on what, at what precision.
+
+    classifier: torchvision ResNet name or ``none``.
+    weights: ``imagenet`` (torchvision weights API, cache or download) or a state_dict file.
+    model_path: an optimized artifact (``.rtv``) from ``rtvision optimize``; overrides classifier/weights.
+    precision: ``auto`` (int8 on CPU, fp16 on CUDA), ``fp32``, ``fp16`` (CUDA) or ``int8`` (CPU).
+    faces: ``full`` (every frame, full resolution), ``fast`` (tuned for live use) or ``off``.
+    face_scale / face_stride / min_face: the knobs under the face modes (None: the mode's default).
+    """
+
+    classifier: str = "resnet50"
+    weights: str = "imagenet"
+    labels_path: str | None = None
+    model_path: str | None = None
+    precision: str = "auto"
+    device: str = "auto"
+    topk: int = 5
+    faces: str = "full"
+    face_scale: float | None = None
+    face_stride: int | None = None
+    min_face: int | None = None
+    calib_frames: int = 32
+    cache_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.classifier not in CLASSIFIERS:
+            raise ValueError(f"classifier must be one of {CLASSIFIERS}")
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {DEVICES}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}")
+        if self.faces not in FACE_MODES:
+            raise ValueError(f"faces must be one of {FACE_MODES}")
+        if self.topk < 1:
+            raise ValueError("topk must be >= 1")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One run of the pipeline.
+
+    batch: most frames the worker takes at once.
+    results_path: JSON Lines output (one object per processed frame, in frame order).
+    save_path: annotated video output.
+    """
+
+    source: SourceConfig = field(default_factory=SourceConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    batch: int = 4
+    results_path: str | None = None
+    results_verbose: bool = False
+    save_path: str | None = None
+    headless: bool = False
+    progress: bool = True
+    join_timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.batch < 1:
+            raise ValueError("batch must be >= 1")
