@@ -1,0 +1,420 @@
+"""MTCNN face detection with facenet-pytorch's weights, kept on the device from end to end.
+
+Two backends with one interface, ``detect(frames) -> list[Faces]``:
+
+- :class:`FastMTCNN` re-implements facenet-pytorch's ``detect_face`` with torch tensors only:
+  the image pyramid, P-Net over the whole batch of frames, one candidate gather for all pyramid
+  levels, ``torchvision.ops.batched_nms`` with per-(frame, level) and per-frame groups, vectorized
+  box regression / squaring / padding, and ``roi_align`` to build the R-Net (24x24) and O-Net
+  (48x48) inputs in one call instead of one resize per box. The host waits on the device only
+  where a data-dependent count is needed (one mask per stage, the NMS calls, the final copy),
+  never per box or per pyramid level.
+- :class:`FacenetMTCNN` wraps facenet-pytorch's own ``MTCNN.detect`` (the reference).
+
+``frames`` are same-size or mixed-size HxWx3 uint8 BGR images (numpy, as OpenCV gives them) or
+objects with such an ``.image`` (``rtvision.types.Frame``). Boxes and landmarks come back in
+original-frame pixels. "No faces" is ``Faces.empty()``.
+
+``scale`` detects on the frame resized by ``scale``; ``min_face_size`` is in those detector
+pixels (as in facenet-pytorch), so the smallest face found, in original pixels, is about
+``min_face_size / scale``. :func:`choose_scale` picks ``scale`` from the smallest face wanted.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.ops import batched_nms, roi_align
+
+from ..types import Faces
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MIN_FACE_SIZE = 20
+DEFAULT_THRESHOLDS = (0.6, 0.7, 0.7)
+DEFAULT_FACTOR = 0.709
+
+_PNET_STRIDE = 2
+_PNET_CELL = 12
+
+
+def choose_scale(frame_wh: tuple[int, int], min_face_px: float, detector_min_face_px: float = DEFAULT_MIN_FACE_SIZE) -> float:
+    """The detection scale at which a face ``min_face_px`` tall (original pixels) is
+    ``detector_min_face_px`` tall, MTCNN's smallest. Never above 1.0; never so small that a face
+    as tall as the frame's short side becomes undetectable."""
+    w, h = frame_wh
+    if min_face_px <= 0 or w <= 0 or h <= 0:
+        raise ValueError(f"choose_scale: need positive sizes, got frame_wh={frame_wh}, min_face_px={min_face_px}")
+    s = detector_min_face_px / float(min_face_px)
+    s = max(s, detector_min_face_px / float(min(w, h)))
+    return float(min(1.0, s))
+
+
+def pyramid_scales(h: int, w: int, min_face_size: float, factor: float, scale: float = 1.0) -> list[float]:
+    """facenet-pytorch's pyramid for an ``h x w`` frame resized by ``scale``; the returned
+    scales are relative to the original frame."""
+    m = 12.0 / min_face_size
+    minl = min(h * scale, w * scale) * m
+    scales = []
+    s = m
+    while minl >= 12:
+        scales.append(s * scale)
+        s *= factor
+        minl *= factor
+    return scales
+
+
+def _as_image(f: Any) -> np.ndarray:
+    img = getattr(f, "image", f)
+    if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"expected an HxWx3 uint8 BGR image, got {getattr(img, 'shape', type(img))}")
+    return img
+
+
+def _group_by_size(images: list[np.ndarray]) -> dict[tuple[int, int], list[int]]:
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, img in enumerate(images):
+        groups.setdefault(img.shape[:2], []).append(i)
+    return groups
+
+
+def _detect_grouped(images: list[np.ndarray], run) -> list[Faces]:
+    out: list[Faces] = [Faces.empty()] * len(images)
+    for _, idx in _group_by_size(images).items():
+        for i, faces in zip(idx, run([images[i] for i in idx])):
+            out[i] = faces
+    return out
+
+
+class _PNetFused(nn.Module):
+    """P-Net with its two 1x1 heads merged into one conv: channel 0 is the face logit margin
+    (``l1 - l0``, so ``sigmoid`` of it is the softmax face probability), channels 1..4 the box
+    regression. Runs in channels_last (about 2x faster on CPU)."""
+
+    def __init__(self, pnet: nn.Module) -> None:
+        super().__init__()
+        self.body = nn.Sequential(pnet.conv1, pnet.prelu1, pnet.pool1, pnet.conv2, pnet.prelu2, pnet.conv3, pnet.prelu3)
+        head = nn.Conv2d(32, 5, kernel_size=1)
+        with torch.no_grad():
+            w1, b1 = pnet.conv4_1.weight, pnet.conv4_1.bias
+            head.weight.copy_(torch.cat([w1[1:2] - w1[0:1], pnet.conv4_2.weight]))
+            head.bias.copy_(torch.cat([b1[1:2] - b1[0:1], pnet.conv4_2.bias]))
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+def _pnet_out_hw(h: int, w: int) -> tuple[int, int]:
+    # conv3 (-2), maxpool 2/2 ceil, conv3 (-2), conv3 (-2)
+    return math.ceil((h - 2) / 2) - 4, math.ceil((w - 2) / 2) - 4
+
+
+def _rerec(b: torch.Tensor) -> torch.Tensor:
+    """Boxes (K,4) made square around their centres (side = the longer one), as facenet's rerec."""
+    w = b[:, 2] - b[:, 0]
+    h = b[:, 3] - b[:, 1]
+    side = torch.maximum(w, h)
+    x1 = b[:, 0] + w * 0.5 - side * 0.5
+    y1 = b[:, 1] + h * 0.5 - side * 0.5
+    return torch.stack([x1, y1, x1 + side, y1 + side], dim=1)
+
+
+def _bbreg(b: torch.Tensor, reg: torch.Tensor) -> torch.Tensor:
+    """R-/O-Net box regression (widths with facenet's +1)."""
+    w = b[:, 2] - b[:, 0] + 1
+    h = b[:, 3] - b[:, 1] + 1
+    return b + reg * torch.stack([w, h, w, h], dim=1)
+
+
+def _crop_rois(boxes: torch.Tensor, img_idx: torch.Tensor, w: int, h: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """facenet's ``pad``: truncate, clip to the frame, crop ``[x-1, ex) x [y-1, ey)``.
+
+    Returns rois (K,5) ``[frame, x1, y1, x2, y2]`` in pixel-edge coordinates for
+    ``roi_align(aligned=True)`` and a validity mask (non-empty crop)."""
+    t = boxes.trunc()
+    x1 = t[:, 0].clamp(min=1) - 1
+    y1 = t[:, 1].clamp(min=1) - 1
+    x2 = t[:, 2].clamp(max=w)
+    y2 = t[:, 3].clamp(max=h)
+    valid = (x2 > x1) & (y2 > y1)
+    x2 = torch.maximum(x2, x1 + 1)
+    y2 = torch.maximum(y2, y1 + 1)
+    rois = torch.stack([img_idx.to(boxes.dtype), x1, y1, x2, y2], dim=1)
+    return rois, valid
+
+
+def _nms_min_numpy(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
+    """facenet's final NMS: overlap = intersection / smaller area (pixel-inclusive widths)."""
+    x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
+    area = (x2 - x1 + 1) * (y2 - y1 + 1)
+    order = np.argsort(scores)
+    keep = []
+    while order.size > 0:
+        i = order[-1]
+        keep.append(i)
+        rest = order[:-1]
+        iw = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]) + 1)
+        ih = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]) + 1)
+        inter = iw * ih
+        order = rest[inter / np.minimum(area[i], area[rest]) <= threshold]
+    return np.asarray(keep, dtype=np.int64)
+
+
+class FastMTCNN:
+    """MTCNN (facenet-pytorch weights) with all stages as batched torch ops.
+
+    device: where the networks run (``cpu``/``cuda``).
+    scale: detect on the frame resized by this factor (boxes are mapped back to full resolution).
+    min_face_size: smallest face in detector pixels (after ``scale``), facenet's 20 by default.
+    thresholds: P-, R-, O-Net face probability thresholds.
+    factor: pyramid step.
+    max_batch: frames per P-Net call (bounds memory).
+    """
+
+    def __init__(
+        self,
+        device: str | torch.device = "cpu",
+        scale: float = 1.0,
+        min_face_size: float = DEFAULT_MIN_FACE_SIZE,
+        thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+        factor: float = DEFAULT_FACTOR,
+        max_batch: int = 8,
+    ) -> None:
+        from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
+
+        if not 0.0 < scale <= 1.0:
+            raise ValueError(f"scale must be in (0, 1], got {scale}")
+        if min_face_size < 12:
+            raise ValueError(f"min_face_size must be >= 12 (P-Net's cell), got {min_face_size}")
+        if len(thresholds) != 3:
+            raise ValueError("thresholds: three values (P-, R-, O-Net)")
+        if not 0.0 < factor < 1.0:
+            raise ValueError(f"factor must be in (0, 1), got {factor}")
+        self.device = torch.device(device)
+        self.scale = float(scale)
+        self.min_face_size = float(min_face_size)
+        self.thresholds = tuple(float(t) for t in thresholds)
+        self.factor = float(factor)
+        self.max_batch = int(max_batch)
+        self.description = f"fast-mtcnn scale {self.scale:g}"
+        pnet = PNet(pretrained=True).eval()
+        self.pnet = _PNetFused(pnet).eval().to(self.device, memory_format=torch.channels_last)
+        self.rnet = RNet(pretrained=True).eval().to(self.device)
+        self.onet = ONet(pretrained=True).eval().to(self.device)
+        for net in (self.pnet, self.rnet, self.onet):
+            net.requires_grad_(False)
+        self._templates: dict[tuple[int, int], tuple[list[tuple[int, int]], torch.Tensor, torch.Tensor]] = {}
+
+    # ---------------------------------------------------------------- public
+    def detect(self, frames: Sequence[Any]) -> list[Faces]:
+        """Faces for each frame (HxWx3 uint8 BGR arrays or ``Frame``s), in original pixels."""
+        images = [_as_image(f) for f in frames]
+        if not images:
+            return []
+
+        def run(group: list[np.ndarray]) -> list[Faces]:
+            out: list[Faces] = []
+            for i in range(0, len(group), self.max_batch):
+                out.extend(self._detect_same_size(group[i : i + self.max_batch]))
+            return out
+
+        return _detect_grouped(images, run)
+
+    # -------------------------------------------------------------- internals
+    def _level_template(self, h: int, w: int) -> tuple[list[tuple[int, int]], torch.Tensor, torch.Tensor]:
+        """Per pyramid level its (height, width); for every P-Net output cell of every level,
+        in level order, its candidate box (T,4) in original pixels and its level id (T,)."""
+        key = (h, w)
+        if key not in self._templates:
+            sizes, boxes, level_ids = [], [], []
+            for k, s in enumerate(pyramid_scales(h, w, self.min_face_size, self.factor, self.scale)):
+                lh, lw = int(h * s + 1), int(w * s + 1)
+                oh, ow = _pnet_out_hw(lh, lw)
+                if oh < 1 or ow < 1:
+                    break
+                sizes.append((lh, lw))
+                yy, xx = torch.meshgrid(torch.arange(oh, dtype=torch.float32), torch.arange(ow, dtype=torch.float32), indexing="ij")
+                bb = torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=1)
+                q1 = ((_PNET_STRIDE * bb + 1) / s).floor()
+                q2 = ((_PNET_STRIDE * bb + _PNET_CELL) / s).floor()
+                boxes.append(torch.cat([q1, q2], dim=1))
+                level_ids.append(torch.full((oh * ow,), k, dtype=torch.int64))
+            if not sizes:
+                self._templates[key] = (sizes, torch.zeros((0, 4), device=self.device), torch.zeros((0,), dtype=torch.int64, device=self.device))
+            else:
+                self._templates[key] = (sizes, torch.cat(boxes).to(self.device), torch.cat(level_ids).to(self.device))
+        return self._templates[key]
+
+    def _to_tensor(self, images: list[np.ndarray]) -> torch.Tensor:
+        """(N,3,H,W) float32 RGB, normalized as MTCNN wants: (v - 127.5) / 128."""
+        batch = torch.from_numpy(np.stack(images)).to(self.device, non_blocking=True)  # N,H,W,3 BGR uint8
+        n, h, w, _ = batch.shape
+        x = torch.empty((n, 3, h, w), dtype=torch.float32, device=self.device)
+        for c in range(3):
+            x[:, c].copy_(batch[..., 2 - c])
+        return x.sub_(127.5).mul_(0.0078125)
+
+    @torch.inference_mode()
+    def _detect_same_size(self, images: list[np.ndarray]) -> list[Faces]:
+        n = len(images)
+        h, w = images[0].shape[:2]
+        sizes, tmpl_boxes, tmpl_levels = self._level_template(h, w)
+        if not sizes:
+            return [Faces.empty() for _ in range(n)]
+        x = self._to_tensor(images)
+        t1, t2, t3 = self.thresholds
+
+        # Stage 1: P-Net over the pyramid; each level is area-resized from the previous one.
+        margins, regs = [], []
+        level = x
+        for lh, lw in sizes:
+            level = F.interpolate(level if getattr(self, "_cascade", True) else x, size=(lh, lw), mode="area")
+            out = self.pnet(level.contiguous(memory_format=torch.channels_last))
+            margins.append(out[:, 0].reshape(n, -1))
+            regs.append(out[:, 1:].reshape(n, 4, -1))
+        margin = torch.cat(margins, dim=1)  # N,T
+        reg_all = torch.cat(regs, dim=2)  # N,4,T
+        prob = torch.sigmoid(margin)
+        img_idx, cell = (prob >= t1).nonzero(as_tuple=True)  # host sync 1
+        if img_idx.numel() == 0:
+            return [Faces.empty() for _ in range(n)]
+        boxes = tmpl_boxes[cell]
+        scores = prob[img_idx, cell]
+        reg = reg_all[img_idx, :, cell]
+        levels = tmpl_levels[cell]
+        keep = batched_nms(boxes, scores, img_idx * len(sizes) + levels, 0.5)
+        keep = keep[batched_nms(boxes[keep], scores[keep], img_idx[keep], 0.7)]
+        boxes, img_idx, reg = boxes[keep], img_idx[keep], reg[keep]
+        bw = boxes[:, 2] - boxes[:, 0]
+        bh = boxes[:, 3] - boxes[:, 1]
+        boxes = _rerec(boxes + reg * torch.stack([bw, bh, bw, bh], dim=1))
+
+        # Stage 2: R-Net on 24x24 crops.
+        rois, valid = _crop_rois(boxes, img_idx, w, h)
+        crops = self._crops(x, rois, 24)
+        reg, p = self._run_chunked(self.rnet, crops)
+        scores = p[:, 1]
+        ok = ((scores > t2) & valid).nonzero(as_tuple=True)[0]
+        boxes, img_idx, reg, scores = boxes[ok], img_idx[ok], reg[ok], scores[ok]
+        if boxes.shape[0] == 0:
+            return [Faces.empty() for _ in range(n)]
+        keep = batched_nms(boxes, scores, img_idx, 0.7)
+        boxes, img_idx, reg = boxes[keep], img_idx[keep], reg[keep]
+        boxes = _rerec(_bbreg(boxes, reg))
+
+        # Stage 3: O-Net on 48x48 crops, landmarks.
+        rois, valid = _crop_rois(boxes, img_idx, w, h)
+        crops = self._crops(x, rois, 48)
+        reg, pts, p = self._run_chunked(self.onet, crops)
+        scores = p[:, 1]
+        ok = (scores > t3) & valid
+        bw = boxes[:, 2] - boxes[:, 0] + 1
+        bh = boxes[:, 3] - boxes[:, 1] + 1
+        lx = bw[:, None] * pts[:, :5] + boxes[:, 0:1] - 1
+        ly = bh[:, None] * pts[:, 5:] + boxes[:, 1:2] - 1
+        landmarks = torch.stack([lx, ly], dim=2)  # K,5,2
+        boxes = _bbreg(boxes, reg)
+        packed = torch.cat([boxes, scores[:, None], img_idx[:, None].to(boxes.dtype), ok[:, None].to(boxes.dtype), landmarks.reshape(-1, 10)], dim=1)
+        packed = packed.cpu().numpy()  # the one transfer back
+        packed = packed[packed[:, 6] > 0.5]
+
+        results: list[Faces] = []
+        for i in range(n):
+            rows = packed[packed[:, 5] == i]
+            if len(rows) == 0:
+                results.append(Faces.empty())
+                continue
+            rows = rows[_nms_min_numpy(rows[:, :4], rows[:, 4], 0.7)]
+            results.append(Faces(rows[:, :4], rows[:, 4], rows[:, 7:17].reshape(-1, 5, 2)))
+        return results
+
+    def _crops(self, x, rois, size):
+        if getattr(self, "_crop_mode", "roi") == "roi":
+            return roi_align(x, rois, output_size=(size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+        out = []
+        for r in rois.round().long().tolist():
+            out.append(F.interpolate(x[r[0]:r[0]+1, :, r[2]:r[4], r[1]:r[3]], size=(size, size), mode="area"))
+        return torch.cat(out)
+
+    @staticmethod
+    def _run_chunked(net: nn.Module, x: torch.Tensor, chunk: int = 2048) -> tuple[torch.Tensor, ...]:
+        if x.shape[0] <= chunk:
+            return net(x)
+        outs = [net(x[i : i + chunk]) for i in range(0, x.shape[0], chunk)]
+        return tuple(torch.cat(parts) for parts in zip(*outs))
+
+
+class FacenetMTCNN:
+    """facenet-pytorch's own ``MTCNN.detect`` behind the same interface as :class:`FastMTCNN`.
+
+    With ``scale < 1`` each frame is resized with ``cv2.INTER_AREA`` first, and boxes and
+    landmarks are mapped back by the exact per-axis factors of the integer resized size.
+    """
+
+    def __init__(
+        self,
+        device: str | torch.device = "cpu",
+        scale: float = 1.0,
+        min_face_size: float = DEFAULT_MIN_FACE_SIZE,
+        thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+        factor: float = DEFAULT_FACTOR,
+    ) -> None:
+        from facenet_pytorch import MTCNN
+
+        if not 0.0 < scale <= 1.0:
+            raise ValueError(f"scale must be in (0, 1], got {scale}")
+        self.device = torch.device(device)
+        self.scale = float(scale)
+        self.min_face_size = float(min_face_size)
+        self.thresholds = tuple(float(t) for t in thresholds)
+        self.factor = float(factor)
+        self.description = f"facenet-mtcnn scale {self.scale:g}"
+        self.mtcnn = MTCNN(
+            keep_all=True,
+            device=self.device,
+            min_face_size=self.min_face_size,
+            thresholds=list(self.thresholds),
+            factor=self.factor,
+        )
+
+    def detect(self, frames: Sequence[Any]) -> list[Faces]:
+        images = [_as_image(f) for f in frames]
+        if not images:
+            return []
+        return _detect_grouped(images, self._detect_same_size)
+
+    def _detect_same_size(self, images: list[np.ndarray]) -> list[Faces]:
+        h, w = images[0].shape[:2]
+        if self.scale != 1.0:
+            rw, rh = max(1, round(w * self.scale)), max(1, round(h * self.scale))
+            images = [cv2.resize(img, (rw, rh), interpolation=cv2.INTER_AREA) for img in images]
+            sx, sy = rw / w, rh / h
+        else:
+            sx = sy = 1.0
+        rgb = [cv2.cvtColor(img, cv2.COLOR_BGR2RGB) for img in images]
+        with torch.inference_mode():
+            boxes, probs, points = self.mtcnn.detect(rgb, landmarks=True)
+        out: list[Faces] = []
+        box_scale = np.array([sx, sy, sx, sy], np.float32)
+        pt_scale = np.array([sx, sy], np.float32)
+        for b, p, lm in zip(boxes, probs, points):
+            if b is None:
+                out.append(Faces.empty())
+                continue
+            out.append(
+                Faces(
+                    np.asarray(b, np.float32) / box_scale,
+                    np.asarray(p, np.float32),
+                    np.asarray(lm, np.float32) / pt_scale,
+                )
+            )
+        return out

@@ -1,0 +1,224 @@
+"""The consumer end of the pipeline: writes the sinks, keeps the live statistics, publishes the
+latest result for a window, and builds the end-of-run summary.
+
+Headless, ``Runner.run()`` runs on the main thread (so Ctrl-C lands there). With the window it
+runs on a thread of its own and the window polls ``latest``; the window never blocks it.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+
+from .annotate import annotate, status_line
+from .config import RunConfig
+from .errors import EXIT_OK, Interrupted, RtvisionError
+from .pipeline import Pipeline
+from .sinks import JsonlSink, VideoSink
+from .stats import LatencyHistogram, RateMeter, gpu_memory_mb, peak_rss_mb, rss_mb
+from .types import Result
+
+log = logging.getLogger(__name__)
+
+STAGES = ("decode", "queue_wait", "preprocess", "classifier", "faces", "annotate", "sink")
+
+
+@dataclass
+class LiveStats:
+    """Statistics the window and the summary read (updated by the consumer thread only)."""
+
+    latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+    infer_rate: RateMeter = field(default_factory=RateMeter)
+    processed: int = 0
+    stage_ms_total: dict[str, float] = field(default_factory=lambda: {k: 0.0 for k in STAGES})
+    started_at: float = field(default_factory=time.monotonic)
+    first_result_at: float | None = None
+    last_result_at: float | None = None
+    last_batch: int = 0
+    rss_samples: collections.deque = field(default_factory=lambda: collections.deque(maxlen=4096))  # (processed, t, MB)
+    history: collections.deque = field(default_factory=lambda: collections.deque(maxlen=600))  # (t, fps, latency)
+
+    def add(self, r: Result, annotate_ms: float, sink_ms: float) -> None:
+        now = time.monotonic()
+        self.processed += 1
+        self.last_batch = r.batch_size
+        self.latency.add(r.latency_ms)
+        self.infer_rate.tick(1, now)
+        if self.first_result_at is None:
+            self.first_result_at = now
+        self.last_result_at = now
+        for k in ("decode", "queue_wait", "preprocess", "classifier", "faces"):
+            self.stage_ms_total[k] += r.timings_ms.get(k, 0.0)
+        self.stage_ms_total["annotate"] += annotate_ms
+        self.stage_ms_total["sink"] += sink_ms
+        if not self.rss_samples or now - self.rss_samples[-1][1] >= 0.5:
+            self.rss_samples.append((self.processed, now, rss_mb()))
+        if not self.history or now - self.history[-1][0] >= 0.1:
+            self.history.append((now, self.infer_rate.rate(now), r.latency_ms))
+
+
+def rss_slope_mb_per_1000(samples) -> float:
+    """Least-squares slope of RSS against frames processed, in MB per 1,000 frames."""
+    pts = list(samples)
+    if len(pts) < 3:
+        return float("nan")
+    n = len(pts)
+    xs = [p[0] for p in pts]
+    ys = [p[2] for p in pts]
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    if sxx == 0:
+        return float("nan")
+    return 1000.0 * sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
+
+
+class Runner:
+    """Consumes a started pipeline. ``request_stop()`` ends the run cleanly from any thread."""
+
+    def __init__(self, cfg: RunConfig, pipeline: Pipeline) -> None:
+        self.cfg = cfg
+        self.pipeline = pipeline
+        self.stats = LiveStats()
+        self.latest: Result | None = None  # read by the window (a single reference swap)
+        self.error: BaseException | None = None
+        self.exit_code = EXIT_OK
+        self.summary: dict | None = None
+        self.rss_start_mb = rss_mb()
+        self._stop = threading.Event()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+        self.pipeline.stop_event.set()
+
+    def run(self) -> dict:
+        """Consume every result; always stops the pipeline and finalizes the outputs."""
+        cfg = self.cfg
+        progress = None
+        try:
+            with contextlib.ExitStack() as outputs:
+                jsonl = outputs.enter_context(JsonlSink(cfg.results_path, cfg.results_verbose)) if cfg.results_path else None
+                video = outputs.enter_context(VideoSink(cfg.save_path, self.pipeline.info.fps)) if cfg.save_path else None
+                progress = self._progress_bar()
+                try:
+                    for r in self.pipeline.results():
+                        t0 = time.perf_counter()
+                        img = annotate(r, status=status_line(r, self.stats.infer_rate.rate())) if video else None
+                        t1 = time.perf_counter()
+                        if video is not None:
+                            video.write(img)
+                        if jsonl is not None:
+                            jsonl.write(r)
+                        t2 = time.perf_counter()
+                        self.stats.add(r, (t1 - t0) * 1000.0, (t2 - t1) * 1000.0)
+                        self.latest = r
+                        if progress is not None:
+                            progress.update(1)
+                        if self._stop.is_set():
+                            break
+                except KeyboardInterrupt:
+                    self.exit_code = Interrupted().exit_code
+                    log.warning("interrupted; finalizing outputs")
+                except Interrupted as exc:
+                    self.exit_code = exc.exit_code
+                    log.warning("terminated; finalizing outputs")
+                finally:
+                    self.pipeline.stop()
+        except RtvisionError as exc:
+            self.error = exc
+            self.exit_code = exc.exit_code
+        except BaseException as exc:  # noqa: BLE001 - reported, never a silent hang
+            self.error = exc
+            self.exit_code = 1
+        finally:
+            self.pipeline.stop()
+            if progress is not None:
+                progress.close()
+            self.summary = self.build_summary()
+        return self.summary
+
+    def _progress_bar(self):
+        info = self.pipeline.info
+        if not self.cfg.progress or info.live or self.cfg.source.realtime:
+            return None
+        from tqdm import tqdm
+
+        total = info.frame_count
+        if self.cfg.source.max_frames:
+            total = min(total or self.cfg.source.max_frames, self.cfg.source.max_frames)
+        return tqdm(total=total, unit="frame", desc="rtvision", dynamic_ncols=True, leave=False)
+
+    def build_summary(self) -> dict:
+        p, s = self.pipeline, self.stats
+        cap = p.capture.stats if p.capture else None
+        read = cap.read if cap else 0
+        dropped = p.frames_dropped
+        elapsed = (s.last_result_at or time.monotonic()) - s.started_at
+        steady = (
+            (s.processed - 1) / (s.last_result_at - s.first_result_at)
+            if s.processed > 1 and s.last_result_at and s.last_result_at > s.first_result_at
+            else float("nan")
+        )
+        models = p.models
+        summary = {
+            "source": p.info.name if p.info else self.cfg.source.spec,
+            "live": p.live,
+            "resolution_wh": list(p.info.resolution_wh) if p.info else None,
+            "source_fps": p.info.fps if p.info else None,
+            "device": str(models.device) if models else None,
+            "classifier": models.classifier_variant if models else None,
+            "faces": models.face_mode if models else None,
+            "batch": self.cfg.batch,
+            "frames_read": read,
+            "frames_processed": s.processed,
+            "frames_dropped": dropped,
+            "drop_share": dropped / read if read else 0.0,
+            "frames_corrupt": cap.corrupt if cap else 0,
+            "reconnects": cap.reconnects if cap else 0,
+            "elapsed_s": elapsed,
+            "throughput_fps": s.processed / elapsed if elapsed > 0 else float("nan"),
+            "steady_fps": steady,
+            "latency_ms": s.latency.summary(),
+            "stage_ms": {k: v / s.processed for k, v in s.stage_ms_total.items()} if s.processed else {},
+            "rss_start_mb": self.rss_start_mb,
+            "rss_end_mb": rss_mb(),
+            "peak_rss_mb": peak_rss_mb(),
+            "rss_slope_mb_per_1000": rss_slope_mb_per_1000(s.rss_samples),
+            "warnings": list(models.warnings) if models else [],
+            "stuck_threads": list(p.stuck_threads),
+            "exit_code": self.exit_code,
+            "error": str(self.error) if self.error else None,
+        }
+        summary.update(gpu_memory_mb())
+        return summary
+
+
+def format_summary(s: dict) -> str:
+    def f(v, nd=1):
+        return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{nd}f}"
+
+    lat = s.get("latency_ms", {})
+    lines = [
+        f"rtvision summary: {s['source']} ({'live' if s['live'] else 'file'}, "
+        f"{'x'.join(map(str, s['resolution_wh'] or []))} @ {f(s['source_fps'])} fps)",
+        f"  models      classifier {s['classifier']} | faces {s['faces']} | device {s['device']} | batch {s['batch']}",
+        f"  frames      read {s['frames_read']} | processed {s['frames_processed']} | dropped {s['frames_dropped']} "
+        f"({100 * s['drop_share']:.1f}%) | corrupt {s['frames_corrupt']} | reconnects {s['reconnects']}",
+        f"  throughput  {f(s['throughput_fps'])} fps over {f(s['elapsed_s'])} s (steady {f(s['steady_fps'])} fps)",
+        f"  latency     p50 {f(lat.get('p50'))} | p95 {f(lat.get('p95'))} | p99 {f(lat.get('p99'))} | max {f(lat.get('max'))} ms",
+        "  stages ms   " + " | ".join(f"{k} {f(v, 2)}" for k, v in s.get("stage_ms", {}).items()),
+        f"  memory      peak RSS {f(s['peak_rss_mb'], 0)} MB (start {f(s['rss_start_mb'], 0)}, end {f(s['rss_end_mb'], 0)})",
+    ]
+    if "gpu_peak_allocated_mb" in s:
+        lines.append(
+            f"  gpu memory  peak allocated {f(s['gpu_peak_allocated_mb'], 0)} MB | peak reserved {f(s['gpu_peak_reserved_mb'], 0)} MB"
+        )
+    for w in s.get("warnings", []):
+        lines.append(f"  WARNING     {w}")
+    if s.get("stuck_threads"):
+        lines.append(f"  WARNING     threads did not stop: {', '.join(s['stuck_threads'])}")
+    return "\n".join(lines)

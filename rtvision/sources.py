@@ -1,0 +1,442 @@
+"""Frame sources and the capture thread that feeds the ring buffer.
+
+``open_source(spec)`` turns a ``--source`` string into a :class:`Source`:
+
+* ``webcam`` / ``webcam:N``  OpenCV camera N (live)
+* ``rtsp://…``, ``http(s)://…`` any stream OpenCV/FFmpeg opens (live)
+* ``demo``                   a moving-camera clip rendered from real photos shipped with matplotlib (live)
+* anything else              a video file (lossless; live when paced with ``realtime=True``)
+
+A source opens, reads frames (``None`` = no frame: end of a file, or a failed read of a live
+source), and closes. The :class:`CaptureThread` owns the policy: pacing, drops (through the
+buffer), corrupt-frame counting and, for live sources, reconnecting with backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from .buffer import BufferClosed, RingBuffer
+from .config import SourceConfig
+from .errors import InputError, RtvisionError, SourceUnavailable
+from .types import Frame
+
+log = logging.getLogger(__name__)
+
+URL_RE = re.compile(r"^(rtsp|rtsps|rtmp|http|https|udp|tcp)://", re.IGNORECASE)
+WEBCAM_RE = re.compile(r"^webcam(?::(\d+))?$")
+
+
+def redact_url(spec: str) -> str:
+    """Hide the password of ``scheme://user:password@host`` (never log or show it)."""
+    return re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", spec)
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """What a source says about itself once open."""
+
+    name: str  # safe to show: passwords redacted
+    kind: str  # file | webcam | stream | demo | test
+    live: bool
+    fps: float
+    resolution_wh: tuple[int, int]
+    frame_count: int | None = None  # files only
+
+
+class CorruptFrame(Exception):
+    """A frame that could not be decoded; the capture thread skips and counts it."""
+
+
+class Source(Protocol):
+    info: SourceInfo
+
+    def open(self) -> SourceInfo:
+        """Open (or reopen) the source. Raises InputError / SourceUnavailable."""
+
+    def read(self) -> np.ndarray | None:
+        """The next BGR frame, or None (end of a file; failed read of a live source).
+
+        May raise CorruptFrame for an undecodable frame.
+        """
+
+    def close(self) -> None: ...
+
+
+def valid_image(img: object, reject_black: bool = False) -> bool:
+    """A frame the models may see: HxWx3 uint8, non-empty; with ``reject_black``, not all black
+    (what some cameras send right after (re)connecting)."""
+    if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+        return False
+    if img.shape[0] < 8 or img.shape[1] < 8:
+        return False
+    if reject_black:
+        return bool(img[:: max(1, img.shape[0] // 32), :: max(1, img.shape[1] // 32)].any())
+    return True
+
+
+class _CvSource:
+    """Shared code of the OpenCV-backed sources."""
+
+    kind = "file"
+    live = False
+
+    def __init__(self, target: str | int, name: str) -> None:
+        self._target = target
+        self._name = name
+        self._cap: cv2.VideoCapture | None = None
+        self.info = SourceInfo(name, self.kind, self.live, 0.0, (0, 0))
+
+    def _open_capture(self) -> cv2.VideoCapture:
+        return cv2.VideoCapture(self._target)
+
+    def open(self) -> SourceInfo:
+        self.close()
+        cap = self._open_capture()
+        if not cap.isOpened():
+            cap.release()
+            raise self._open_error()
+        self._cap = cap
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        if not (fps and math.isfinite(fps) and 1.0 <= fps <= 240.0):
+            fps = 30.0
+        w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if not self.live else 0
+        self.info = SourceInfo(self._name, self.kind, self.live, float(fps), (w, h), count if count > 0 else None)
+        return self.info
+
+    def _open_error(self) -> RtvisionError:
+        return SourceUnavailable(f"cannot open {self.kind} {self._name}")
+
+    def read(self) -> np.ndarray | None:
+        if self._cap is None:
+            return None
+        ok, img = self._cap.read()
+        return img if ok else None
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
+class FileSource(_CvSource):
+    kind = "file"
+    live = False
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path, path)
+        self._path = Path(path)
+        self._fails = 0
+
+    def open(self) -> SourceInfo:
+        p = self._path
+        if not p.exists():
+            raise InputError(f"no such file: {p}")
+        if not p.is_file():
+            raise InputError(f"not a file: {p}")
+        if not os.access(p, os.R_OK):
+            raise InputError(f"cannot read file: {p}")
+        if p.stat().st_size == 0:
+            raise InputError(f"empty file: {p}")
+        info = super().open()
+        # A container OpenCV accepts but cannot decode (truncated, not really a video) has no frame.
+        first = super().read()
+        if first is None:
+            self.close()
+            raise InputError(f"not a readable video: {p}")
+        self._first = first
+        if info.resolution_wh == (0, 0) and first is not None:
+            self.info = SourceInfo(info.name, info.kind, False, info.fps, (first.shape[1], first.shape[0]), info.frame_count)
+        return self.info
+
+    def _open_error(self) -> RtvisionError:
+        return InputError(f"not a video (cannot open): {self._path}")
+
+    def read(self) -> np.ndarray | None:
+        first = getattr(self, "_first", None)
+        if first is not None:
+            self._first = None
+            return first
+        if self._cap is None:
+            return None
+        ok, img = self._cap.read()
+        if ok and img is not None:
+            self._fails = 0
+            return img
+        # A failed read before the advertised end is a corrupt frame, unless the decoder is stuck
+        # (truncated file): then it is the end of the readable data.
+        count = self.info.frame_count
+        pos = int(self._cap.get(cv2.CAP_PROP_POS_FRAMES))
+        if count is not None and pos < count - 1 and self._fails < 3:
+            self._fails += 1
+            raise CorruptFrame(f"undecodable frame near index {pos}")
+        return None
+
+
+class WebcamSource(_CvSource):
+    kind = "webcam"
+    live = True
+
+    def __init__(self, index: int) -> None:
+        super().__init__(index, f"webcam:{index}")
+
+
+class StreamSource(_CvSource):
+    kind = "stream"
+    live = True
+
+    def __init__(self, url: str, timeout_s: float = 5.0) -> None:
+        super().__init__(url, redact_url(url))
+        self._timeout_ms = int(timeout_s * 1000)
+
+    def _open_capture(self) -> cv2.VideoCapture:
+        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, self._timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, self._timeout_ms]
+        return cv2.VideoCapture(self._target, cv2.CAP_FFMPEG, params)
+
+
+class DemoSource:
+    """A moving camera over real photographs shipped inside matplotlib, rendered on the fly.
+
+    Grace Hopper's portrait (a real face) and a real product photo sit on a textured canvas; the
+    virtual camera pans and zooms along a smooth path. Live: paced at ``fps`` by the capture thread.
+    """
+
+    def __init__(self, fps: float = 30.0, size_wh: tuple[int, int] = (1280, 720)) -> None:
+        self.fps = fps
+        self.size_wh = size_wh
+        self._canvas: np.ndarray | None = None
+        self._t = 0
+        self.info = SourceInfo("demo", "demo", True, fps, size_wh)
+
+    @staticmethod
+    def photos() -> list[np.ndarray]:
+        import matplotlib
+
+        root = Path(matplotlib.get_data_path()) / "sample_data"
+        out = []
+        for name in ("grace_hopper.jpg", "Minduka_Present_Blue_Pack.png"):
+            img = cv2.imread(str(root / name), cv2.IMREAD_COLOR)
+            if img is None:
+                raise InputError(f"demo photo missing from matplotlib: {root / name}")
+            out.append(img)
+        return out
+
+    def open(self) -> SourceInfo:
+        hopper, present = self.photos()
+        w, h = self.size_wh
+        cw, ch = int(w * 1.6), int(h * 1.6)
+        yy, xx = np.mgrid[0:ch, 0:cw]
+        canvas = np.stack(
+            [
+                (80 + 40 * np.sin(xx / 37.0) * np.cos(yy / 53.0)),
+                (90 + 30 * np.cos(xx / 71.0 + yy / 29.0)),
+                (100 + 35 * np.sin((xx + yy) / 45.0)),
+            ],
+            axis=-1,
+        ).astype(np.uint8)
+        # Portrait: about 70% of the output height, left of centre.
+        ph = int(h * 0.9)
+        pw = int(hopper.shape[1] * ph / hopper.shape[0])
+        portrait = cv2.resize(hopper, (pw, ph), interpolation=cv2.INTER_AREA)
+        y0, x0 = (ch - ph) // 2, int(cw * 0.22)
+        canvas[y0 : y0 + ph, x0 : x0 + pw] = portrait
+        qh = int(h * 0.55)
+        qw = int(present.shape[1] * qh / present.shape[0])
+        prod = cv2.resize(present, (qw, qh), interpolation=cv2.INTER_AREA)
+        y1, x1 = (ch - qh) // 2, min(cw - qw - 10, x0 + pw + int(w * 0.08))
+        canvas[y1 : y1 + qh, x1 : x1 + qw] = prod
+        self._canvas = canvas
+        self._t = 0
+        return self.info
+
+    def read(self) -> np.ndarray | None:
+        if self._canvas is None:
+            return None
+        w, h = self.size_wh
+        ch, cw = self._canvas.shape[:2]
+        t = self._t / self.fps
+        self._t += 1
+        zoom = 1.15 + 0.2 * math.sin(t * 0.45)  # output pixels per canvas pixel
+        cx = cw / 2 + (cw / 2 - w / (2 * zoom)) * 0.8 * math.sin(t * 0.3)
+        cy = ch / 2 + (ch / 2 - h / (2 * zoom)) * 0.5 * math.sin(t * 0.5 + 1.0)
+        m = np.array([[zoom, 0, w / 2 - zoom * cx], [0, zoom, h / 2 - zoom * cy]], np.float32)
+        return cv2.warpAffine(self._canvas, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+
+    def close(self) -> None:
+        self._canvas = None
+
+
+def open_source(cfg: SourceConfig) -> Source:
+    """Build (not open) the source named by ``cfg.spec``."""
+    spec = cfg.spec.strip()
+    if not spec:
+        raise InputError("empty --source")
+    m = WEBCAM_RE.match(spec)
+    if m:
+        return WebcamSource(int(m.group(1) or 0))
+    if spec == "demo":
+        return DemoSource(cfg.demo_fps, cfg.demo_size_wh)
+    if URL_RE.match(spec):
+        return StreamSource(spec, timeout_s=cfg.stall_timeout_s)
+    return FileSource(spec)
+
+
+@dataclass
+class CaptureStats:
+    """Counters of the capture thread (read from other threads; ints/floats only)."""
+
+    read: int = 0
+    dropped: int = 0
+    corrupt: int = 0
+    invalid: int = 0
+    reconnects: int = 0
+    stalls: int = 0
+    decode_ms_total: float = 0.0
+    state: str = "starting"  # starting | running | reconnecting | ended | failed
+    message: str = ""
+
+
+class CaptureThread(threading.Thread):
+    """Reads frames from an open source into the ring buffer until the stream ends or ``stop`` is set.
+
+    live: drops are allowed (buffer policy) and failures reconnect.
+    paced: sleep to the source's fps (files with --realtime, and the demo source).
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        buffer: RingBuffer[Frame],
+        stop: threading.Event,
+        cfg: SourceConfig,
+        live: bool,
+        paced: bool,
+    ) -> None:
+        super().__init__(name="rtvision-capture", daemon=True)
+        self.source = source
+        self.buffer = buffer
+        self.stop_event = stop
+        self.cfg = cfg
+        self.live = live
+        self.paced = paced
+        self.stats = CaptureStats()
+        self.error: BaseException | None = None
+        self._rng = random.Random()
+
+    # -- main loop -------------------------------------------------------------------------------
+    def run(self) -> None:
+        try:
+            self._loop()
+            if self.stats.state != "failed":
+                self.stats.state = "ended"
+        except BufferClosed:
+            self.stats.state = "ended"
+        except BaseException as exc:  # reported to the pipeline, never lost
+            self.error = exc
+            self.stats.state = "failed"
+            self.stats.message = str(exc)
+        finally:
+            self.buffer.close()
+            try:
+                self.source.close()
+            except Exception:  # pragma: no cover - closing is best effort
+                log.debug("source close failed", exc_info=True)
+
+    def _loop(self) -> None:
+        info = self.source.info
+        fps = info.fps or 30.0
+        t0 = time.monotonic()
+        index = 0
+        max_frames = self.cfg.max_frames
+        self.stats.state = "running"
+        while not self.stop_event.is_set():
+            if max_frames is not None and index >= max_frames:
+                return
+            if self.paced:
+                due = t0 + index / fps
+                delay = due - time.monotonic()
+                if delay > 0 and self.stop_event.wait(delay):
+                    return
+            start = time.monotonic()
+            try:
+                img = self.source.read()
+            except CorruptFrame as exc:
+                self.stats.corrupt += 1
+                log.warning("skipped corrupt frame (%d so far): %s", self.stats.corrupt, exc)
+                if self.stats.corrupt > self.cfg.max_corrupt:
+                    raise InputError(
+                        f"{info.name}: more than {self.cfg.max_corrupt} corrupt frames; stopping"
+                    ) from None
+                if not self.live:
+                    index += 1  # the corrupt frame had a slot in the file's timeline
+                continue
+            now = time.monotonic()
+            read_s = now - start
+            if img is None:
+                if not self.live:
+                    return  # the end of a file is the end
+                self._reconnect("read failed")
+                t0 = time.monotonic() - index / fps
+                continue
+            if self.live and read_s > self.cfg.stall_timeout_s:
+                self.stats.stalls += 1
+                self._reconnect(f"stalled for {read_s:.1f}s")
+                t0 = time.monotonic() - index / fps
+                continue
+            if not valid_image(img, reject_black=self.live):
+                self.stats.invalid += 1
+                log.warning("skipped an invalid (empty or black) frame from %s", info.name)
+                if not self.live:
+                    index += 1
+                continue
+            pts_s = index / fps if not (self.live and not self.paced) else now - t0
+            frame = Frame(index=index, pts_s=pts_s, captured_at=now, image=img, decode_ms=read_s * 1000.0)
+            index += 1
+            self.stats.read += 1
+            self.stats.decode_ms_total += read_s * 1000.0
+            if self.buffer.put(frame):
+                self.stats.dropped += 1
+
+    # -- reconnect -----------------------------------------------------------------------------
+    def _reconnect(self, why: str) -> None:
+        name = self.source.info.name
+        limit = self.cfg.reconnect
+        for attempt in range(1, limit + 1):
+            self.stats.state = "reconnecting"
+            self.stats.message = f"{name}: {why}; reconnecting (attempt {attempt}/{limit})"
+            log.warning(self.stats.message)
+            try:
+                self.source.close()
+            except Exception:  # pragma: no cover
+                pass
+            backoff = min(8.0, 0.25 * 2 ** (attempt - 1)) * (0.75 + 0.5 * self._rng.random())
+            if self.stop_event.wait(backoff):
+                raise BufferClosed
+            try:
+                before = self.source.info.resolution_wh
+                info = self.source.open()
+            except RtvisionError as exc:
+                log.warning("%s: reconnect attempt %d failed: %s", name, attempt, exc)
+                continue
+            self.stats.reconnects += 1
+            self.stats.state = "running"
+            if info.resolution_wh != before:
+                self.stats.message = f"{name}: reconnected; resolution {before} -> {info.resolution_wh}"
+            else:
+                self.stats.message = f"{name}: reconnected after {why}"
+            log.warning(self.stats.message)
+            return
+        raise SourceUnavailable(f"{name}: lost ({why}) and {limit} reconnect attempts failed")
