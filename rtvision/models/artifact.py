@@ -21,7 +21,8 @@ anything runs; we then raise ``ArtifactError`` with one line. No module object i
   hand-written int8 format is needed. The backend (``x86``) is recorded and used for convert.
 
 Keys: format, version, arch, precision (fp32|int8), backend, spec, state_dict, class_names,
-preprocess, variant, calibration {source, frames}, report, metadata, torch_version.
+preprocess, variant, calibration {source, frames}, report, metadata, torch_version, and
+state_metadata (the state_dict's per-module versions, which quantized layers need to load).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import json
 import logging
 import os
 import tempfile
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,7 +118,10 @@ def artifact_dict(
     spec = compress.channel_spec(model)
     if len(class_names) != spec["fc"][1]:
         raise ValueError(f"{len(class_names)} class names for a {spec['fc'][1]}-class model")
-    state = {k: (v.detach().cpu().contiguous() if isinstance(v, torch.Tensor) else v) for k, v in model.state_dict().items()}
+    sd = model.state_dict()
+    state = {k: (v.detach().cpu().contiguous() if isinstance(v, torch.Tensor) else v) for k, v in sd.items()}
+    # Per-module state_dict versions: quantized Linear/Conv pick their loading code by them.
+    state_meta = {k: {mk: mv for mk, mv in v.items() if type(mv) in (int, str)} for k, v in getattr(sd, "_metadata", {}).items()}
     if precision == "fp32":
         state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     data = {
@@ -127,6 +132,7 @@ def artifact_dict(
         "backend": backend if precision == "int8" else None,
         "spec": spec,
         "state_dict": state,
+        "state_metadata": state_meta,
         "class_names": [str(c) for c in class_names],
         "preprocess": compress.check_preprocess(preprocess),
         "variant": variant or variant_name(arch, 0.0, precision),
@@ -227,6 +233,10 @@ def load_artifact(path: str | os.PathLike, device: str = "cpu") -> LoadedClassif
             _require(isinstance(backend, str) and quant_backend.supported(backend), path, f"backend {backend!r}")
             example = torch.zeros(1, 3, preprocess["crop"], preprocess["crop"])
             model = quant_backend.quantize_skeleton(model, example, backend)
+        state = OrderedDict(state)
+        meta = data.get("state_metadata")
+        if isinstance(meta, dict):
+            state._metadata = meta  # type: ignore[attr-defined]
         with quant_backend.quiet():
             model.load_state_dict(state, strict=True)
     except ArtifactError:

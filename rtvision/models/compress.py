@@ -124,6 +124,29 @@ def build_resnet(arch: str, state_dict: dict | None = None, num_classes: int | N
     return model.eval()
 
 
+@torch.no_grad()
+def reestimate_bn(model: nn.Module, batch: torch.Tensor, batch_size: int = 16) -> nn.Module:
+    """Re-estimate BatchNorm running statistics on ``batch`` (in place; returns the model, eval mode).
+
+    A cheap recovery step after pruning, and what makes a random-init model react to its
+    input at all (tests and the measurement script use it on real frames).
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over all chunks
+    model.train()
+    try:
+        for chunk in iter_batches(batch, batch_size):
+            model(chunk)
+    finally:
+        for m, mom in zip(bns, saved):
+            m.momentum = mom
+        model.eval()
+    return model
+
+
 def count_params(model: nn.Module) -> int:
     """Number of weights; for an int8 model, the weights of its quantized layers."""
     if not quant_backend.is_quantized(model):
