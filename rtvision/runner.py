@@ -13,6 +13,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .annotate import annotate, status_line
@@ -89,11 +90,47 @@ class Runner:
         self.exit_code = EXIT_OK
         self.summary: dict | None = None
         self.rss_start_mb = rss_mb()
+        self.listeners: list[Callable[[Result], None]] = []  # called per result on the consumer thread
         self._stop = threading.Event()
+        self._gate = threading.Condition()
+        self._paused = False
+        self._steps = 0
 
     def request_stop(self) -> None:
         self._stop.set()
         self.pipeline.stop_event.set()
+        with self._gate:
+            self._gate.notify_all()
+
+    # -- pause / step (the window's controls) -----------------------------------------------------
+    # Pausing holds the consumer: the results queue fills, the worker waits, and then a file
+    # source waits too while a live source drops at the ring buffer, as it must.
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def pause(self) -> None:
+        with self._gate:
+            self._paused = True
+
+    def resume(self) -> None:
+        with self._gate:
+            self._paused = False
+            self._steps = 0
+            self._gate.notify_all()
+
+    def step(self, n: int = 1) -> None:
+        """While paused, let ``n`` more results through."""
+        with self._gate:
+            self._steps += n
+            self._gate.notify_all()
+
+    def _wait_gate(self) -> None:
+        with self._gate:
+            while self._paused and self._steps == 0 and not self._stop.is_set():
+                self._gate.wait(0.1)
+            if self._paused and self._steps:
+                self._steps -= 1
 
     def run(self) -> dict:
         """Consume every result; always stops the pipeline and finalizes the outputs."""
@@ -105,7 +142,14 @@ class Runner:
                 video = outputs.enter_context(VideoSink(cfg.save_path, self.pipeline.info.fps)) if cfg.save_path else None
                 progress = self._progress_bar()
                 try:
-                    for r in self.pipeline.results():
+                    results = self.pipeline.results()
+                    while True:
+                        self._wait_gate()
+                        if self._stop.is_set():
+                            break
+                        r = next(results, None)
+                        if r is None:
+                            break
                         t0 = time.perf_counter()
                         img = annotate(r, status=status_line(r, self.stats.infer_rate.rate())) if video else None
                         t1 = time.perf_counter()
@@ -116,10 +160,10 @@ class Runner:
                         t2 = time.perf_counter()
                         self.stats.add(r, (t1 - t0) * 1000.0, (t2 - t1) * 1000.0)
                         self.latest = r
+                        for listener in self.listeners:
+                            listener(r)
                         if progress is not None:
                             progress.update(1)
-                        if self._stop.is_set():
-                            break
                 except KeyboardInterrupt:
                     self.exit_code = Interrupted().exit_code
                     log.warning("interrupted; finalizing outputs")
