@@ -1,0 +1,170 @@
+"""Face-box quality against a reference detector: IoU, one-to-one matching, recall and precision.
+
+Boxes are ``xyxy`` in original-frame pixels, shape (N, 4). A reference face is *found* when a
+predicted box overlaps it with IoU >= ``iou_threshold`` (0.5 by default), each box matched at
+most once (greedy, highest IoU first: the usual detection-benchmark rule).
+
+* recall    = matched reference boxes / reference boxes
+* precision = matched predicted boxes / predicted boxes
+
+The ``min_height`` subset (faces >= 40 px tall by default) counts only reference boxes at least
+that tall for recall, and only predicted boxes at least that tall for precision (a tall
+prediction counts as correct when it matches any reference box, of any size). Heights are
+``y2 - y1`` in pixels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+IOU_THRESHOLD = 0.5
+MIN_FACE_HEIGHT_PX = 40.0
+
+
+def as_boxes(boxes) -> np.ndarray:
+    """(N, 4) float64 view of ``boxes`` (None or empty gives (0, 4))."""
+    if boxes is None:
+        return np.zeros((0, 4), np.float64)
+    arr = np.asarray(boxes, dtype=np.float64)
+    if arr.size == 0:
+        return np.zeros((0, 4), np.float64)
+    arr = arr.reshape(-1, arr.shape[-1])[:, :4]
+    return arr
+
+
+def box_heights(boxes) -> np.ndarray:
+    b = as_boxes(boxes)
+    return b[:, 3] - b[:, 1]
+
+
+def iou_matrix(a, b) -> np.ndarray:
+    """(Na, Nb) intersection over union of two sets of xyxy boxes."""
+    a, b = as_boxes(a), as_boxes(b)
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)), np.float64)
+    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
+    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    union = area_a[:, None] + area_b[None, :] - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = np.where(union > 0, inter / union, 0.0)
+    return iou
+
+
+def match_boxes(ref, pred, iou_threshold: float = IOU_THRESHOLD) -> list[tuple[int, int, float]]:
+    """One-to-one matches ``(ref_index, pred_index, iou)`` with IoU >= threshold, greedy by IoU."""
+    iou = iou_matrix(ref, pred)
+    if iou.size == 0:
+        return []
+    ri, pi = np.nonzero(iou >= iou_threshold)
+    order = np.argsort(-iou[ri, pi], kind="stable")
+    used_r: set[int] = set()
+    used_p: set[int] = set()
+    out = []
+    for k in order:
+        r, p = int(ri[k]), int(pi[k])
+        if r in used_r or p in used_p:
+            continue
+        used_r.add(r)
+        used_p.add(p)
+        out.append((r, p, float(iou[r, p])))
+    return out
+
+
+@dataclass
+class BoxCounts:
+    """Counts behind recall and precision (add them up over frames)."""
+
+    ref: int = 0  # reference boxes considered
+    ref_found: int = 0  # of those, matched by a prediction
+    pred: int = 0  # predicted boxes considered
+    pred_correct: int = 0  # of those, matched to a reference box
+
+    def __iadd__(self, other: BoxCounts) -> BoxCounts:
+        self.ref += other.ref
+        self.ref_found += other.ref_found
+        self.pred += other.pred
+        self.pred_correct += other.pred_correct
+        return self
+
+    @property
+    def recall(self) -> float:
+        """Share of reference boxes found; NaN without reference boxes."""
+        return self.ref_found / self.ref if self.ref else float("nan")
+
+    @property
+    def precision(self) -> float:
+        """Share of predicted boxes that match a reference box; NaN without predictions."""
+        return self.pred_correct / self.pred if self.pred else float("nan")
+
+    def to_dict(self) -> dict:
+        return {
+            "recall": self.recall,
+            "precision": self.precision,
+            "ref_boxes": self.ref,
+            "ref_found": self.ref_found,
+            "pred_boxes": self.pred,
+            "pred_correct": self.pred_correct,
+        }
+
+
+def frame_counts(
+    ref, pred, iou_threshold: float = IOU_THRESHOLD, min_height: float | None = None
+) -> BoxCounts:
+    """Counts for one frame; with ``min_height`` only boxes at least that tall (see module doc)."""
+    ref_b, pred_b = as_boxes(ref), as_boxes(pred)
+    matches = match_boxes(ref_b, pred_b, iou_threshold)
+    found_r = {r for r, _, _ in matches}
+    correct_p = {p for _, p, _ in matches}
+    ref_keep = np.ones(len(ref_b), bool)
+    pred_keep = np.ones(len(pred_b), bool)
+    if min_height is not None:
+        ref_keep = box_heights(ref_b) >= min_height
+        pred_keep = box_heights(pred_b) >= min_height
+    return BoxCounts(
+        ref=int(ref_keep.sum()),
+        ref_found=sum(1 for r in found_r if ref_keep[r]),
+        pred=int(pred_keep.sum()),
+        pred_correct=sum(1 for p in correct_p if pred_keep[p]),
+    )
+
+
+def face_quality(
+    pairs: Iterable[tuple[object, object]],
+    iou_threshold: float = IOU_THRESHOLD,
+    min_height: float = MIN_FACE_HEIGHT_PX,
+) -> dict:
+    """Recall / precision over frames, overall and for faces >= ``min_height`` px tall.
+
+    pairs: ``(reference_boxes, predicted_boxes)`` per frame.
+    """
+    overall, tall = BoxCounts(), BoxCounts()
+    frames = 0
+    for ref, pred in pairs:
+        frames += 1
+        overall += frame_counts(ref, pred, iou_threshold)
+        tall += frame_counts(ref, pred, iou_threshold, min_height)
+    return {
+        "frames": frames,
+        "iou_threshold": iou_threshold,
+        "min_height_px": min_height,
+        "overall": overall.to_dict(),
+        "tall": tall.to_dict(),
+    }
+
+
+def top1_agreement(a: Iterable[int], b: Iterable[int]) -> float:
+    """Share of positions where two sequences of top-1 class ids agree; NaN when empty."""
+    a, b = list(a), list(b)
+    if len(a) != len(b):
+        raise ValueError(f"length mismatch: {len(a)} vs {len(b)}")
+    if not a:
+        return float("nan")
+    return sum(int(x == y) for x, y in zip(a, b)) / len(a)
