@@ -136,20 +136,71 @@ def _bbreg(b: torch.Tensor, reg: torch.Tensor) -> torch.Tensor:
 
 
 def _crop_rois(boxes: torch.Tensor, img_idx: torch.Tensor, w: int, h: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """facenet's ``pad``: truncate, clip to the frame, crop ``[x-1, ex) x [y-1, ey)``.
+    """facenet's ``pad``: truncate, clip to the frame, crop rows ``[y-1, ey)`` and columns ``[x-1, ex)``.
 
-    Returns rois (K,5) ``[frame, x1, y1, x2, y2]`` in pixel-edge coordinates for
-    ``roi_align(aligned=True)`` and a validity mask (non-empty crop)."""
-    t = boxes.trunc()
-    x1 = t[:, 0].clamp(min=1) - 1
-    y1 = t[:, 1].clamp(min=1) - 1
-    x2 = t[:, 2].clamp(max=w)
-    y2 = t[:, 3].clamp(max=h)
-    valid = (x2 > x1) & (y2 > y1)
-    x2 = torch.maximum(x2, x1 + 1)
-    y2 = torch.maximum(y2, y1 + 1)
-    rois = torch.stack([img_idx.to(boxes.dtype), x1, y1, x2, y2], dim=1)
-    return rois, valid
+    Returns integer rois (K,5) ``[frame, x0, y0, x1, y1]`` (half-open pixel ranges, always at
+    least one pixel inside the frame) and a mask of the boxes whose crop is not empty."""
+    t = boxes.trunc().long()
+    x0 = t[:, 0].clamp(min=1) - 1
+    y0 = t[:, 1].clamp(min=1) - 1
+    x1 = t[:, 2].clamp(max=w)
+    y1 = t[:, 3].clamp(max=h)
+    valid = (x1 > x0) & (y1 > y0)
+    x0 = x0.clamp(max=w - 1)
+    y0 = y0.clamp(max=h - 1)
+    x1 = torch.maximum(x1, x0 + 1)
+    y1 = torch.maximum(y1, y0 + 1)
+    return torch.stack([img_idx, x0, y0, x1, y1], dim=1), valid
+
+
+def _integral(images: list[np.ndarray], batch_u8: torch.Tensor) -> torch.Tensor:
+    """Summed-area tables (N, H+1, W+1, 3) of the BGR uint8 frames, exact in integers.
+
+    On the CPU OpenCV's ``cv2.integral`` (about 20x faster than two ``torch.cumsum``); elsewhere
+    the same table from ``batch_u8`` (N,H,W,3) on its device."""
+    n, h, w, _ = batch_u8.shape
+    small = 255 * (h + 1) * (w + 1) < 2**31
+    if batch_u8.device.type == "cpu":
+        sdepth = cv2.CV_32S if small else cv2.CV_64F
+        return torch.from_numpy(np.stack([cv2.integral(img, sdepth=sdepth) for img in images]))
+    dtype = torch.int32 if small else torch.int64
+    s = torch.zeros((n, h + 1, w + 1, 3), dtype=dtype, device=batch_u8.device)
+    inner = s[:, 1:, 1:]
+    torch.cumsum(batch_u8, dim=2, dtype=dtype, out=inner)
+    torch.cumsum(inner, dim=1, out=inner)
+    return s
+
+
+def _area_windows(start: torch.Tensor, length: torch.Tensor, out: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per box (K,), the ``out`` input windows [s, e) of ``adaptive_avg_pool`` (area resize):
+    ``s = floor(i*L/out)``, ``e = ceil((i+1)*L/out)``, offset by ``start``."""
+    i = torch.arange(out, device=start.device)
+    s = start[:, None] + (i[None, :] * length[:, None]) // out
+    e = start[:, None] + ((i[None, :] + 1) * length[:, None] + out - 1) // out
+    return s, e
+
+
+def _area_crops(integral: torch.Tensor, rois: torch.Tensor, out: int, chunk: int = 2048) -> torch.Tensor:
+    """(K,3,out,out) normalized RGB crops, each roi area-resized exactly as
+    ``F.interpolate(mode="area")`` of the cropped frame would (what facenet does box by box),
+    from the (N, H+1, W+1, 3) BGR summed-area table."""
+    _, hp, wp, _ = integral.shape
+    flat = integral.reshape(-1)
+    bgr = torch.tensor([2, 1, 0], device=rois.device)  # RGB channel k is BGR channel 2-k
+    parts = []
+    for k in range(0, rois.shape[0], chunk):
+        r = rois[k : k + chunk]
+        ys, ye = _area_windows(r[:, 2], r[:, 4] - r[:, 2], out)
+        xs, xe = _area_windows(r[:, 1], r[:, 3] - r[:, 1], out)
+        base = (r[:, 0:1] * (hp * wp * 3) + bgr[None, :])[:, :, None, None]  # K,3,1,1
+        ys3, ye3 = (ys * (wp * 3))[:, None, :, None], (ye * (wp * 3))[:, None, :, None]
+        xs3, xe3 = (xs * 3)[:, None, None, :], (xe * 3)[:, None, None, :]
+        total = flat[base + ye3 + xe3] - flat[base + ys3 + xe3] - flat[base + ye3 + xs3] + flat[base + ys3 + xs3]
+        count = (ye - ys)[:, None, :, None] * (xe - xs)[:, None, None, :]
+        parts.append((total.float() / count.float() - 127.5) * 0.0078125)
+    if not parts:
+        return torch.zeros((0, 3, out, out), device=integral.device)
+    return torch.cat(parts)
 
 
 def _nms_min_numpy(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
@@ -254,14 +305,10 @@ class FastMTCNN:
                 self._templates[key] = (sizes, torch.cat(boxes).to(self.device), torch.cat(level_ids).to(self.device))
         return self._templates[key]
 
-    def _to_tensor(self, images: list[np.ndarray]) -> torch.Tensor:
-        """(N,3,H,W) float32 RGB, normalized as MTCNN wants: (v - 127.5) / 128."""
-        batch = torch.from_numpy(np.stack(images)).to(self.device, non_blocking=True)  # N,H,W,3 BGR uint8
-        n, h, w, _ = batch.shape
-        x = torch.empty((n, 3, h, w), dtype=torch.float32, device=self.device)
-        for c in range(3):
-            x[:, c].copy_(batch[..., 2 - c])
-        return x.sub_(127.5).mul_(0.0078125)
+    def _to_tensor(self, images: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch as (N,H,W,3) BGR uint8 on the device and as (N,3,H,W) RGB float32 (raw 0..255)."""
+        batch = torch.from_numpy(np.stack(images)).to(self.device, non_blocking=True)
+        return batch, batch.permute(0, 3, 1, 2).flip(1).float().contiguous()
 
     @torch.inference_mode()
     def _detect_same_size(self, images: list[np.ndarray]) -> list[Faces]:
@@ -270,14 +317,13 @@ class FastMTCNN:
         sizes, tmpl_boxes, tmpl_levels = self._level_template(h, w)
         if not sizes:
             return [Faces.empty() for _ in range(n)]
-        x = self._to_tensor(images)
+        batch, x = self._to_tensor(images)
         t1, t2, t3 = self.thresholds
 
         # Stage 1: P-Net over the pyramid; each level is area-resized from the previous one.
         margins, regs = [], []
-        level = x
         for lh, lw in sizes:
-            level = F.interpolate(level if getattr(self, "_cascade", True) else x, size=(lh, lw), mode="area")
+            level = F.interpolate(x, size=(lh, lw), mode="area").sub_(127.5).mul_(0.0078125)
             out = self.pnet(level.contiguous(memory_format=torch.channels_last))
             margins.append(out[:, 0].reshape(n, -1))
             regs.append(out[:, 1:].reshape(n, 4, -1))
@@ -299,8 +345,9 @@ class FastMTCNN:
         boxes = _rerec(boxes + reg * torch.stack([bw, bh, bw, bh], dim=1))
 
         # Stage 2: R-Net on 24x24 crops.
+        integral = _integral(images, batch).to(self.device, non_blocking=True)
         rois, valid = _crop_rois(boxes, img_idx, w, h)
-        crops = self._crops(x, rois, 24)
+        crops = _area_crops(integral, rois, 24)
         reg, p = self._run_chunked(self.rnet, crops)
         scores = p[:, 1]
         ok = ((scores > t2) & valid).nonzero(as_tuple=True)[0]
@@ -313,7 +360,7 @@ class FastMTCNN:
 
         # Stage 3: O-Net on 48x48 crops, landmarks.
         rois, valid = _crop_rois(boxes, img_idx, w, h)
-        crops = self._crops(x, rois, 48)
+        crops = _area_crops(integral, rois, 48)
         reg, pts, p = self._run_chunked(self.onet, crops)
         scores = p[:, 1]
         ok = (scores > t3) & valid
@@ -336,14 +383,6 @@ class FastMTCNN:
             rows = rows[_nms_min_numpy(rows[:, :4], rows[:, 4], 0.7)]
             results.append(Faces(rows[:, :4], rows[:, 4], rows[:, 7:17].reshape(-1, 5, 2)))
         return results
-
-    def _crops(self, x, rois, size):
-        if getattr(self, "_crop_mode", "roi") == "roi":
-            return roi_align(x, rois, output_size=(size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
-        out = []
-        for r in rois.round().long().tolist():
-            out.append(F.interpolate(x[r[0]:r[0]+1, :, r[2]:r[4], r[1]:r[3]], size=(size, size), mode="area"))
-        return torch.cat(out)
 
     @staticmethod
     def _run_chunked(net: nn.Module, x: torch.Tensor, chunk: int = 2048) -> tuple[torch.Tensor, ...]:
