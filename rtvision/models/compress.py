@@ -355,7 +355,7 @@ def distill(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     student.eval()
     after = top1_agreement(t_eval, logits_of(student, evalb))
     return {

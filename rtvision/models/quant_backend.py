@@ -146,7 +146,7 @@ def safe_load(fileobj) -> object:
 def short_reason(exc: BaseException) -> str:
     """One short line from an exception (torch's weights_only errors are paragraphs)."""
     text = str(exc).strip()
-    m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    m = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", text)
     if m:
         return f"forbidden global {m.group(1)}"
     m = re.search(r"WeightsUnpickler error: ([^\n]+)", text)
