@@ -1,0 +1,119 @@
+"""Window-side meters and the text of the stats panel (no Qt here, so it is testable alone)."""
+
+from __future__ import annotations
+
+import collections
+import math
+import time
+from dataclasses import dataclass
+
+from ..stats import gpu_memory_mb, rss_mb
+
+
+class CounterRate:
+    """Rate of a monotonically growing counter (e.g. frames read) over the last ``window_s`` s."""
+
+    def __init__(self, window_s: float = 2.0) -> None:
+        self.window_s = window_s
+        self._samples: collections.deque[tuple[float, int]] = collections.deque()
+
+    def sample(self, count: int, now: float | None = None) -> float:
+        now = time.monotonic() if now is None else now
+        self._samples.append((now, count))
+        while len(self._samples) > 2 and now - self._samples[1][0] >= self.window_s:
+            self._samples.popleft()
+        t0, c0 = self._samples[0]
+        return (count - c0) / (now - t0) if now > t0 else 0.0
+
+
+def _num(v: float | None, nd: int = 1, unit: str = "") -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    return f"{v:.{nd}f}{unit}"
+
+
+@dataclass
+class PanelText:
+    """One refresh of the stats panel: label key -> text."""
+
+    values: dict[str, str]
+
+
+# (key, row title) in display order
+PANEL_ROWS: tuple[tuple[str, str], ...] = (
+    ("capture_fps", "Capture FPS"),
+    ("infer_fps", "Inference FPS"),
+    ("display_fps", "Display FPS"),
+    ("latency", "Latency last"),
+    ("latency_pct", "Latency p50 / p95"),
+    ("frames", "Frames read / done"),
+    ("dropped", "Dropped"),
+    ("batch", "Batch"),
+    ("device", "Device"),
+    ("classifier", "Classifier"),
+    ("faces", "Faces"),
+    ("rss", "Memory (RSS)"),
+    ("gpu", "GPU alloc / reserved"),
+    ("source", "Source"),
+)
+
+
+class WindowMeters:
+    """What the window measures itself: the capture rate, from the frames-read counter."""
+
+    def __init__(self) -> None:
+        self.capture = CounterRate()
+
+    def panel_text(self, runner, display_fps: float, now: float | None = None) -> PanelText:
+        """Read the runner / pipeline counters (never blocks them) and format the panel."""
+        now = time.monotonic() if now is None else now
+        p, s, cfg = runner.pipeline, runner.stats, runner.cfg
+        read = p.frames_read
+        dropped = p.frames_dropped
+        cap_fps = self.capture.sample(read, now)
+        v: dict[str, str] = {}
+        v["capture_fps"] = _num(cap_fps)
+        v["infer_fps"] = _num(s.infer_rate.rate(now))
+        v["display_fps"] = _num(display_fps)
+        v["latency"] = _num(s.latency.last, 0, " ms")
+        v["latency_pct"] = f"{_num(s.latency.percentile(50), 0)} / {_num(s.latency.percentile(95), 0)} ms"
+        v["frames"] = f"{read} / {s.processed}"
+        share = 100.0 * dropped / read if read else 0.0
+        v["dropped"] = f"{dropped} ({share:.1f}%)"
+        v["batch"] = f"{s.last_batch} (max {cfg.batch})"
+        m = p.models
+        v["device"] = str(m.device) if m else "–"
+        v["classifier"] = m.classifier_variant if m else "–"
+        v["faces"] = m.face_mode if m else "–"
+        v["rss"] = _num(rss_mb(), 0, " MB")
+        gpu = gpu_memory_mb() if m is not None and m.device.type == "cuda" else {}
+        v["gpu"] = f"{gpu['gpu_allocated_mb']:.0f} / {gpu['gpu_reserved_mb']:.0f} MB" if gpu else "n/a (CPU)"
+        info = p.info
+        if info is not None:
+            w, h = info.resolution_wh
+            v["source"] = f"{'live' if p.live else 'file'} {w}x{h} @ {info.fps:.0f} fps"
+        else:
+            v["source"] = "–"
+        return PanelText(v)
+
+
+def banner_messages(runner, ended: bool) -> list[tuple[str, str]]:
+    """(level, text) messages for the banner: model warnings, source trouble, end of stream.
+
+    level is ``warning`` or ``info``.
+    """
+    out: list[tuple[str, str]] = []
+    p = runner.pipeline
+    if p.models is not None:
+        out.extend(("warning", w) for w in p.models.warnings)
+    cap = p.capture.stats if p.capture is not None else None
+    if cap is not None and cap.state == "reconnecting":
+        out.append(("warning", f"SOURCE STALLED: {cap.message or 'reconnecting'}"))
+    elif cap is not None and cap.state == "failed":
+        out.append(("warning", f"SOURCE FAILED: {cap.message}"))
+    if ended:
+        if runner.error is not None:
+            out.append(("warning", f"stream stopped: {runner.error}"))
+        else:
+            out.append(("info", "stream ended"))
+    return out

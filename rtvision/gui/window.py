@@ -1,0 +1,446 @@
+"""The main window: the newest annotated frame, a stats panel, a banner, toolbar and keys.
+
+Keys: Space pause/resume, ``.`` or Right step one frame while paused, ``s`` snapshot (PNG),
+``f`` faces on/off, ``l`` labels on/off, ``q`` / Esc quit. Closing the window (or Ctrl-C in the
+terminal) stops the runner and the pipeline and finalizes ``--save`` / ``--results``.
+
+At the end of the stream the window stays open on the last frame with a "stream ended" banner,
+unless ``auto_close`` is set: ``run_window(..., auto_close=True)`` or the environment variable
+``RTVISION_WINDOW_AUTOCLOSE=1`` (for scripts and tests).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cv2
+from PyQt5.QtCore import QEventLoop, Qt, QTimer, pyqtSignal
+from PyQt5.QtGui import QGuiApplication
+from PyQt5.QtWidgets import (
+    QAction,
+    QApplication,
+    QHBoxLayout,
+    QLabel,
+    QLayout,
+    QMainWindow,
+    QToolBar,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..annotate import annotate
+from ..config import RunConfig
+from ..errors import EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM
+from .frameview import FrameView
+from .metrics import WindowMeters, banner_messages
+from .panel import StatsPanel
+
+log = logging.getLogger(__name__)
+
+AUTOCLOSE_ENV = "RTVISION_WINDOW_AUTOCLOSE"
+SNAPSHOT_DIR_ENV = "RTVISION_SNAPSHOT_DIR"
+
+POLL_MS = 16  # ~60 Hz: pick up runner.latest
+STATS_MS = 250  # 4 Hz: the numbers and the plot
+SIGNAL_MS = 200  # lets Python run its signal handlers while Qt's loop runs
+
+_BANNER_STYLE = {
+    "warning": "background:#7a4b00; color:white; padding:6px; font-weight:bold;",
+    "info": "background:#30404f; color:white; padding:6px; font-weight:bold;",
+}
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+class MainWindow(QMainWindow):
+    """Owns the runner thread; call ``start()`` once after building it.
+
+    Read-only helpers for tests and scripts: ``shown_result`` (the Result on screen),
+    ``shown_index``, ``view`` (FrameView), ``panel`` (StatsPanel), ``banner`` (QLabel).
+    """
+
+    closed = pyqtSignal()
+    ended = pyqtSignal()
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        runner,
+        auto_close: bool = False,
+        snapshot_dir: str | Path | None = None,
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.cfg = cfg
+        self.runner = runner
+        self.auto_close = auto_close
+        self.snapshot_dir = Path(snapshot_dir or os.environ.get(SNAPSHOT_DIR_ENV) or ".")
+        self.show_faces = True
+        self.show_labels = True
+        self.shown_result = None
+        self.is_ended = False
+        self.is_shut_down = False
+        self.interrupt_code = EXIT_OK
+        self.stuck_threads: list[str] = []
+        self.snapshots: list[Path] = []
+        self._thread: threading.Thread | None = None
+        self._meters = WindowMeters()
+        self._banner_text = None
+
+        info = runner.pipeline.info
+        self.setWindowTitle(f"rtvision — {info.name}" if info else "rtvision")
+        if QGuiApplication.platformName() in ("offscreen", "minimal"):
+            # these plugins warn "does not support propagateSizeHints()" whenever a layout
+            # sets the top-level minimum size
+            self.layout().setSizeConstraint(QLayout.SetNoConstraint)
+
+        self.view = FrameView()
+        self.panel = StatsPanel()
+        self.banner = QLabel()
+        self.banner.setWordWrap(True)
+        self.banner.setObjectName("banner")
+        self.banner.hide()
+        central = QWidget()
+        outer = QVBoxLayout(central)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.setSpacing(0)
+        outer.addWidget(self.banner)
+        row = QHBoxLayout()
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.view, 1)
+        row.addWidget(self.panel, 0)
+        outer.addLayout(row, 1)
+        self.setCentralWidget(central)
+        self.state_label = QLabel("starting")
+        self.statusBar().addPermanentWidget(self.state_label)
+        self._build_actions()
+        self.view.setFocus()
+        self.resize(1280, 600)
+
+        self._poll_timer = QTimer(self)
+        self._poll_timer.setInterval(POLL_MS)
+        self._poll_timer.timeout.connect(self._poll)
+        self._stats_timer = QTimer(self)
+        self._stats_timer.setInterval(STATS_MS)
+        self._stats_timer.timeout.connect(self._refresh_stats)
+
+    # -- construction --------------------------------------------------------------------------
+    def _build_actions(self) -> None:
+        tb = QToolBar("controls")
+        tb.setMovable(False)
+        self.addToolBar(tb)
+
+        def action(text: str, tip: str, slot, checkable: bool = False, checked: bool = False) -> QAction:
+            a = QAction(text, self)
+            a.setToolTip(tip)
+            a.setCheckable(checkable)
+            if checkable:
+                a.setChecked(checked)
+            a.triggered.connect(slot)
+            tb.addAction(a)
+            return a
+
+        self.pause_action = action("Pause", "Pause / resume (Space)", self.toggle_pause, checkable=True)
+        self.step_action = action("Step", "One frame while paused (. or Right)", self.step)
+        self.snapshot_action = action("Snapshot", "Save the annotated frame as PNG (S)", self.snapshot)
+        tb.addSeparator()
+        self.faces_action = action("Faces", "Face boxes on/off (F)", self.set_faces, True, True)
+        self.labels_action = action("Labels", "Classifier labels on/off (L)", self.set_labels, True, True)
+        tb.addSeparator()
+        action("Quit", "Quit (Q or Esc)", self.close)
+        for button in tb.findChildren(QToolButton):
+            button.setFocusPolicy(Qt.NoFocus)  # keep Space for pause, not for "click the button"
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the runner thread and the timers (once)."""
+        if self._thread is not None or self.is_shut_down:
+            return
+        self._thread = threading.Thread(target=self.runner.run, name="rtvision-runner", daemon=True)
+        self._thread.start()
+        self.state_label.setText("running")
+        self._poll_timer.start()
+        self._stats_timer.start()
+        self._refresh_stats()
+
+    @property
+    def runner_thread(self) -> threading.Thread | None:
+        return self._thread
+
+    @property
+    def shown_index(self) -> int | None:
+        return None if self.shown_result is None else self.shown_result.frame.index
+
+    def shutdown(self) -> list[str]:
+        """Stop the runner (which stops the pipeline and finalizes outputs); join it with a
+        timeout. Idempotent. Returns the names of threads that did not stop."""
+        if self.is_shut_down:
+            return self.stuck_threads
+        self.is_shut_down = True
+        self._poll_timer.stop()
+        self._stats_timer.stop()
+        self.runner.request_stop()
+        if self._thread is None:
+            self.runner.pipeline.stop()
+        else:
+            self._thread.join(timeout=self.cfg.join_timeout_s + 5.0)
+            if self._thread.is_alive():
+                self.stuck_threads.append(self._thread.name)
+                log.error("the runner thread did not stop within %.0fs", self.cfg.join_timeout_s + 5.0)
+        self.stuck_threads.extend(t for t in self.runner.pipeline.stuck_threads if t not in self.stuck_threads)
+        return self.stuck_threads
+
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt name
+        self.shutdown()
+        event.accept()
+        super().closeEvent(event)
+        self.closed.emit()
+
+    def interrupt(self, code: int) -> None:
+        """Close because of a signal (Ctrl-C: 130, SIGTERM: 143)."""
+        self.interrupt_code = code
+        self.close()
+
+    # -- the GUI-thread loop ---------------------------------------------------------------------
+    def _poll(self) -> None:
+        r = self.runner.latest  # a single reference read; never waits on the runner
+        # draw a new result only once the previous one is on screen: a slow display drops
+        # display frames, never pipeline frames
+        if r is not None and r is not self.shown_result and not self.view_pending:
+            self._render(r)
+        if not self.is_ended and self._thread is not None and not self._thread.is_alive():
+            self._on_ended()
+
+    @property
+    def view_pending(self) -> bool:
+        return self.view._fresh
+
+    def _render(self, r) -> None:
+        self.shown_result = r
+        self.view.set_image(annotate(r, show_faces=self.show_faces, show_labels=self.show_labels))
+
+    def _refresh_stats(self) -> None:
+        text = self._meters.panel_text(self.runner, self.view.display_rate.rate())
+        self.panel.show_text(text)
+        self.panel.plot.set_history(list(self.runner.stats.history))  # list(): atomic copy under the GIL
+        self._update_banner()
+
+    def _update_banner(self) -> None:
+        msgs = banner_messages(self.runner, self.is_ended)
+        key = tuple(msgs)
+        if key == self._banner_text:
+            return
+        self._banner_text = key
+        if not msgs:
+            self.banner.hide()
+            return
+        level = "warning" if any(lv == "warning" for lv, _ in msgs) else "info"
+        self.banner.setStyleSheet(_BANNER_STYLE[level])
+        self.banner.setText("\n".join(text for _, text in msgs))
+        self.banner.show()
+
+    def _on_ended(self) -> None:
+        self.is_ended = True
+        self.pause_action.setEnabled(False)
+        self.step_action.setEnabled(False)
+        err = self.runner.error
+        self.state_label.setText("ended" if err is None else "stopped on error")
+        self._refresh_stats()
+        self.statusBar().showMessage("stream ended" if err is None else f"stopped: {err}")
+        self.ended.emit()
+        if self.auto_close:
+            # show the last frame first, then close
+            QTimer.singleShot(0, self._close_when_drawn)
+
+    def _close_when_drawn(self) -> None:
+        r = self.runner.latest
+        if r is not None and r is not self.shown_result and not self.view_pending:
+            self._render(r)
+        if self.view_pending and self.isVisible():
+            QTimer.singleShot(POLL_MS, self._close_when_drawn)
+            return
+        self.close()
+
+    # -- controls ------------------------------------------------------------------------------
+    def toggle_pause(self) -> None:
+        if self.is_ended:
+            return
+        if self.runner.paused:
+            self.runner.resume()
+            self.state_label.setText("running")
+            self.statusBar().clearMessage()
+        else:
+            self.runner.pause()
+            self.state_label.setText("paused")
+            self.statusBar().showMessage("paused: Space resumes, . or Right steps one frame")
+        self.pause_action.setChecked(self.runner.paused)
+        self.pause_action.setText("Resume" if self.runner.paused else "Pause")
+
+    def step(self) -> None:
+        """One more frame while paused; pauses first when running."""
+        if self.is_ended:
+            return
+        if not self.runner.paused:
+            self.toggle_pause()
+            return
+        self.runner.step(1)
+
+    def snapshot(self) -> Path | None:
+        """Save the annotated frame on screen as PNG; returns its path (shown in the status bar)."""
+        img = self.view.image
+        if img is None:
+            self.statusBar().showMessage("no frame to save yet", 3000)
+            return None
+        index = self.shown_index or 0
+        self.snapshot_dir.mkdir(parents=True, exist_ok=True)
+        path = self.snapshot_dir / f"rtvision-frame{index:06d}.png"
+        n = 1
+        while path.exists():
+            path = self.snapshot_dir / f"rtvision-frame{index:06d}-{n}.png"
+            n += 1
+        if not cv2.imwrite(str(path), img):
+            self.statusBar().showMessage(f"could not write {path}", 5000)
+            return None
+        self.snapshots.append(path.resolve())
+        self.statusBar().showMessage(f"snapshot saved: {path.resolve()}", 5000)
+        return path
+
+    def set_faces(self, on: bool) -> None:
+        self.show_faces = bool(on)
+        self.faces_action.setChecked(self.show_faces)
+        self._redraw()
+
+    def set_labels(self, on: bool) -> None:
+        self.show_labels = bool(on)
+        self.labels_action.setChecked(self.show_labels)
+        self._redraw()
+
+    def _redraw(self) -> None:
+        if self.shown_result is not None:
+            self._render(self.shown_result)
+
+    def keyPressEvent(self, event) -> None:  # noqa: N802 - Qt name
+        key = event.key()
+        if event.modifiers() & (Qt.ControlModifier | Qt.AltModifier | Qt.MetaModifier):
+            super().keyPressEvent(event)
+            return
+        if key == Qt.Key_Space:
+            self.toggle_pause()
+        elif key in (Qt.Key_Period, Qt.Key_Right):
+            self.step()
+        elif key == Qt.Key_S:
+            self.snapshot()
+        elif key == Qt.Key_F:
+            self.set_faces(not self.show_faces)
+        elif key == Qt.Key_L:
+            self.set_labels(not self.show_labels)
+        elif key in (Qt.Key_Q, Qt.Key_Escape):
+            self.close()
+        else:
+            super().keyPressEvent(event)
+            return
+        event.accept()
+
+
+_APP: QApplication | None = None
+
+
+def application() -> QApplication:
+    """The QApplication (created with HiDPI scaling on when this process has none yet)."""
+    global _APP
+    app = QApplication.instance()
+    if app is None:
+        QApplication.setAttribute(Qt.AA_EnableHighDpiScaling, True)
+        QApplication.setAttribute(Qt.AA_UseHighDpiPixmaps, True)
+        app = QApplication([sys.argv[0] if sys.argv else "rtvision"])
+        app.setApplicationName("rtvision")
+    _APP = app
+    return app
+
+
+def _install_signal_handlers(window: MainWindow):
+    """Ctrl-C / SIGTERM close the window (main thread only). Returns a function that restores
+    the previous handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    old = {}
+    for signum, code in ((signal.SIGINT, EXIT_SIGINT), (signal.SIGTERM, EXIT_SIGTERM)):
+        old[signum] = signal.getsignal(signum)
+        signal.signal(signum, lambda *_a, _code=code: QTimer.singleShot(0, lambda: window.interrupt(_code)))
+    wake = QTimer(window)
+    wake.setInterval(SIGNAL_MS)
+    wake.timeout.connect(lambda: None)  # Python runs pending signal handlers between bytecodes
+    wake.start()
+
+    def restore() -> None:
+        wake.stop()
+        for signum, handler in old.items():
+            signal.signal(signum, handler)
+
+    return restore
+
+
+def run_window(
+    cfg: RunConfig,
+    runner,
+    auto_close: bool | None = None,
+    snapshot_dir: str | Path | None = None,
+) -> dict:
+    """Show the window over a started pipeline's runner until it is closed; return the summary.
+
+    The runner runs on a ``rtvision-runner`` thread; when this returns the pipeline is stopped
+    and the outputs are finalized. ``auto_close`` None reads ``RTVISION_WINDOW_AUTOCLOSE``.
+    """
+    if auto_close is None:
+        auto_close = env_flag(AUTOCLOSE_ENV)
+    app = application()
+    window = None
+    restore = lambda: None  # noqa: E731
+    try:
+        window = MainWindow(cfg, runner, auto_close=auto_close, snapshot_dir=snapshot_dir)
+        loop = QEventLoop()
+        window.closed.connect(loop.quit)
+        restore = _install_signal_handlers(window)
+        window.show()
+        window.start()
+        if not window.is_shut_down:
+            loop.exec_()
+    finally:
+        restore()
+        if window is not None:
+            window.shutdown()
+            window.hide()
+            window.deleteLater()
+            app.processEvents()
+        else:
+            runner.request_stop()
+            runner.pipeline.stop()
+    stuck = window.stuck_threads if window is not None else list(runner.pipeline.stuck_threads)
+    if runner.summary is None:  # the runner thread never finished (reported as stuck)
+        runner.summary = runner.build_summary()
+    if window is not None and window.interrupt_code and runner.exit_code == EXIT_OK:
+        runner.exit_code = window.interrupt_code
+    runner.summary["exit_code"] = runner.exit_code
+    runner.summary["stuck_threads"] = sorted(set(runner.summary.get("stuck_threads", [])) | set(stuck))
+    return runner.summary
+
+
+def wait_for(predicate, timeout_s: float, app: QApplication | None = None) -> bool:
+    """Process Qt events until ``predicate()`` is true or ``timeout_s`` passes (scripts)."""
+    app = app or application()
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        app.processEvents(QEventLoop.AllEvents, 20)
+        time.sleep(0.005)
+    return True
