@@ -62,6 +62,10 @@ class HistoryPlot(QWidget):
         p = QPainter(self)
         try:
             p.setRenderHint(QPainter.Antialiasing, True)
+            font = p.font()
+            if font.pointSizeF() > 0:
+                font.setPointSizeF(font.pointSizeF() * 0.85)
+                p.setFont(font)
             p.fillRect(self.rect(), QColor(24, 24, 24))
             fm = p.fontMetrics()
             th = fm.height()
@@ -88,12 +92,12 @@ class HistoryPlot(QWidget):
                 p.drawPath(self._path(plot, idx, vmax))
             p.setPen(FPS_COLOR)
             last_fps = f"{fps_vals[-1]:.1f}" if fps_vals else "–"
-            p.drawText(QRectF(4, 2, self.width() - 8, th), Qt.AlignLeft | Qt.AlignVCenter, f"FPS {last_fps} (max {fps_max:g})")
+            p.drawText(QRectF(4, 2, self.width() - 8, th), Qt.AlignLeft | Qt.AlignVCenter, f"FPS {last_fps} (axis {fps_max:g})")
             p.setPen(LATENCY_COLOR)
             last_lat = f"{lat_vals[-1]:.0f}" if lat_vals else "–"
-            p.drawText(QRectF(4, 2, self.width() - 8, th), Qt.AlignRight | Qt.AlignVCenter, f"latency {last_lat} ms (max {lat_max:g})")
+            p.drawText(QRectF(4, 2, self.width() - 8, th), Qt.AlignRight | Qt.AlignVCenter, f"{last_lat} ms (axis {lat_max:g})")
             p.setPen(QColor(150, 150, 150))
             p.drawText(QRectF(4, self.height() - th - 2, self.width() - 8, th), Qt.AlignLeft | Qt.AlignVCenter, f"-{self.span_s:.0f} s")
-            p.drawText(QRectF(4, self.height() - th - 2, self.width() - 8, th), Qt.AlignRight | Qt.AlignVCenter, "now")
+            p.drawText(QRectF(4, self.height() - th - 2, self.width() - 8, th), Qt.AlignRight | Qt.AlignVCenter, "latency (orange), FPS (blue) · now")
         finally:
             p.end()
