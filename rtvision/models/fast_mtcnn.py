@@ -113,6 +113,13 @@ class _PNetFused(nn.Module):
         return self.head(self.body(x))
 
 
+def _bgr_input(conv: nn.Conv2d) -> nn.Conv2d:
+    """Make a first conv trained on RGB take BGR (its input channels reversed), in place."""
+    with torch.no_grad():
+        conv.weight.copy_(conv.weight.flip(1))
+    return conv
+
+
 def _pnet_out_hw(h: int, w: int) -> tuple[int, int]:
     # conv3 (-2), maxpool 2/2 ceil, conv3 (-2), conv3 (-2)
     return math.ceil((h - 2) / 2) - 4, math.ceil((w - 2) / 2) - 4
@@ -153,17 +160,45 @@ def _crop_rois(boxes: torch.Tensor, img_idx: torch.Tensor, w: int, h: int) -> tu
     return torch.stack([img_idx, x0, y0, x1, y1], dim=1), valid
 
 
-def _integral(images: list[np.ndarray], batch_u8: torch.Tensor) -> torch.Tensor:
-    """Summed-area tables (N, H+1, W+1, 3) of the BGR uint8 frames, exact in integers.
+def _area_windows_np(length: int, out: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``out`` windows [s, e) over ``length`` inputs of ``adaptive_avg_pool`` (area resize)."""
+    i = np.arange(out)
+    return (i * length) // out, ((i + 1) * length + out - 1) // out
 
-    On the CPU OpenCV's ``cv2.integral`` (about 20x faster than two ``torch.cumsum``); elsewhere
-    the same table from ``batch_u8`` (N,H,W,3) on its device."""
+
+def _normalize_np(total: np.ndarray, count: np.ndarray) -> np.ndarray:
+    return (total.astype(np.float32) / count - np.float32(127.5)) * np.float32(0.0078125)
+
+
+def _integral_cpu(images: list[np.ndarray]) -> np.ndarray:
+    """Summed-area tables (N, H+1, W+1, 3) of BGR uint8 frames, exact (int32, or float64 when
+    a frame is too big for int32)."""
+    h, w = images[0].shape[:2]
+    sdepth = cv2.CV_32S if 255 * (h + 1) * (w + 1) < 2**31 else cv2.CV_64F
+    return np.stack([cv2.integral(img, sdepth=sdepth) for img in images])
+
+
+def _pyramid_cpu(integral: np.ndarray, sizes: list[tuple[int, int]]) -> list[np.ndarray]:
+    """Pyramid levels (N, lh, lw, 3) float32 normalized BGR, each exactly
+    ``F.interpolate(frame, (lh, lw), mode="area")`` (what facenet computes from the full frame),
+    read off the summed-area table: two row gathers and two column gathers per level, about 4x
+    cheaper on the CPU than ``adaptive_avg_pool2d`` over the full frame for every level."""
+    h, w = integral.shape[1] - 1, integral.shape[2] - 1
+    levels = []
+    for lh, lw in sizes:
+        rs, re = _area_windows_np(h, lh)
+        cs, ce = _area_windows_np(w, lw)
+        rows = integral[:, re] - integral[:, rs]  # N, lh, W+1, 3
+        total = rows[:, :, ce] - rows[:, :, cs]  # N, lh, lw, 3
+        count = ((re - rs)[:, None] * (ce - cs)[None, :]).astype(np.float32)[None, :, :, None]
+        levels.append(_normalize_np(total, count))
+    return levels
+
+
+def _integral_torch(batch_u8: torch.Tensor) -> torch.Tensor:
+    """Summed-area tables (N, H+1, W+1, 3) of a (N,H,W,3) uint8 batch on its device."""
     n, h, w, _ = batch_u8.shape
-    small = 255 * (h + 1) * (w + 1) < 2**31
-    if batch_u8.device.type == "cpu":
-        sdepth = cv2.CV_32S if small else cv2.CV_64F
-        return torch.from_numpy(np.stack([cv2.integral(img, sdepth=sdepth) for img in images]))
-    dtype = torch.int32 if small else torch.int64
+    dtype = torch.int32 if 255 * (h + 1) * (w + 1) < 2**31 else torch.int64
     s = torch.zeros((n, h + 1, w + 1, 3), dtype=dtype, device=batch_u8.device)
     inner = s[:, 1:, 1:]
     torch.cumsum(batch_u8, dim=2, dtype=dtype, out=inner)
@@ -181,26 +216,26 @@ def _area_windows(start: torch.Tensor, length: torch.Tensor, out: int) -> tuple[
 
 
 def _area_crops(integral: torch.Tensor, rois: torch.Tensor, out: int, chunk: int = 2048) -> torch.Tensor:
-    """(K,3,out,out) normalized RGB crops, each roi area-resized exactly as
+    """(K,3,out,out) channels_last normalized BGR crops, each roi area-resized exactly as
     ``F.interpolate(mode="area")`` of the cropped frame would (what facenet does box by box),
-    from the (N, H+1, W+1, 3) BGR summed-area table."""
+    gathered from the (N, H+1, W+1, 3) summed-area table in one go."""
     _, hp, wp, _ = integral.shape
     flat = integral.reshape(-1)
-    bgr = torch.tensor([2, 1, 0], device=rois.device)  # RGB channel k is BGR channel 2-k
+    chans = torch.arange(3, device=rois.device)[None, None, None, :]
     parts = []
     for k in range(0, rois.shape[0], chunk):
         r = rois[k : k + chunk]
         ys, ye = _area_windows(r[:, 2], r[:, 4] - r[:, 2], out)
         xs, xe = _area_windows(r[:, 1], r[:, 3] - r[:, 1], out)
-        base = (r[:, 0:1] * (hp * wp * 3) + bgr[None, :])[:, :, None, None]  # K,3,1,1
-        ys3, ye3 = (ys * (wp * 3))[:, None, :, None], (ye * (wp * 3))[:, None, :, None]
-        xs3, xe3 = (xs * 3)[:, None, None, :], (xe * 3)[:, None, None, :]
+        base = (r[:, 0] * (hp * wp * 3))[:, None, None, None] + chans  # K,1,1,3
+        ys3, ye3 = (ys * (wp * 3))[:, :, None, None], (ye * (wp * 3))[:, :, None, None]
+        xs3, xe3 = (xs * 3)[:, None, :, None], (xe * 3)[:, None, :, None]
         total = flat[base + ye3 + xe3] - flat[base + ys3 + xe3] - flat[base + ye3 + xs3] + flat[base + ys3 + xs3]
-        count = (ye - ys)[:, None, :, None] * (xe - xs)[:, None, None, :]
-        parts.append((total.float() / count.float() - 127.5) * 0.0078125)
+        count = (ye - ys)[:, :, None, None] * (xe - xs)[:, None, :, None]
+        parts.append((total.float() / count.float() - 127.5) * 0.0078125)  # K, out, out, 3
     if not parts:
-        return torch.zeros((0, 3, out, out), device=integral.device)
-    return torch.cat(parts)
+        return torch.zeros((0, 3, out, out), device=integral.device).contiguous(memory_format=torch.channels_last)
+    return torch.cat(parts).permute(0, 3, 1, 2)
 
 
 def _nms_min_numpy(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
@@ -257,10 +292,15 @@ class FastMTCNN:
         self.factor = float(factor)
         self.max_batch = int(max_batch)
         self.description = f"fast-mtcnn scale {self.scale:g}"
+        # All three nets take BGR (first conv's input channels reversed) and run channels_last.
         pnet = PNet(pretrained=True).eval()
+        _bgr_input(pnet.conv1)
+        rnet, onet = RNet(pretrained=True).eval(), ONet(pretrained=True).eval()
+        _bgr_input(rnet.conv1)
+        _bgr_input(onet.conv1)
         self.pnet = _PNetFused(pnet).eval().to(self.device, memory_format=torch.channels_last)
-        self.rnet = RNet(pretrained=True).eval().to(self.device)
-        self.onet = ONet(pretrained=True).eval().to(self.device)
+        self.rnet = rnet.to(self.device, memory_format=torch.channels_last)
+        self.onet = onet.to(self.device, memory_format=torch.channels_last)
         for net in (self.pnet, self.rnet, self.onet):
             net.requires_grad_(False)
         self._templates: dict[tuple[int, int], tuple[list[tuple[int, int]], torch.Tensor, torch.Tensor]] = {}
@@ -305,10 +345,23 @@ class FastMTCNN:
                 self._templates[key] = (sizes, torch.cat(boxes).to(self.device), torch.cat(level_ids).to(self.device))
         return self._templates[key]
 
-    def _to_tensor(self, images: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-        """The batch as (N,H,W,3) BGR uint8 on the device and as (N,3,H,W) RGB float32 (raw 0..255)."""
-        batch = torch.from_numpy(np.stack(images)).to(self.device, non_blocking=True)
-        return batch, batch.permute(0, 3, 1, 2).flip(1).float().contiguous()
+    def _pyramid(self, images: list[np.ndarray], sizes: list[tuple[int, int]]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Pyramid levels (N,3,lh,lw) channels_last normalized BGR on the device, and the
+        frames' (N, H+1, W+1, 3) summed-area table on the device (for the R-/O-Net crops).
+
+        On the CPU both come from ``cv2.integral`` (see :func:`_pyramid_cpu`); on other devices
+        the frames are uploaded once as uint8 and everything is computed there."""
+        if self.device.type == "cpu":
+            integral = _integral_cpu(images)
+            levels = [torch.from_numpy(lv).permute(0, 3, 1, 2) for lv in _pyramid_cpu(integral, sizes)]
+            return levels, torch.from_numpy(integral)
+        batch = torch.from_numpy(np.stack(images)).to(self.device, non_blocking=True)  # N,H,W,3 BGR
+        x = batch.permute(0, 3, 1, 2).float().contiguous()
+        levels = [
+            F.interpolate(x, size=size, mode="area").sub_(127.5).mul_(0.0078125).contiguous(memory_format=torch.channels_last)
+            for size in sizes
+        ]
+        return levels, _integral_torch(batch)
 
     @torch.inference_mode()
     def _detect_same_size(self, images: list[np.ndarray]) -> list[Faces]:
@@ -317,14 +370,13 @@ class FastMTCNN:
         sizes, tmpl_boxes, tmpl_levels = self._level_template(h, w)
         if not sizes:
             return [Faces.empty() for _ in range(n)]
-        batch, x = self._to_tensor(images)
+        levels, integral = self._pyramid(images, sizes)
         t1, t2, t3 = self.thresholds
 
-        # Stage 1: P-Net over the pyramid; each level is area-resized from the previous one.
+        # Stage 1: P-Net over the pyramid (all frames of the batch in one call per level).
         margins, regs = [], []
-        for lh, lw in sizes:
-            level = F.interpolate(x, size=(lh, lw), mode="area").sub_(127.5).mul_(0.0078125)
-            out = self.pnet(level.contiguous(memory_format=torch.channels_last))
+        for level in levels:
+            out = self.pnet(level)
             margins.append(out[:, 0].reshape(n, -1))
             regs.append(out[:, 1:].reshape(n, 4, -1))
         margin = torch.cat(margins, dim=1)  # N,T
@@ -345,7 +397,6 @@ class FastMTCNN:
         boxes = _rerec(boxes + reg * torch.stack([bw, bh, bw, bh], dim=1))
 
         # Stage 2: R-Net on 24x24 crops.
-        integral = _integral(images, batch).to(self.device, non_blocking=True)
         rois, valid = _crop_rois(boxes, img_idx, w, h)
         crops = _area_crops(integral, rois, 24)
         reg, p = self._run_chunked(self.rnet, crops)

@@ -1,0 +1,187 @@
+"""FastMTCNN against facenet-pytorch's MTCNN on real frames of faces_1080p.mp4."""
+
+from __future__ import annotations
+
+import time
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from rtvision.metrics import iou_matrix, match_boxes
+from rtvision.models.fast_mtcnn import FacenetMTCNN, FastMTCNN, choose_scale, pyramid_scales
+from rtvision.types import Faces, Frame
+
+FRAME_IDS = (0, 5)  # two frames of faces_frames (the first 8 frames of the clip)
+
+
+@pytest.fixture(scope="module")
+def fast() -> FastMTCNN:
+    return FastMTCNN(device="cpu")
+
+
+@pytest.fixture(scope="module")
+def reference() -> FacenetMTCNN:
+    return FacenetMTCNN(device="cpu")
+
+
+@pytest.fixture(scope="module")
+def frames(faces_frames) -> list[np.ndarray]:
+    return [faces_frames[i] for i in FRAME_IDS]
+
+
+@pytest.fixture(scope="module")
+def ref_faces(reference, frames) -> list[Faces]:
+    return reference.detect(frames)
+
+
+@pytest.fixture(scope="module")
+def fast_faces(fast, frames) -> list[Faces]:
+    return fast.detect(frames)
+
+
+def _matched_ious(ref: Faces, pred: Faces) -> np.ndarray:
+    """For every reference box, the IoU of its one-to-one match (0 when unmatched)."""
+    out = np.zeros(len(ref))
+    for r, _, iou in match_boxes(ref.xyxy, pred.xyxy, iou_threshold=0.3):
+        out[r] = iou
+    return out
+
+
+def test_reproduces_facenet_boxes(ref_faces, fast_faces):
+    assert sum(len(f) for f in ref_faces) >= 5, "the clip's first frames have several faces"
+    for ref, got in zip(ref_faces, fast_faces):
+        assert isinstance(got, Faces)
+        assert abs(len(got) - len(ref)) <= max(1, round(0.1 * len(ref))), (len(ref), len(got))
+        ious = _matched_ious(ref, got)
+        assert (ious >= 0.9).mean() >= 0.9, ious
+        assert np.median(ious) >= 0.98, ious
+
+
+def test_scores_and_landmarks_match(ref_faces, fast_faces):
+    for ref, got in zip(ref_faces, fast_faces):
+        assert got.landmarks is not None and got.landmarks.shape == (len(got), 5, 2)
+        assert got.xyxy.dtype == np.float32 and got.track_ids is None
+        for r, p, iou in match_boxes(ref.xyxy, got.xyxy, iou_threshold=0.9):
+            assert abs(float(ref.scores[r]) - float(got.scores[p])) < 0.02
+            height = ref.xyxy[r, 3] - ref.xyxy[r, 1]
+            err = np.linalg.norm(ref.landmarks[r] - got.landmarks[p], axis=1).max()
+            assert err < 0.1 * height, (err, height)
+            # landmarks (eyes, nose, mouth corners) lie in or near their box, in frame pixels
+            x1, y1, x2, y2 = got.xyxy[p]
+            m = 0.25 * (x2 - x1)
+            lm = got.landmarks[p]
+            assert ((lm[:, 0] > x1 - m) & (lm[:, 0] < x2 + m) & (lm[:, 1] > y1 - m) & (lm[:, 1] < y2 + m)).all()
+
+
+def test_batch_gives_the_same_as_one_by_one(fast, frames, fast_faces):
+    for frame, batched in zip(frames, fast_faces):
+        single = fast.detect([frame])[0]
+        assert len(single) == len(batched)
+        np.testing.assert_allclose(single.xyxy, batched.xyxy, atol=1e-3)
+
+
+def test_no_faces_gives_empty_record(fast, reference):
+    h, w = 360, 640
+    yy, xx = np.mgrid[0:h, 0:w]
+    smooth = np.dstack([(xx * 255 // w), (yy * 255 // h), np.full((h, w), 128)]).astype(np.uint8)
+    for det in (fast, reference):
+        out = det.detect([smooth, np.zeros((h, w, 3), np.uint8)])
+        assert len(out) == 2
+        for faces in out:
+            assert faces is not None and isinstance(faces, Faces)
+            assert len(faces) == 0 and faces.xyxy.shape == (0, 4)
+    assert fast.detect([]) == []
+
+
+def test_tiny_frame_below_pyramid_gives_empty(fast):
+    assert pyramid_scales(10, 10, 20, 0.709) == []
+    out = fast.detect([np.full((10, 10, 3), 200, np.uint8)])
+    assert len(out) == 1 and len(out[0]) == 0
+
+
+def test_accepts_frame_records_and_mixed_sizes(fast, faces_frames):
+    big = faces_frames[0]
+    small = cv2.resize(big, (960, 540), interpolation=cv2.INTER_AREA)
+    out = fast.detect([Frame(index=0, pts_s=0.0, captured_at=0.0, image=big), small, big])
+    assert len(out) == 3
+    np.testing.assert_allclose(out[0].xyxy, out[2].xyxy, atol=1e-3)
+    assert len(out[1]) >= 1
+    # the half-size frame's boxes are in its own pixels: inside 960x540
+    assert out[1].xyxy[:, 2].max() <= 960 + 20 and out[1].xyxy[:, 3].max() <= 540 + 20
+
+
+@pytest.mark.parametrize("backend", [FastMTCNN, FacenetMTCNN])
+def test_half_scale_boxes_map_back_to_full_resolution(backend, frames, ref_faces):
+    det = backend(device="cpu", scale=0.5)
+    assert det.scale == 0.5
+    half = det.detect(frames)
+    best_ious = []
+    for ref, got in zip(ref_faces, half):
+        tall = (ref.xyxy[:, 3] - ref.xyxy[:, 1]) >= 60
+        if not tall.any():
+            continue
+        iou = iou_matrix(ref.xyxy[tall], got.xyxy)
+        best_ious.extend(iou.max(axis=1) if iou.shape[1] else np.zeros(int(tall.sum())))
+        # boxes are in full-resolution pixels, not in half-resolution ones
+        assert got.xyxy[:, 2].max() > 960 or got.xyxy[:, 3].max() > 540
+    best = np.asarray(best_ious)
+    assert len(best) >= 6
+    # half resolution misses a few big faces; the ones it finds land on the full-res boxes
+    assert (best >= 0.5).mean() >= 0.7, best
+    assert np.median(best[best >= 0.5]) >= 0.85, best
+
+
+def test_choose_scale():
+    assert choose_scale((1920, 1080), 40) == pytest.approx(0.5)
+    assert choose_scale((1920, 1080), 80) == pytest.approx(0.25)
+    assert choose_scale((1920, 1080), 20) == 1.0
+    assert choose_scale((1920, 1080), 10) == 1.0  # never above 1: small faces need min_face_size instead
+    # a face as tall as the frame must stay detectable: short side * scale >= 20
+    assert choose_scale((200, 100), 1000) == pytest.approx(0.2)
+    assert choose_scale((1920, 1080), 60, detector_min_face_px=30) == pytest.approx(0.5)
+    with pytest.raises(ValueError):
+        choose_scale((1920, 1080), 0)
+
+
+def test_pyramid_matches_facenet_recipe():
+    # facenet: m = 12/min_face; scales m * factor^k while min(h, w) * scale >= 12
+    scales = pyramid_scales(1080, 1920, 20, 0.709)
+    assert scales[0] == pytest.approx(0.6)
+    assert 1080 * scales[-1] >= 12 > 1080 * scales[-1] * 0.709
+    half = pyramid_scales(1080, 1920, 20, 0.709, scale=0.5)
+    assert half[0] == pytest.approx(0.3) and len(half) < len(scales)
+
+
+def test_rejects_bad_input(fast):
+    with pytest.raises(ValueError):
+        fast.detect([np.zeros((10, 10), np.uint8)])
+    with pytest.raises(ValueError):
+        FastMTCNN(scale=1.5)
+
+
+def test_not_slower_than_facenet(fast, reference, frames):
+    """Interleaved timing on the same frames (shared CPU: generous margin)."""
+    t_fast = t_ref = 0.0
+    for frame in frames:
+        t0 = time.perf_counter()
+        reference.detect([frame])
+        t1 = time.perf_counter()
+        fast.detect([frame])
+        t2 = time.perf_counter()
+        t_ref += t1 - t0
+        t_fast += t2 - t1
+    assert t_fast <= 1.1 * t_ref, (t_fast, t_ref)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu(frames, fast_faces):
+    det = FastMTCNN(device="cuda")
+    assert det.device.type == "cuda"
+    out = det.detect(frames)
+    for cpu, gpu in zip(fast_faces, out):
+        assert abs(len(cpu) - len(gpu)) <= 1
+        ious = _matched_ious(cpu, gpu)
+        assert (ious >= 0.9).mean() >= 0.9
