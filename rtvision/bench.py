@@ -1,0 +1,284 @@
+"""``rtvision bench``: every performance claim of the project comes from here.
+
+It measures variants of the pipeline side by side with the naive textbook loop, on the same
+machine in the same run, prints a Markdown report and saves it (``--out`` JSON, ``--md``,
+``--plot`` PNG). See ``rtvision bench --help`` and :mod:`rtvision.benchmark` for the parts.
+
+Design decisions (also stated in the report):
+
+* **One process, interleaved.** All variants run one after another in this process; with
+  ``--repeat K`` the order is repeat → mode → variant, so slow drift of a shared machine hits
+  every variant alike. Same process means the same warm caches, allocator and torch threads for
+  everyone, and every model is built once and reused across modes and repeats. The price: peak
+  RSS (``ru_maxrss``) only ever grows in a process, so each run also reports its own sampled
+  peak, start and end RSS.
+* **Frames beyond the file loop it**: the file is closed and reopened, so every frame is
+  really decoded (``--frames 300`` on a 105-frame file decodes 300 frames).
+* **"Result written"** is real: pipeline variants write each result to a JSON Lines file in a
+  temporary folder through the Runner's sink (``--save-video`` adds an annotated H.264 video);
+  the naive loop writes its own JSON line per frame.
+* **Warmup**: the first ``--warmup`` results of every run are left out of every statistic;
+  statistics come from per-result records (a Runner listener), not from the runner's summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as _dt
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from .config import CLASSIFIERS, DEVICES
+from .errors import UsageError
+from .benchmark import quality as qmod
+from .benchmark.fingerprint import machine_fingerprint
+from .benchmark.naive import NaiveLoop
+from .benchmark.report import SCHEMA_VERSION, add_ratios, aggregate, render_markdown, write_json, write_plot
+from .benchmark.runs import run_pipeline
+from .benchmark.variants import NAIVE, VARIANTS, BenchContext, VariantPlan, build_variant_models, plan_variant
+
+log = logging.getLogger(__name__)
+
+
+def _positive_int(text: str) -> int:
+    from .cli import positive_int
+
+    return positive_int(text)
+
+
+def _non_negative_int(text: str) -> int:
+    from .cli import non_negative_int
+
+    return non_negative_int(text)
+
+
+def _positive_float(text: str) -> float:
+    from .cli import positive_float
+
+    return positive_float(text)
+
+
+def add_bench_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "bench",
+        help="measure throughput, latency, memory and quality of variants against the naive loop",
+        description="Benchmark rtvision variants side by side with the naive textbook loop (always measured, "
+        "in the same process and run). Prints a Markdown report; --out/--md/--plot save it.",
+        epilog=f"Variants: {', '.join(VARIANTS)}. Example: rtvision bench --source ../shared/data/faces_1080p.mp4 "
+        "--frames 105 --live --out bench.json --md bench.md --plot bench.png",
+    )
+    p.add_argument("--source", required=True, help="a video file (looped by reopening when --frames exceeds its length)")
+    p.add_argument("--frames", type=_positive_int, default=100, help="frames per pipeline run (default: %(default)s)")
+    p.add_argument("--naive-frames", type=_positive_int, default=None, help="frames for the naive loop (default: --frames)")
+    p.add_argument("--warmup", type=_non_negative_int, default=5, help="first N results of each run left out of every statistic (default: %(default)s)")
+    p.add_argument("--repeat", type=_positive_int, default=1, help="repeat every run K times, interleaved; reports min/median/max")
+    p.add_argument("--variants", default="naive,default", help="comma-separated variant names; naive is always added (default: %(default)s)")
+    p.add_argument("--live", action="store_true", help="also measure live mode: the file paced at its fps, drops allowed")
+    p.add_argument("--live-only", action="store_true", help="measure live mode only (no throughput runs)")
+    p.add_argument("--soak", type=_positive_float, default=None, metavar="MINUTES",
+                   help="live runs of pipeline variants last this long (file looped) to show leaks and latency drift")
+    p.add_argument("--classifier", choices=[c for c in CLASSIFIERS if c != "none"], default="resnet50", help="ResNet of every variant and of naive")
+    p.add_argument("--weights", default="imagenet",
+                   help="imagenet, or a torchvision state_dict FILE; offline without a FILE, random-init weights are used (said in the report)")
+    p.add_argument("--device", choices=DEVICES, default="auto", help="device of every variant (default: %(default)s)")
+    p.add_argument("--model", default=None, help="optimized .rtv artifact for the pruned-int8 variant")
+    p.add_argument("--cache-dir", default=None, help="cache for the face reference and quantized models (default: ~/.cache/rtvision)")
+    p.add_argument("--save-video", action="store_true", help="pipeline runs also write an annotated H.264 video (default: JSONL only)")
+    p.add_argument("--no-quality", action="store_true", help="skip face recall/precision and classifier agreement")
+    p.add_argument("--out", default=None, help="write the full report as JSON")
+    p.add_argument("--md", default=None, help="write the Markdown report")
+    p.add_argument("--plot", default=None, help="write a PNG: throughput per variant, live latency distribution, RSS over time")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    return p
+
+
+# -- setup ---------------------------------------------------------------------------------------
+
+def resolve_weights(arch: str, weights: str, tmpdir: str) -> tuple[str, dict]:
+    """(weights every model uses, description). Offline ``imagenet`` becomes a random-init FILE."""
+    import torchvision
+
+    if weights != "imagenet":
+        from .models.classifier import load_state_dict_file
+
+        load_state_dict_file(weights)  # ModelError now, not in the middle of the runs
+        return weights, {"arg": weights, "kind": "file", "random_init": False, "note": f"state_dict file `{weights}`"}
+    default = torchvision.models.get_model_weights(arch).DEFAULT
+    try:
+        default.get_state_dict(progress=False, check_hash=True)
+        return "imagenet", {"arg": weights, "kind": "imagenet", "random_init": False, "note": f"ImageNet ({default})"}
+    except Exception as exc:  # offline: no cache, no download
+        reason = f"{exc.__class__.__name__}"
+    torch.manual_seed(0)
+    state = torchvision.models.get_model(arch, weights=None).state_dict()
+    path = str(Path(tmpdir) / f"random-init-{arch}.pt")
+    torch.save(state, path)
+    note = (f"**RANDOM-INIT {arch} weights** (ImageNet weights unavailable offline: {reason}; seed 0). Speed does not "
+            "depend on the weights; classifier agreement with fp32 is still meaningful, labels are not.")
+    log.warning("ImageNet weights unavailable (%s): using random-init weights", reason)
+    return path, {"arg": weights, "kind": "random-init", "random_init": True, "note": note}
+
+
+def source_facts(path: str) -> dict:
+    from .sources import FileSource
+
+    src = FileSource(path)
+    info = src.open()
+    src.close()
+    return {"path": path, "fps": info.fps, "resolution_wh": list(info.resolution_wh), "frame_count": info.frame_count}
+
+
+def variant_names(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    out = [NAIVE]
+    for n in names:
+        if n not in out:
+            out.append(n)
+    return out
+
+
+# -- the run -------------------------------------------------------------------------------------
+
+def run_bench(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+    naive_frames = args.naive_frames or args.frames
+    if args.warmup >= min(args.frames, naive_frames):
+        raise UsageError(f"--warmup {args.warmup} leaves nothing to measure (frames {args.frames}, naive frames {naive_frames})")
+    modes = (["throughput"] if not args.live_only else []) + (["live"] if (args.live or args.live_only or args.soak) else [])
+    with tempfile.TemporaryDirectory(prefix="rtvision-bench-") as tmp:
+        source = source_facts(args.source)
+        fps = source["fps"] or 25.0
+        file_frames = source["frame_count"] or args.frames
+        weights, weights_info = resolve_weights(args.classifier, args.weights, tmp)
+        ctx = BenchContext(args.source, args.classifier, weights, args.device, args.model, args.cache_dir)
+        plans = [plan_variant(n, ctx) for n in variant_names(args.variants)]
+        fingerprint = machine_fingerprint()
+        models = {}
+        for plan in plans:  # every model before any measurement: an unavailable variant fails fast
+            log.info("building %s", plan.name)
+            if plan.is_naive:
+                from .models.build import resolve_device
+
+                models[plan.name] = NaiveLoop(args.classifier, weights, str(resolve_device(args.device)))
+            else:
+                models[plan.name] = build_variant_models(plan, ctx)
+        soak_frames = int(round(args.soak * 60 * fps)) if args.soak else None
+        runs: dict[tuple[str, str], list[dict]] = {}
+        first_rec = {}
+        for rep in range(args.repeat):
+            for mode in modes:
+                live = mode == "live"
+                for plan in plans:
+                    n = naive_frames if plan.is_naive else (soak_frames if live and soak_frames else args.frames)
+                    desc = None if args.no_progress else f"{plan.name} {mode} {rep + 1}/{args.repeat}"
+                    if plan.is_naive:
+                        stats, rec = models[plan.name].run(args.source, n, live, args.warmup, desc)
+                    else:
+                        stats, rec = run_pipeline(plan, models[plan.name], args.source, n, live, args.warmup, args.save_video, desc)
+                    stats["repeat"] = rep
+                    stats["frames_asked"] = n
+                    runs.setdefault((plan.name, mode), []).append(stats)
+                    if rep == 0:
+                        first_rec[(plan.name, mode)] = rec
+                    else:
+                        del rec
+        quality, ref_info = ({}, None)
+        if not args.no_quality:
+            quality, ref_info = measure_quality(args, plans, models, first_rec, file_frames, weights)
+    variants = []
+    for plan in plans:
+        m = models[plan.name]
+        v = {
+            "name": plan.name,
+            "description": plan.description,
+            "classifier": f"{args.classifier} fp32 (torchvision)" if plan.is_naive else m.classifier_variant,
+            "faces": "facenet-mtcnn full res" if plan.is_naive else m.face_mode,
+            "batch": plan.batch,
+            "config": dataclasses.asdict(plan.model) if plan.model is not None else None,
+            "warnings": [] if plan.is_naive else list(m.warnings),
+            "quality": quality.get(plan.name),
+        }
+        for mode in ("throughput", "live"):
+            r = runs.get((plan.name, mode))
+            v[mode] = {"runs": r, "summary": aggregate(r)} if r else None
+        variants.append(v)
+    add_ratios(variants)
+    report = {
+        "schema_version": SCHEMA_VERSION,
+        "created_utc": created,
+        "arguments": {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, type(None)))},
+        "machine": fingerprint,
+        "source": source,
+        "weights": weights_info,
+        "settings": {
+            "frames": args.frames, "naive_frames": naive_frames, "warmup": args.warmup, "repeat": args.repeat,
+            "modes": modes, "soak_minutes": args.soak, "soak_frames": soak_frames, "classifier": args.classifier,
+            "device": args.device, "variants": [p.name for p in plans],
+            "sink": "JSON Lines per result through the Runner's sink (temp file)" + (" + annotated H.264 video" if args.save_video else "")
+            + "; naive: its own JSON line per frame",
+            "process": "one process, variants interleaved (repeat → mode → variant), models built once",
+        },
+        "reference": ref_info,
+        "variants": variants,
+        "notes": _notes(args, weights_info, modes),
+        "wall_s": time.monotonic() - started,
+    }
+    md = render_markdown(report)
+    print(md)
+    if args.out:
+        write_json(report, args.out)
+    if args.md:
+        Path(args.md).write_text(md, encoding="utf-8")
+    if args.plot:
+        series = {k: {"latency_ms": [r.latency_ms for r in rec.records[args.warmup:]],
+                      "rss": [(t, mb) for _, t, mb in rec.rss]} for k, rec in first_rec.items()}
+        write_plot(report, series, args.plot)
+    return 0
+
+
+def measure_quality(args, plans: list[VariantPlan], models: dict, recs: dict, file_frames: int, weights: str) -> tuple[dict, dict]:
+    """Quality per variant and mode from the first repeat's records."""
+    from .models.build import resolve_device
+
+    face_frames: set[int] = set()
+    label_frames: set[int] = set()
+    for (name, _mode), rec in recs.items():
+        ids = qmod.measured_file_frames(rec, args.warmup, file_frames)
+        if any(r.faces_xyxy is not None for r in rec.records):
+            face_frames |= ids
+        if any(r.top1 is not None for r in rec.records):
+            label_frames |= ids
+    device = resolve_device(args.device)
+    fp32 = qmod.FP32Labels(args.classifier, weights, device) if label_frames else None
+    ref_faces, ref_top1, info = qmod.compute_references(
+        args.source, face_frames, label_frames, args.cache_dir, fp32, device, progress=not args.no_progress
+    )
+    out: dict = {}
+    for (name, mode), rec in recs.items():
+        out.setdefault(name, {})[mode] = qmod.run_quality(rec, args.warmup, file_frames, ref_faces, ref_top1)
+    return out, info
+
+
+def _notes(args, weights_info: dict, modes: list[str]) -> list[str]:
+    notes = []
+    if weights_info["random_init"]:
+        notes.append("Random-init classifier weights: all speed numbers hold for real weights; top-1 agreement with fp32 "
+                     "is measured on the same random weights (a random net often predicts few classes, so agreement can look high).")
+    notes.append("naive = the textbook loop (one Python thread, batch 1, no buffer, torchvision transforms, MTCNN full res); "
+                 "ratios to naive are measured in this same run and process.")
+    if "live" in modes:
+        notes.append("Live latency = frame due (decode start) → result written; naive live takes the newest due frame "
+                     "(missed frames are decoded and dropped) like a camera.")
+    notes.append("Per-stage times of batched stages are divided over the frames of the batch; queue_wait is the worker "
+                 "waiting for frames (idle time, not work).")
+    notes.append("Peak RSS (process so far) only grows within one process; use the sampled per-run peak and the slope.")
+    notes.append("Face quality: reference = facenet-pytorch MTCNN(keep_all=True), default thresholds, full resolution, every "
+                 "frame, RGB; recall/precision at IoU ≥ 0.5, overall and for faces ≥ 40 px tall.")
+    return notes

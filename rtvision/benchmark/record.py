@@ -1,0 +1,157 @@
+"""Per-result records of one measured run, and the statistics computed from them.
+
+Every statistic of a run is computed here from the records *after* the first ``warmup`` results,
+never from the runner's whole-run summary (where warmup is mixed in). Records are small (no
+images): a 10-minute soak at 25 fps keeps 15,000 of them.
+
+Latency is "decode start to result written": the frame's decode time plus the time from the end
+of its decode to the moment its result was written by the sinks (for the naive loop: to the end
+of its JSONL write). For a paced (live) file that is the time from the frame's due moment to
+its result on disk, give or take the decoder.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..stats import rss_mb
+
+STAGES = ("decode", "queue_wait", "preprocess", "classifier", "faces", "annotate", "sink")
+
+
+@dataclass
+class ResultRecord:
+    """What a run keeps of one result.
+
+    index: frame index in the (looped) stream; ``index % file_frames`` is the file's frame.
+    written_at: ``time.monotonic()`` when its result was written.
+    latency_ms: decode start to result written.
+    stage_ms: per-stage time attributed to this frame (keys of STAGES).
+    faces_xyxy: (N, 4) float32 face boxes, original pixels (None when the face stage is off).
+    top1: the classifier's top-1 class id (None when the classifier is off).
+    """
+
+    index: int
+    written_at: float
+    latency_ms: float
+    stage_ms: dict[str, float]
+    faces_xyxy: np.ndarray | None
+    top1: int | None
+
+
+@dataclass
+class RunRecording:
+    """Records of one run plus RSS samples ``(results so far, monotonic s, MB)``."""
+
+    started_at: float = field(default_factory=time.monotonic)
+    records: list[ResultRecord] = field(default_factory=list)
+    rss: list[tuple[int, float, float]] = field(default_factory=list)
+    rss_every_s: float = 0.25
+    rss_start_mb: float = field(default_factory=rss_mb)
+
+    def add(self, rec: ResultRecord) -> None:
+        self.records.append(rec)
+        if not self.rss or rec.written_at - self.rss[-1][1] >= self.rss_every_s:
+            self.rss.append((len(self.records), rec.written_at, rss_mb()))
+
+
+def _pct(values: Sequence[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values, np.float64), q)) if len(values) else float("nan")
+
+
+def latency_summary(values: Sequence[float]) -> dict[str, float]:
+    """p50 / p95 / p99 / max / mean in ms (exact percentiles, linear interpolation)."""
+    if not len(values):
+        return {k: float("nan") for k in ("p50", "p95", "p99", "max", "mean")}
+    arr = np.asarray(values, np.float64)
+    return {
+        "p50": float(np.percentile(arr, 50)),
+        "p95": float(np.percentile(arr, 95)),
+        "p99": float(np.percentile(arr, 99)),
+        "max": float(arr.max()),
+        "mean": float(arr.mean()),
+    }
+
+
+def rss_slope_mb_per_1000(samples: Sequence[tuple[int, float, float]]) -> float:
+    """Least-squares slope of RSS (MB) against results written, per 1,000 frames; NaN under 3 samples."""
+    if len(samples) < 3:
+        return float("nan")
+    x = np.array([s[0] for s in samples], np.float64)
+    y = np.array([s[2] for s in samples], np.float64)
+    if np.ptp(x) == 0:
+        return float("nan")
+    return float(1000.0 * np.polyfit(x, y, 1)[0])
+
+
+def latency_drift(records: Sequence[ResultRecord], window_s: float = 60.0) -> dict:
+    """p99 latency at the start vs the end of a run.
+
+    Runs of at least two ``window_s`` windows compare the first and last minute; shorter runs
+    compare the first and last quarter of their results. ``ratio`` = last / first; the target is
+    ``ratio <= 1.2`` (p99 in the last window within 20% of the first).
+    """
+    if len(records) < 8:
+        return {"basis": "too few results", "first_p99_ms": float("nan"), "last_p99_ms": float("nan"),
+                "ratio": float("nan"), "within_20pct": None}
+    t0, t1 = records[0].written_at, records[-1].written_at
+    if t1 - t0 >= 2 * window_s:
+        first = [r.latency_ms for r in records if r.written_at - t0 <= window_s]
+        last = [r.latency_ms for r in records if t1 - r.written_at <= window_s]
+        basis = f"first vs last {window_s:g} s"
+    else:
+        q = max(1, len(records) // 4)
+        first = [r.latency_ms for r in records[:q]]
+        last = [r.latency_ms for r in records[-q:]]
+        basis = "first vs last quarter of results"
+    a, b = _pct(first, 99), _pct(last, 99)
+    ratio = b / a if a > 0 else float("nan")
+    return {
+        "basis": basis,
+        "first_p99_ms": a,
+        "last_p99_ms": b,
+        "ratio": ratio,
+        "within_20pct": bool(ratio <= 1.2) if not math.isnan(ratio) else None,
+    }
+
+
+def summarize(rec: RunRecording, warmup: int, live: bool, frames_read: int | None = None,
+              frames_dropped_total: int | None = None) -> dict:
+    """Statistics of one run after the first ``warmup`` results (see module doc)."""
+    records = rec.records
+    measured = records[warmup:]
+    n = len(measured)
+    out: dict = {
+        "results_total": len(records),
+        "warmup_results": min(warmup, len(records)),
+        "frames_measured": n,
+    }
+    if n == 0:
+        out.update(fps=float("nan"), latency_ms=latency_summary([]), stage_ms={k: float("nan") for k in STAGES})
+        return out
+    t_start = records[warmup - 1].written_at if warmup > 0 and len(records) >= warmup else rec.started_at
+    span = measured[-1].written_at - t_start
+    out["elapsed_s"] = span
+    out["fps"] = n / span if span > 0 else float("nan")
+    out["latency_ms"] = latency_summary([r.latency_ms for r in measured])
+    out["stage_ms"] = {k: float(np.mean([r.stage_ms.get(k, 0.0) for r in measured])) for k in STAGES}
+    samples = [s for s in rec.rss if s[0] > warmup]
+    out["rss_start_mb"] = rec.rss_start_mb
+    out["rss_end_mb"] = rec.rss[-1][2] if rec.rss else float("nan")
+    out["rss_peak_run_mb"] = max((s[2] for s in rec.rss), default=float("nan"))
+    out["rss_slope_mb_per_1000"] = rss_slope_mb_per_1000(samples)
+    if live:
+        # drops inside the measured window: gaps between the indices of the results measured
+        span_frames = measured[-1].index - measured[0].index + 1
+        out["dropped_measured"] = span_frames - n
+        out["drop_share_measured"] = (span_frames - n) / span_frames if span_frames else 0.0
+        out["frames_read"] = frames_read
+        out["frames_dropped"] = frames_dropped_total
+        out["drop_share"] = (frames_dropped_total / frames_read) if frames_read else float("nan")
+        out["drift"] = latency_drift(measured)
+    return out

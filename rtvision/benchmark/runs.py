@@ -1,0 +1,145 @@
+"""One measured run of the real pipeline (Pipeline + Runner), in throughput or live mode.
+
+* Throughput: the file is read losslessly, as fast as the pipeline goes. "Result written" is
+  real: the Runner writes every result to a JSON Lines file in a temporary folder (and, with
+  ``save_video``, an annotated H.264 video), so the sink's cost is in the numbers.
+* Live: the file is paced at its own fps (``SourceConfig.realtime``); the ring buffer drops the
+  oldest frames when the worker falls behind, as with a camera.
+
+Files shorter than the frames asked for are looped: at the end the file is closed and reopened
+(:class:`LoopingFileSource`), so every frame is really decoded and the reopen cost lands in the
+decode time of the first frame of each loop. Frame indices keep counting across loops.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+from ..config import RunConfig, SourceConfig
+from ..models.build import Models
+from ..pipeline import Pipeline
+from ..runner import Runner
+from ..sources import FileSource, SourceInfo
+from ..stats import gpu_memory_mb, peak_rss_mb
+from ..types import Result
+from .record import ResultRecord, RunRecording, summarize
+from .variants import VariantPlan
+
+log = logging.getLogger(__name__)
+
+
+class LoopingFileSource:
+    """A video file that starts over (close + reopen) at its end, ``total`` frames in all.
+
+    ``info.frame_count`` is ``total`` (what a consumer will get); ``file_frames`` is the file's.
+    """
+
+    kind = "file"
+    live = False
+
+    def __init__(self, path: str, total: int) -> None:
+        self.path = path
+        self.total = total
+        self.inner = FileSource(path)
+        self.info: SourceInfo | None = None
+        self.file_frames: int | None = None
+        self.loops = 0
+
+    def open(self) -> SourceInfo:
+        info = self.inner.open()
+        self.file_frames = info.frame_count
+        self.info = SourceInfo(info.name, "file", False, info.fps, info.resolution_wh, self.total)
+        return self.info
+
+    def read(self):
+        img = self.inner.read()
+        if img is None:
+            self.inner.close()
+            self.inner.open()
+            self.loops += 1
+            img = self.inner.read()
+        return img
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def run_pipeline(
+    plan: VariantPlan,
+    models: Models,
+    source: str,
+    frames: int,
+    live: bool,
+    warmup: int,
+    save_video: bool = False,
+    progress_desc: str | None = None,
+) -> tuple[dict, RunRecording]:
+    """Run ``plan`` on ``frames`` frames of ``source``; returns (statistics, recording)."""
+    import torch
+
+    if torch.cuda.is_available() and models.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    rec = RunRecording()
+    with tempfile.TemporaryDirectory(prefix="rtvision-bench-") as tmp:
+        cfg = RunConfig(
+            source=SourceConfig(spec=source, realtime=live, max_frames=frames),
+            model=plan.model,
+            batch=plan.batch,
+            results_path=str(Path(tmp) / "results.jsonl"),
+            save_path=str(Path(tmp) / "annotated.mp4") if save_video else None,
+            headless=True,
+            progress=False,
+        )
+        src = LoopingFileSource(source, frames)
+        pipeline = Pipeline(cfg, models=models, source=src)
+        bar = _bar(progress_desc, frames)
+        rec.started_at = time.monotonic()
+        pipeline.start()
+        runner = Runner(cfg, pipeline)
+        stage_totals = dict(runner.stats.stage_ms_total)
+
+        def listen(r: Result) -> None:
+            now = time.monotonic()
+            totals = runner.stats.stage_ms_total
+            stage = dict(r.timings_ms)
+            stage["annotate"] = totals["annotate"] - stage_totals["annotate"]
+            stage["sink"] = totals["sink"] - stage_totals["sink"]
+            stage_totals.update(totals)
+            rec.add(
+                ResultRecord(
+                    index=r.frame.index,
+                    written_at=now,
+                    latency_ms=r.frame.decode_ms + (now - r.frame.captured_at) * 1000.0,
+                    stage_ms=stage,
+                    faces_xyxy=r.faces.xyxy.copy() if models.faces is not None else None,
+                    top1=int(r.labels.class_ids[0]) if models.classifier is not None and len(r.labels) else None,
+                )
+            )
+            if bar is not None:
+                bar.update(r.frame.index + 1 - bar.n)
+
+        runner.listeners.append(listen)
+        try:
+            summary = runner.run()
+        finally:
+            if bar is not None:
+                bar.close()
+    if runner.error is not None:
+        raise runner.error
+    stats = summarize(rec, warmup, live, summary["frames_read"], summary["frames_dropped"])
+    stats["process_peak_rss_mb"] = peak_rss_mb()
+    stats["runner_summary"] = {k: summary[k] for k in ("frames_read", "frames_processed", "frames_dropped", "drop_share", "throughput_fps", "elapsed_s")}
+    stats["loops"] = src.loops
+    stats.update(gpu_memory_mb())
+    return stats, rec
+
+
+def _bar(desc: str | None, total: int):
+    if desc is None:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="frame", leave=False, dynamic_ncols=True)

@@ -1,0 +1,191 @@
+"""Variants by name: what ``rtvision bench --variants a,b,c`` runs.
+
+A variant is a factory ``(BenchContext) -> VariantPlan``: the pipeline settings (a
+``ModelConfig`` and a batch size) and, optionally, a custom ``build`` that makes the ``Models``
+(tests inject a deliberately slow model this way; experimental detectors can too). New work
+plugs in by registering a name::
+
+    register_variant("faces-fast", my_factory, "fast MTCNN + tracker")
+
+``naive`` is special: it is not a pipeline but the textbook loop (``naive.py``).
+
+A variant whose building blocks do not exist yet raises :class:`VariantUnavailable` with the
+reason; the bench reports it before measuring anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..config import ModelConfig
+from ..errors import UsageError
+from ..models.build import Models
+
+log = logging.getLogger(__name__)
+
+NAIVE = "naive"
+
+
+class VariantUnavailable(UsageError):
+    """A known variant that cannot run here yet (exit code 2)."""
+
+
+@dataclass(frozen=True)
+class BenchContext:
+    """What every variant shares.
+
+    weights: a state_dict file (random-init weights are saved to one) or ``imagenet``.
+    model_path: an optimized ``.rtv`` artifact for the ``pruned-int8`` variant (``--model``).
+    """
+
+    source: str
+    classifier: str = "resnet50"
+    weights: str = "imagenet"
+    device: str = "auto"
+    model_path: str | None = None
+    cache_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class VariantPlan:
+    """How to run one variant. ``model`` is None only for the naive loop."""
+
+    name: str
+    model: ModelConfig | None
+    batch: int = 1
+    description: str = ""
+    build: Callable[[BenchContext], Models] | None = None
+    check: Callable[[Models], None] | None = None  # raises VariantUnavailable after building
+
+    @property
+    def is_naive(self) -> bool:
+        return self.model is None and self.build is None
+
+
+VariantFactory = Callable[[BenchContext], VariantPlan]
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    name: str
+    factory: VariantFactory
+    description: str
+
+
+VARIANTS: dict[str, VariantSpec] = {}
+
+
+def register_variant(name: str, factory: VariantFactory, description: str = "", replace: bool = False) -> None:
+    """Add a variant by name (``replace=True`` to override an existing one)."""
+    if name in VARIANTS and not replace:
+        raise ValueError(f"variant {name!r} is already registered")
+    VARIANTS[name] = VariantSpec(name, factory, description)
+
+
+def unregister_variant(name: str) -> None:
+    VARIANTS.pop(name, None)
+
+
+def available_names() -> list[str]:
+    return list(VARIANTS)
+
+
+def plan_variant(name: str, ctx: BenchContext) -> VariantPlan:
+    """The plan of variant ``name``; UsageError for an unknown name, VariantUnavailable if not yet runnable."""
+    spec = VARIANTS.get(name)
+    if spec is None:
+        raise UsageError(f"unknown variant {name!r}; known: {', '.join(VARIANTS)}")
+    plan = spec.factory(ctx)
+    if not plan.description:
+        plan = dataclasses.replace(plan, description=spec.description)
+    return plan
+
+
+# -- the built-in variants ----------------------------------------------------------------------
+
+def cli_defaults(ctx: BenchContext) -> tuple[ModelConfig, int]:
+    """(ModelConfig, batch) exactly as plain ``rtvision --source …`` runs them: no tuning flags.
+
+    The run parser is the one source of truth for those defaults (batch, precision, faces), so
+    it is asked rather than copied; only source, classifier, weights and device are given.
+    """
+    from ..cli import build_run_parser, model_config  # lazy: cli is the top layer
+
+    argv = ["--source", ctx.source, "--classifier", ctx.classifier, "--weights", ctx.weights, "--device", ctx.device]
+    a = build_run_parser().parse_args(argv)
+    return dataclasses.replace(model_config(a), cache_dir=ctx.cache_dir), a.batch
+
+
+def _naive(ctx: BenchContext) -> VariantPlan:
+    return VariantPlan(NAIVE, None, 1, f"textbook loop: cv2.VideoCapture, fp32 {ctx.classifier}, MTCNN full res, one frame at a time")
+
+
+def _default(ctx: BenchContext) -> VariantPlan:
+    cfg, batch = cli_defaults(ctx)
+    return VariantPlan("default", cfg, batch, f"rtvision with no tuning flags (batch {batch}, precision {cfg.precision}, faces {cfg.faces})")
+
+
+def _derived(name: str, description: str, check: Callable[[Models], None] | None = None, batch: int | None = None, **changes) -> VariantFactory:
+    def factory(ctx: BenchContext) -> VariantPlan:
+        cfg, default_batch = cli_defaults(ctx)
+        return VariantPlan(name, dataclasses.replace(cfg, **changes), batch or default_batch, description, check=check)
+
+    return factory
+
+
+def _pruned_int8(ctx: BenchContext) -> VariantPlan:
+    if not ctx.model_path:
+        raise VariantUnavailable(
+            "variant pruned-int8 needs an optimized artifact: pass --model FILE.rtv "
+            "(made by `rtvision optimize --prune … --int8`)"
+        )
+    cfg, batch = cli_defaults(ctx)
+    return VariantPlan("pruned-int8", dataclasses.replace(cfg, model_path=ctx.model_path), batch, f"artifact {ctx.model_path}")
+
+
+def _check_fast_faces(models: Models) -> None:
+    """``--faces fast`` must give something other than full-resolution MTCNN."""
+    desc = models.face_mode
+    if desc in ("facenet-mtcnn scale 1", "off"):
+        raise VariantUnavailable(
+            f"variant faces-fast is not available yet: --faces fast still builds {desc!r} "
+            "(the fast MTCNN + tracker is not wired into models.faces.build_face_detector)"
+        )
+
+
+register_variant(NAIVE, _naive, "the textbook loop (always measured)")
+register_variant("default", _default, "rtvision with no tuning flags")
+register_variant("fp32", _derived("fp32", "default settings, classifier forced to fp32", precision="fp32"))
+register_variant("int8", _derived("int8", "default settings, int8 classifier (CPU)", precision="int8"))
+register_variant("pruned-int8", _pruned_int8, "pruned + int8 artifact from `rtvision optimize` (--model)")
+register_variant("faces-full", _derived("faces-full", "default settings, MTCNN full resolution every frame", faces="full"))
+register_variant("faces-fast", _derived("faces-fast", "default settings, fast face mode", check=_check_fast_faces, faces="fast"))
+register_variant("faces-off", _derived("faces-off", "default settings, no face detector", faces="off"))
+register_variant("batch1", _derived("batch1", "default settings, batch 1", batch=1))
+
+
+def build_variant_models(plan: VariantPlan, ctx: BenchContext) -> Models:
+    """Build the models of a pipeline variant once (reused across modes and repeats).
+
+    Missing building blocks (a module or function not written yet) become VariantUnavailable.
+    """
+    from ..models.build import build_models
+    from ..sources import FileSource
+
+    if plan.build is not None:
+        models = plan.build(ctx)
+    else:
+        calib = FileSource(ctx.source)  # int8 calibrates on the source's frames
+        info = calib.open()
+        try:
+            models = build_models(plan.model, calib, info)
+        except (ImportError, NotImplementedError) as exc:
+            raise VariantUnavailable(f"variant {plan.name} is not available yet: {exc.__class__.__name__}: {exc}") from None
+        finally:
+            calib.close()
+    if plan.check is not None:
+        plan.check(models)
+    return models
