@@ -93,9 +93,10 @@ class RingBuffer(Generic[T]):
                 if remaining <= 0:
                     return []
                 self._cond.wait(remaining)
-            if fill and self._count < max_items and not self._closed:
+            want = min(max_items, self.capacity)
+            if fill and self._count < want and not self._closed:
                 deadline = time.monotonic() + fill_timeout_s
-                while self._count < max_items and not self._closed:
+                while self._count < want and not self._closed:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         break

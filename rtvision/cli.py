@@ -5,17 +5,23 @@ Every failure is one line on stderr and a documented exit code (see rtvision/err
 
 from __future__ import annotations
 
-import argparse
-import json
-import logging
 import os
-import signal
-import sys
+
+# OpenCV and its bundled FFmpeg print their own multi-line warnings for bad input; rtvision
+# reports every failure in one line of its own. Set before cv2 is first imported.
+os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import signal  # noqa: E402
+import sys  # noqa: E402
 from collections.abc import Callable
 
-from . import errors
+from . import errors  # noqa: E402
 from .config import CLASSIFIERS, DEVICES, FACE_MODES, PRECISIONS, ModelConfig, RunConfig, SourceConfig
-from .errors import EXIT_OK, Interrupted, RtvisionError, UsageError
+from .errors import Interrupted, RtvisionError  # noqa: E402
 
 log = logging.getLogger("rtvision")
 

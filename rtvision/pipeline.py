@@ -148,8 +148,8 @@ class Pipeline:
     # -- counters ------------------------------------------------------------------------------
     @property
     def frames_read(self) -> int:
-        return self.capture.stats.read if self.capture else 0
+        return self.capture.stats.read if self.capture is not None else 0
 
     @property
     def frames_dropped(self) -> int:
-        return self.buffer.dropped if self.buffer else 0
+        return self.buffer.dropped if self.buffer is not None else 0

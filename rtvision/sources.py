@@ -163,7 +163,7 @@ class FileSource(_CvSource):
         return self.info
 
     def _open_error(self) -> RtvisionError:
-        return InputError(f"not a video (cannot open): {self._path}")
+        return InputError(f"not a video, or truncated/corrupt beyond reading: {self._path}")
 
     def read(self) -> np.ndarray | None:
         first = getattr(self, "_first", None)
@@ -380,26 +380,26 @@ class CaptureThread(threading.Thread):
                     raise InputError(
                         f"{info.name}: more than {self.cfg.max_corrupt} corrupt frames; stopping"
                     ) from None
-                if not self.live:
+                if not info.live:
                     index += 1  # the corrupt frame had a slot in the file's timeline
                 continue
             now = time.monotonic()
             read_s = now - start
             if img is None:
-                if not self.live:
-                    return  # the end of a file is the end
+                if not info.live:
+                    return  # the end of a file is the end, paced or not: files never reconnect
                 self._reconnect("read failed")
                 t0 = time.monotonic() - index / fps
                 continue
-            if self.live and read_s > self.cfg.stall_timeout_s:
+            if info.live and read_s > self.cfg.stall_timeout_s:
                 self.stats.stalls += 1
                 self._reconnect(f"stalled for {read_s:.1f}s")
                 t0 = time.monotonic() - index / fps
                 continue
-            if not valid_image(img, reject_black=self.live):
+            if not valid_image(img, reject_black=info.live):
                 self.stats.invalid += 1
                 log.warning("skipped an invalid (empty or black) frame from %s", info.name)
-                if not self.live:
+                if not info.live:
                     index += 1
                 continue
             pts_s = index / fps if not (self.live and not self.paced) else now - t0

@@ -95,14 +95,22 @@ def compare_headless(a: argparse.Namespace, cfg) -> None:
         for mode in ("headless", "window"):
             pipeline = Pipeline(cfg, models=models).start()
             runner = Runner(cfg, pipeline)
+            windows = []
             t0 = time.monotonic()
-            summary = runner.run() if mode == "headless" else run_window(cfg, runner, auto_close=True)
+            if mode == "headless":
+                summary = runner.run()
+            else:
+                summary = run_window(cfg, runner, auto_close=True, on_window=windows.append)
             wall = time.monotonic() - t0
             rows.append((mode, summary))
+            extra = ""
+            if windows:
+                w = windows[0]
+                extra = f", displayed {w.view.painted_frames} frames at {w.gui_ms_per_frame:.1f} ms GUI time each"
             print(
                 f"run {rep + 1} {mode:8s}: processed {summary['frames_processed']}, steady {summary['steady_fps']:.2f} fps, "
                 f"throughput {summary['throughput_fps']:.2f} fps, latency p50 {summary['latency_ms']['p50']:.0f} ms, "
-                f"wall {wall:.1f} s"
+                f"wall {wall:.1f} s{extra}"
             )
     for metric in ("steady_fps", "throughput_fps"):
         h = [s[metric] for m, s in rows if m == "headless"]

@@ -187,3 +187,27 @@ def test_weights_identity(tmp_path):
     f.write_bytes(b"abc")
     assert artifact.weights_identity(str(f)).startswith("sha256:ba7816bf")
     assert artifact.weights_identity("imagenet:ResNet50_Weights.IMAGENET1K_V2") == "imagenet:ResNet50_Weights.IMAGENET1K_V2"
+
+
+def test_pipeline_adapters(models, faces_frames, faces_video, tmp_path):
+    classifier_mod = pytest.importorskip("rtvision.models.classifier")
+    from rtvision.config import ModelConfig
+    from rtvision.errors import ModelError
+    from rtvision.sources import SourceInfo
+
+    path = _save(tmp_path / "q.rtv", models["pruned_int8"], "resnet18 pruned30 int8")
+    clf = artifact.load_for_pipeline(path, "cpu")
+    assert isinstance(clf, classifier_mod.Classifier) and clf.precision == "int8"
+    assert clf.extra["artifact_variant"] == "resnet18 pruned30 int8"
+    assert clf.logits(clf.prepare(faces_frames[:2])).shape == (2, 1000)
+    bad = tmp_path / "bad.rtv"
+    bad.write_bytes(b"junk")
+    with pytest.raises(ModelError):
+        artifact.load_for_pipeline(bad, "cpu")
+
+    cfg = ModelConfig(classifier="resnet18", weights="x.pt", calib_frames=3, cache_dir=str(tmp_path / "cache"))
+    info = SourceInfo(name=str(faces_video), kind="file", live=False, fps=25.0, resolution_wh=(1920, 1080), frame_count=105)
+    pp = classifier_mod.Preprocess(resize=128, crop=112)
+    q = compress.int8_for_pipeline(models["pruned"], cfg, "sha256:test", pp, (None, info))
+    assert compress.channel_spec(q) == compress.channel_spec(models["pruned"])
+    assert len(list((tmp_path / "cache").glob("resnet18-int8-*.rtv"))) == 1

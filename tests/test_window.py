@@ -5,13 +5,15 @@ Cheap models: no classifier, MTCNN at half scale, fp32, batch 2, a few frames.
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from types import SimpleNamespace
 
 import cv2
 import numpy as np
 import pytest
-from PyQt5.QtCore import Qt
+from PyQt5.QtCore import Qt, QTimer
 from PyQt5.QtGui import QImage
 
 from rtvision.annotate import FACE_COLOR
@@ -232,4 +234,30 @@ def test_run_window_autocloses_at_end_of_stream(qtbot, faces_video, monkeypatch)
     summary = run_window(cfg, runner)
     assert summary is runner.summary
     assert summary["frames_processed"] == 6 and summary["exit_code"] == 0 and summary["stuck_threads"] == []
+    assert not rtvision_threads()
+
+
+@pytest.mark.slow
+def test_ctrl_c_closes_the_window_cleanly(qtbot, faces_video):
+    """SIGINT while the window runs: the window closes, outputs finalize, exit code 130."""
+    cfg = cheap_cfg(faces_video, max_frames=60)
+    pipeline = Pipeline(cfg).start()
+    runner = Runner(cfg, pipeline)
+    old = signal.getsignal(signal.SIGINT)
+
+    def arm(window):
+        timer = QTimer(window)
+
+        def fire():
+            if window.shown_index is not None and window.isVisible():
+                timer.stop()
+                os.kill(os.getpid(), signal.SIGINT)
+
+        timer.timeout.connect(fire)
+        timer.start(50)
+
+    summary = run_window(cfg, runner, auto_close=False, on_window=arm)
+    assert signal.getsignal(signal.SIGINT) is old, "the SIGINT handler was not restored"
+    assert summary["exit_code"] == 130 and runner.exit_code == 130
+    assert 1 <= summary["frames_processed"] < 60 and summary["stuck_threads"] == []
     assert not rtvision_threads()

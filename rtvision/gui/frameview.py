@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from PyQt5.QtCore import QPointF, QRectF, QSize, Qt
 from PyQt5.QtGui import QColor, QImage, QPainter
@@ -36,6 +38,7 @@ class FrameView(QWidget):
         self._qimage: QImage | None = None
         self._fresh = False
         self.painted_frames = 0
+        self.paint_ms_total = 0.0  # GUI-thread time spent painting new frames
         self.display_rate = RateMeter(window_s=2.0)
         self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
         self.setMinimumSize(160, 90)
@@ -75,6 +78,7 @@ class FrameView(QWidget):
         return QPointF(x0 + x * s, y0 + y * s)
 
     def paintEvent(self, event) -> None:  # noqa: N802 - Qt name
+        t0 = time.perf_counter()
         p = QPainter(self)
         try:
             p.fillRect(self.rect(), QColor(0, 0, 0))
@@ -89,4 +93,5 @@ class FrameView(QWidget):
         if self._fresh:
             self._fresh = False
             self.painted_frames += 1
+            self.paint_ms_total += (time.perf_counter() - t0) * 1000.0
             self.display_rate.tick()

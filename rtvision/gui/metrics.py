@@ -44,6 +44,7 @@ PANEL_ROWS: tuple[tuple[str, str], ...] = (
     ("capture_fps", "Capture FPS"),
     ("infer_fps", "Inference FPS"),
     ("display_fps", "Display FPS"),
+    ("gui_ms", "Display cost"),
     ("latency", "Latency last"),
     ("latency_pct", "Latency p50 / p95"),
     ("frames", "Frames read / done"),
@@ -64,7 +65,7 @@ class WindowMeters:
     def __init__(self) -> None:
         self.capture = CounterRate()
 
-    def panel_text(self, runner, display_fps: float, now: float | None = None) -> PanelText:
+    def panel_text(self, runner, display_fps: float, gui_ms: float = float("nan"), now: float | None = None) -> PanelText:
         """Read the runner / pipeline counters (never blocks them) and format the panel."""
         now = time.monotonic() if now is None else now
         p, s, cfg = runner.pipeline, runner.stats, runner.cfg
@@ -75,6 +76,7 @@ class WindowMeters:
         v["capture_fps"] = _num(cap_fps)
         v["infer_fps"] = _num(s.infer_rate.rate(now))
         v["display_fps"] = _num(display_fps)
+        v["gui_ms"] = _num(gui_ms, 1, " ms / frame")
         v["latency"] = _num(s.latency.last, 0, " ms")
         v["latency_pct"] = f"{_num(s.latency.percentile(50), 0)} / {_num(s.latency.percentile(95), 0)} ms"
         v["frames"] = f"{read} / {s.processed}"

@@ -92,6 +92,8 @@ class MainWindow(QMainWindow):
         self.interrupt_code = EXIT_OK
         self.stuck_threads: list[str] = []
         self.snapshots: list[Path] = []
+        self.render_ms_total = 0.0
+        self.rendered_frames = 0
         self._thread: threading.Thread | None = None
         self._meters = WindowMeters()
         self._banner_text = None
@@ -225,11 +227,20 @@ class MainWindow(QMainWindow):
         return self.view._fresh
 
     def _render(self, r) -> None:
+        t0 = time.perf_counter()
         self.shown_result = r
         self.view.set_image(annotate(r, show_faces=self.show_faces, show_labels=self.show_labels))
+        self.render_ms_total += (time.perf_counter() - t0) * 1000.0
+        self.rendered_frames += 1
+
+    @property
+    def gui_ms_per_frame(self) -> float:
+        """GUI-thread cost of one displayed frame: annotate + wrap + paint, in ms (mean)."""
+        n = self.view.painted_frames
+        return (self.render_ms_total + self.view.paint_ms_total) / n if n else float("nan")
 
     def _refresh_stats(self) -> None:
-        text = self._meters.panel_text(self.runner, self.view.display_rate.rate())
+        text = self._meters.panel_text(self.runner, self.view.display_rate.rate(), self.gui_ms_per_frame)
         self.panel.show_text(text)
         self.panel.plot.set_history(list(self.runner.stats.history))  # list(): atomic copy under the GIL
         self._update_banner()
@@ -394,11 +405,13 @@ def run_window(
     runner,
     auto_close: bool | None = None,
     snapshot_dir: str | Path | None = None,
+    on_window=None,
 ) -> dict:
     """Show the window over a started pipeline's runner until it is closed; return the summary.
 
     The runner runs on a ``rtvision-runner`` thread; when this returns the pipeline is stopped
     and the outputs are finalized. ``auto_close`` None reads ``RTVISION_WINDOW_AUTOCLOSE``.
+    ``on_window(window)`` is called once the window is shown (scripts, tests).
     """
     if auto_close is None:
         auto_close = env_flag(AUTOCLOSE_ENV)
@@ -412,6 +425,8 @@ def run_window(
         restore = _install_signal_handlers(window)
         window.show()
         window.start()
+        if on_window is not None:
+            on_window(window)
         if not window.is_shut_down:
             loop.exec_()
     finally:

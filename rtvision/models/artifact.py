@@ -335,3 +335,39 @@ def cached_int8(
         backend=backend,
     )
     return qmodel
+
+
+# ---------------------------------------------------------------- pipeline adapters
+
+
+def load_for_pipeline(path: str | os.PathLike, device):
+    """An artifact as the pipeline's ``Classifier`` (``rtvision.models.classifier``).
+
+    int8 artifacts run on the CPU; fp32 ones run fp32 on the CPU, fp16 + channels_last on CUDA.
+    Raises the pipeline's ModelError (exit code 5) with one line for a bad artifact.
+    """
+    from ..errors import ModelError, UsageError
+    from .classifier import Classifier, Preprocess
+
+    device = torch.device(device)
+    try:
+        loaded = load_artifact(path)
+    except ArtifactError as e:
+        raise ModelError(str(e)) from None
+    if loaded.precision == "int8" and device.type != "cpu":
+        raise UsageError(f"{path} is an int8 artifact ({loaded.variant}): it runs on the CPU, use --device cpu")
+    precision = loaded.precision
+    module = loaded.module
+    if device.type == "cuda":
+        module, precision = compress.to_fp16_cuda(module, device), "fp16"
+    extra = {"artifact": str(path), "artifact_variant": loaded.variant, "calibration": loaded.calibration}
+    return Classifier(
+        loaded.arch,
+        module,
+        loaded.class_names,
+        Preprocess.from_dict(loaded.preprocess),
+        device,
+        precision,
+        str(loaded.metadata.get("weights", "")),
+        extra,
+    )

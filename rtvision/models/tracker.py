@@ -1,0 +1,476 @@
+"""Carry faces between detections: sparse optical flow, IoU association, a stride controller.
+
+- :class:`FaceTracker` moves every face box into the next frame with pyramidal Lucas-Kanade flow
+  (``cv2.calcOpticalFlowPyrLK``) on corners found inside the box, on a downscaled grayscale frame.
+  The box moves by the median point displacement and scales by the median change of pairwise
+  point distances (Median Flow); points that fail the forward-backward check are dropped. Each
+  track reports a confidence (share of points that survived; 0 when too few did, and then the
+  box coasts on a constant-velocity model instead). Detections are associated to tracks by
+  greedy IoU; ids are stable integers; tracks die when they leave the frame or are not
+  re-detected for ``max_misses`` detections in a row.
+- :class:`StridedFaceTracker` runs a detector every ``stride`` frames (the detection frames of
+  one call in one batch), or early when tracking confidence drops, or after a gap in frame
+  indices (dropped frames), and tracks in between. It returns ``Faces`` with ``track_ids`` for
+  every frame.
+
+Frames are HxWx3 uint8 BGR images (or ``Frame`` records, whose ``.image`` is used). Boxes are
+``xyxy`` in original-frame pixels.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+
+from ..types import Faces
+
+log = logging.getLogger(__name__)
+
+
+class Detector(Protocol):
+    def detect(self, frames: list[Any]) -> list[Faces]: ...
+
+
+def _image(f: Any) -> np.ndarray:
+    img = getattr(f, "image", f)
+    if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"expected an HxWx3 uint8 BGR image, got {getattr(img, 'shape', type(img))}")
+    return img
+
+
+def iou_xyxy(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(Na, Nb) IoU of two (N,4) xyxy box arrays."""
+    a = np.asarray(a, np.float64).reshape(-1, 4)
+    b = np.asarray(b, np.float64).reshape(-1, 4)
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)))
+    iw = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    ih = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    inter = iw * ih
+    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
+    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
+
+
+def greedy_match(iou: np.ndarray, threshold: float) -> list[tuple[int, int]]:
+    """One-to-one (row, col) pairs with IoU >= threshold, highest IoU first."""
+    if iou.size == 0:
+        return []
+    rows, cols = np.nonzero(iou >= threshold)
+    order = np.argsort(-iou[rows, cols], kind="stable")
+    used_r: set[int] = set()
+    used_c: set[int] = set()
+    pairs = []
+    for k in order:
+        r, c = int(rows[k]), int(cols[k])
+        if r not in used_r and c not in used_c:
+            used_r.add(r)
+            used_c.add(c)
+            pairs.append((r, c))
+    return pairs
+
+
+@dataclass
+class Track:
+    """One face followed across frames.
+
+    xyxy: (4,) box in original pixels at frame ``index``; velocity: (4,) box change per frame.
+    confidence: in [0, 1], how well the last flow step went (1 right after a detection).
+    misses: detections in a row that did not match this track (0: it is reported).
+    """
+
+    track_id: int
+    xyxy: np.ndarray
+    score: float
+    landmarks: np.ndarray | None
+    index: int
+    velocity: np.ndarray = field(default_factory=lambda: np.zeros(4))
+    confidence: float = 1.0
+    misses: int = 0
+    hits: int = 1
+
+    @property
+    def active(self) -> bool:
+        return self.misses == 0
+
+
+def _move_landmarks(lm: np.ndarray | None, old: np.ndarray, new: np.ndarray) -> np.ndarray | None:
+    """Landmarks carried along with a box: same relative position inside it."""
+    if lm is None:
+        return None
+    ow, oh = max(old[2] - old[0], 1e-6), max(old[3] - old[1], 1e-6)
+    nw, nh = new[2] - new[0], new[3] - new[1]
+    out = np.empty_like(lm)
+    out[:, 0] = new[0] + (lm[:, 0] - old[0]) * (nw / ow)
+    out[:, 1] = new[1] + (lm[:, 1] - old[1]) * (nh / oh)
+    return out
+
+
+class FaceTracker:
+    """Optical-flow face tracker with IoU association (see the module doc).
+
+    flow_max_side: the long side, in pixels, of the grayscale frame flow runs on (1080p -> 960
+        by default: half resolution).
+    max_points / min_points: corners seeded per face / fewest surviving for a flow update.
+    fb_max_px: forward-backward error allowed, in flow-frame pixels.
+    iou_threshold: smallest IoU to associate a detection with a track.
+    max_misses: a track that misses this many detections in a row is dropped.
+    min_visible: a track whose box keeps less than this share of its area inside the frame is
+        dropped (the face left).
+    """
+
+    def __init__(
+        self,
+        flow_max_side: int = 960,
+        max_points: int = 40,
+        min_points: int = 6,
+        fb_max_px: float = 1.0,
+        iou_threshold: float = 0.3,
+        max_misses: int = 2,
+        min_visible: float = 0.5,
+    ) -> None:
+        self.flow_max_side = int(flow_max_side)
+        self.max_points = int(max_points)
+        self.min_points = int(min_points)
+        self.fb_max_px = float(fb_max_px)
+        self.iou_threshold = float(iou_threshold)
+        self.max_misses = int(max_misses)
+        self.min_visible = float(min_visible)
+        self.tracks: list[Track] = []
+        self._next_id = 1
+        self._prev_gray: np.ndarray | None = None
+        self._prev_index: int | None = None
+        self._frame_wh: tuple[int, int] | None = None
+        self._flow_scale = 1.0
+
+    # ------------------------------------------------------------------ state
+    def reset(self) -> None:
+        """Forget all tracks and the previous frame (ids keep counting up)."""
+        self.tracks = []
+        self._prev_gray = None
+        self._prev_index = None
+        self._frame_wh = None
+
+    @property
+    def confidence(self) -> float:
+        """The lowest confidence among reported tracks; 1.0 when there are none."""
+        confs = [t.confidence for t in self.tracks if t.active]
+        return float(min(confs)) if confs else 1.0
+
+    @property
+    def last_index(self) -> int | None:
+        return self._prev_index
+
+    def faces(self) -> Faces:
+        """The reported (active) tracks as a ``Faces`` record with ``track_ids``."""
+        act = [t for t in self.tracks if t.active]
+        if not act:
+            return Faces(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), track_ids=np.zeros((0,), np.int64))
+        lms = None
+        if all(t.landmarks is not None for t in act):
+            lms = np.stack([t.landmarks for t in act])
+        return Faces(
+            np.stack([t.xyxy for t in act]),
+            np.array([t.score for t in act], np.float32),
+            lms,
+            np.array([t.track_id for t in act], np.int64),
+        )
+
+    # ------------------------------------------------------------ frame steps
+    def track(self, index: int, frame: Any) -> Faces:
+        """Move the tracks into frame ``index`` (flow from the previous frame) and report them."""
+        self._advance(index, _image(frame))
+        return self.faces()
+
+    def update(self, index: int, frame: Any, detections: Faces) -> Faces:
+        """Associate ``detections`` of frame ``index`` to the tracks (moving them into this frame
+        first, if not done yet); returns the detections with their ``track_ids``."""
+        img = _image(frame)
+        if self._prev_index != index or self._prev_gray is None:
+            self._advance(index, img)
+        dets = detections
+        n = len(dets)
+        pred = np.stack([t.xyxy for t in self.tracks]) if self.tracks else np.zeros((0, 4))
+        pairs = greedy_match(iou_xyxy(pred, dets.xyxy), self.iou_threshold)
+        ids = np.zeros(n, np.int64)
+        matched_tracks = set()
+        for ti, di in pairs:
+            t = self.tracks[ti]
+            box = dets.xyxy[di].astype(np.float64)
+            if t.misses > 0:  # re-found after coasting: velocity from where it was last seen
+                gap = max(1, index - t.index) if t.index < index else 1
+                t.velocity = (box - t.xyxy) / gap * 0.5
+            t.xyxy = box
+            t.score = float(dets.scores[di])
+            t.landmarks = None if dets.landmarks is None else dets.landmarks[di].astype(np.float64)
+            t.index = index
+            t.confidence = 1.0
+            t.misses = 0
+            t.hits += 1
+            ids[di] = t.track_id
+            matched_tracks.add(ti)
+        kept = []
+        for ti, t in enumerate(self.tracks):
+            if ti not in matched_tracks:
+                t.misses += 1
+                if t.misses > self.max_misses:
+                    continue
+            kept.append(t)
+        self.tracks = kept
+        matched_dets = {di for _, di in pairs}
+        for di in range(n):
+            if di in matched_dets:
+                continue
+            t = Track(
+                track_id=self._next_id,
+                xyxy=dets.xyxy[di].astype(np.float64),
+                score=float(dets.scores[di]),
+                landmarks=None if dets.landmarks is None else dets.landmarks[di].astype(np.float64),
+                index=index,
+            )
+            self._next_id += 1
+            self.tracks.append(t)
+            ids[di] = t.track_id
+        return Faces(dets.xyxy, dets.scores, dets.landmarks, ids)
+
+    # -------------------------------------------------------------- internals
+    def _gray(self, img: np.ndarray) -> np.ndarray:
+        h, w = img.shape[:2]
+        if self._frame_wh != (w, h):
+            self.reset()
+            self._frame_wh = (w, h)
+            self._flow_scale = min(1.0, self.flow_max_side / float(max(w, h)))
+        gray = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+        if self._flow_scale < 1.0:
+            size = (max(1, round(w * self._flow_scale)), max(1, round(h * self._flow_scale)))
+            gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+        return gray
+
+    def _advance(self, index: int, img: np.ndarray) -> None:
+        gray = self._gray(img)
+        prev, prev_index = self._prev_gray, self._prev_index
+        self._prev_gray, self._prev_index = gray, index
+        if prev is None or prev_index is None or not self.tracks:
+            return
+        dt = index - prev_index
+        if dt <= 0:  # same frame again, or out of order: nothing to move
+            return
+        active = [t for t in self.tracks if t.active]
+        moved = self._flow(prev, gray, [t.xyxy for t in active])
+        for t, res in zip(active, moved):
+            old = t.xyxy
+            if res is None:
+                new = old + t.velocity * dt
+                t.confidence = 0.0
+            else:
+                new, t.confidence = res
+                t.velocity = 0.5 * t.velocity + 0.5 * (new - old) / dt
+            t.landmarks = _move_landmarks(t.landmarks, old, new)
+            t.xyxy = new
+            t.index = index
+        for t in self.tracks:
+            if not t.active:  # coasting: constant velocity, not reported
+                t.xyxy = t.xyxy + t.velocity * dt
+                t.index = index
+        w, h = self._frame_wh
+        self.tracks = [t for t in self.tracks if self._visible_share(t.xyxy, w, h) >= self.min_visible]
+
+    @staticmethod
+    def _visible_share(b: np.ndarray, w: int, h: int) -> float:
+        area = max(b[2] - b[0], 0.0) * max(b[3] - b[1], 0.0)
+        if area <= 0:
+            return 0.0
+        iw = max(min(b[2], w) - max(b[0], 0.0), 0.0)
+        ih = max(min(b[3], h) - max(b[1], 0.0), 0.0)
+        return iw * ih / area
+
+    def _seed_points(self, gray: np.ndarray, box: np.ndarray) -> np.ndarray:
+        """Up to ``max_points`` corners (flow-frame pixels) in the inner 80% of ``box``."""
+        s = self._flow_scale
+        gh, gw = gray.shape
+        bw, bh = (box[2] - box[0]) * s, (box[3] - box[1]) * s
+        x0 = int(np.clip(box[0] * s + 0.1 * bw, 0, gw - 1))
+        y0 = int(np.clip(box[1] * s + 0.1 * bh, 0, gh - 1))
+        x1 = int(np.clip(box[2] * s - 0.1 * bw, x0 + 1, gw))
+        y1 = int(np.clip(box[3] * s - 0.1 * bh, y0 + 1, gh))
+        if x1 - x0 < 4 or y1 - y0 < 4:
+            return np.zeros((0, 2), np.float32)
+        roi = gray[y0:y1, x0:x1]
+        min_dist = max(1.0, min(x1 - x0, y1 - y0) / 12.0)
+        pts = cv2.goodFeaturesToTrack(roi, maxCorners=self.max_points, qualityLevel=0.01, minDistance=min_dist, blockSize=3)
+        if pts is None or len(pts) < self.min_points:
+            # low texture: a grid instead (the forward-backward check weeds out bad points)
+            gx, gy = np.meshgrid(np.linspace(0, x1 - x0 - 1, 6), np.linspace(0, y1 - y0 - 1, 6))
+            pts = np.stack([gx.ravel(), gy.ravel()], axis=1)
+        pts = np.asarray(pts, np.float32).reshape(-1, 2)
+        pts[:, 0] += x0
+        pts[:, 1] += y0
+        return pts
+
+    def _flow(self, prev: np.ndarray, cur: np.ndarray, boxes: list[np.ndarray]) -> list[tuple[np.ndarray, float] | None]:
+        """Each box moved from ``prev`` to ``cur`` with its confidence, or None when too few
+        points survived. One forward and one backward LK call for all boxes together."""
+        if not boxes:
+            return []
+        seeds = [self._seed_points(prev, b) for b in boxes]
+        counts = [len(p) for p in seeds]
+        if sum(counts) == 0:
+            return [None] * len(boxes)
+        p0 = np.concatenate(seeds).reshape(-1, 1, 2)
+        lk = dict(winSize=(15, 15), maxLevel=3, criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.03))
+        p1, st1, _ = cv2.calcOpticalFlowPyrLK(prev, cur, p0, None, **lk)
+        p0b, st2, _ = cv2.calcOpticalFlowPyrLK(cur, prev, p1, None, **lk)
+        fb = np.linalg.norm((p0 - p0b).reshape(-1, 2), axis=1)
+        good = (st1.ravel() == 1) & (st2.ravel() == 1) & (fb <= self.fb_max_px)
+        p0, p1 = p0.reshape(-1, 2), p1.reshape(-1, 2)
+        out: list[tuple[np.ndarray, float] | None] = []
+        start = 0
+        s = self._flow_scale
+        for box, n in zip(boxes, counts):
+            sl = slice(start, start + n)
+            start += n
+            g = good[sl]
+            ng = int(g.sum())
+            if n == 0 or ng < self.min_points:
+                out.append(None)
+                continue
+            a, b = p0[sl][g], p1[sl][g]
+            shift = np.median(b - a, axis=0) / s
+            iu = np.triu_indices(ng, k=1)
+            d0 = np.linalg.norm(a[iu[0]] - a[iu[1]], axis=1)
+            d1 = np.linalg.norm(b[iu[0]] - b[iu[1]], axis=1)
+            ok = d0 > 2.0
+            scale = float(np.clip(np.median(d1[ok] / d0[ok]), 0.8, 1.25)) if ok.sum() >= 3 else 1.0
+            cx, cy = (box[0] + box[2]) / 2 + shift[0], (box[1] + box[3]) / 2 + shift[1]
+            hw, hh = (box[2] - box[0]) / 2 * scale, (box[3] - box[1]) / 2 * scale
+            out.append((np.array([cx - hw, cy - hh, cx + hw, cy + hh]), ng / n))
+        return out
+
+
+@dataclass
+class StrideStats:
+    """What :class:`StridedFaceTracker` did, over its lifetime."""
+
+    frames: int = 0
+    detected: int = 0  # frames given to the detector
+    tracked: int = 0  # frames answered by the tracker alone
+    early: int = 0  # detections brought forward by low tracking confidence
+    gaps: int = 0  # detections forced by a gap in frame indices
+    detect_calls: int = 0
+
+
+class StridedFaceTracker:
+    """Detect every ``stride``-th frame, track in between.
+
+    detector: anything with ``detect(frames) -> list[Faces]`` (e.g. FastMTCNN, FacenetMTCNN).
+    stride: frames from one scheduled detection to the next (1: detect every frame).
+    min_confidence: a tracked frame whose lowest track confidence falls below this is detected
+        right away (and the stride restarts there).
+    max_gap: a jump in frame index larger than this (dropped frames) forces a detection;
+        default ``stride``.
+    """
+
+    def __init__(
+        self,
+        detector: Detector,
+        stride: int = 3,
+        min_confidence: float = 0.5,
+        max_gap: int | None = None,
+        tracker: FaceTracker | None = None,
+    ) -> None:
+        if stride < 1:
+            raise ValueError(f"stride must be >= 1, got {stride}")
+        self.detector = detector
+        self.stride = int(stride)
+        self.min_confidence = float(min_confidence)
+        self.max_gap = int(max_gap) if max_gap is not None else self.stride
+        self.tracker = tracker if tracker is not None else FaceTracker()
+        self.stats = StrideStats()
+        self._last_detect: int | None = None
+        self._last_index: int | None = None
+
+    @property
+    def device(self):
+        return getattr(self.detector, "device", None)
+
+    def reset(self) -> None:
+        self.tracker.reset()
+        self._last_detect = None
+        self._last_index = None
+
+    def detect(self, frames: Sequence[Any]) -> list[Faces]:
+        """The detector interface: frame indices from ``Frame.index``, else consecutive."""
+        return self.process(list(frames))
+
+    def process(self, frames: Sequence[Any], indices: Sequence[int] | None = None) -> list[Faces]:
+        """``Faces`` with ``track_ids`` for every frame, in order. ``indices`` are the frames'
+        positions in their source (increasing; gaps mean dropped frames)."""
+        frames = list(frames)
+        if indices is None:
+            start = -1 if self._last_index is None else self._last_index
+            indices = [int(getattr(f, "index", start + 1 + i)) for i, f in enumerate(frames)]
+        indices = [int(i) for i in indices]
+        if len(indices) != len(frames):
+            raise ValueError(f"{len(frames)} frames but {len(indices)} indices")
+        if not frames:
+            return []
+        plan = self._plan(frames, indices)
+        planned = [i for i, p in enumerate(plan) if p]
+        detections: dict[int, Faces] = {}
+        if planned:
+            found = self.detector.detect([frames[i] for i in planned])
+            self.stats.detect_calls += 1
+            detections = dict(zip(planned, found))
+        out: list[Faces] = []
+        for i, (frame, index) in enumerate(zip(frames, indices)):
+            self.stats.frames += 1
+            if self._last_index is not None and index <= self._last_index:
+                self.tracker.reset()  # went back (a source restart): old tracks mean nothing
+            if i in detections:
+                faces = self.tracker.update(index, frame, detections[i])
+                self._last_detect = index
+                self.stats.detected += 1
+            else:
+                faces = self.tracker.track(index, frame)
+                if self.tracker.confidence < self.min_confidence:
+                    dets = self.detector.detect([frame])[0]
+                    self.stats.detect_calls += 1
+                    faces = self.tracker.update(index, frame, dets)
+                    self._last_detect = index
+                    self.stats.detected += 1
+                    self.stats.early += 1
+                else:
+                    self.stats.tracked += 1
+            self._last_index = index
+            out.append(faces)
+        return out
+
+    def _plan(self, frames: list[Any], indices: list[int]) -> list[bool]:
+        """Which frames get a scheduled detection (stride, gaps, size changes, restarts)."""
+        plan = []
+        last_det, last = self._last_detect, self._last_index
+        wh = self.tracker._frame_wh
+        for frame, index in zip(frames, indices):
+            h, w = _image(frame).shape[:2]
+            gap = last is not None and index - last > self.max_gap
+            detect = (
+                last_det is None
+                or last is None
+                or index <= last
+                or index - last_det >= self.stride
+                or gap
+                or wh != (w, h)
+            )
+            if detect:
+                if gap and last_det is not None and index - last_det < self.stride:
+                    self.stats.gaps += 1
+                last_det = index
+            plan.append(detect)
+            last, wh = index, (w, h)
+        return plan

@@ -1,0 +1,49 @@
+"""Fake stages that satisfy the worker's interfaces, for tests that must control speed or failure."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from rtvision.models.build import Models
+from rtvision.types import Faces, Frame, Labels
+
+
+class FakeClassifier:
+    """Returns one fixed label; optionally sleeps per batch or raises on the n-th batch."""
+
+    variant = "fake"
+
+    def __init__(self, sleep_s: float = 0.0, fail_on_batch: int | None = None) -> None:
+        self.sleep_s = sleep_s
+        self.fail_on_batch = fail_on_batch
+        self.batches = 0
+
+    def prepare(self, images):
+        return torch.zeros(len(images), 1)
+
+    def logits(self, batch):
+        self.batches += 1
+        if self.fail_on_batch is not None and self.batches >= self.fail_on_batch:
+            raise RuntimeError("fake classifier failure")
+        if self.sleep_s:
+            time.sleep(self.sleep_s)
+        return torch.zeros(batch.shape[0], 3)
+
+    def top_k(self, logits, k):
+        return [Labels(np.array([1]), np.array([0.9], np.float32), ["fake"]) for _ in range(logits.shape[0])]
+
+
+class FakeFaces:
+    """One fixed box per frame."""
+
+    description = "fake faces"
+
+    def detect(self, frames: list[Frame]) -> list[Faces]:
+        return [Faces(np.array([[10, 20, 50, 80]], np.float32), np.array([0.99], np.float32)) for _ in frames]
+
+
+def fake_models(classifier=None, faces=None) -> Models:
+    return Models(torch.device("cpu"), classifier, faces, [])

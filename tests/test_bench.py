@@ -1,0 +1,189 @@
+"""``rtvision bench``: a short real bench end to end, live drops with a slowed-down model, errors."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from rtvision.benchmark import quality as qmod
+from rtvision.benchmark.variants import VARIANTS, VariantPlan, VariantSpec
+from rtvision.cli import main
+from rtvision.config import ModelConfig
+from rtvision.models.build import Models
+from rtvision.types import Labels
+
+
+@pytest.fixture(scope="module")
+def resnet18_weights(tmp_path_factory):
+    """Random-init resnet18 state_dict on disk (no download)."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "resnet18-random.pt"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def small_faces_clip(faces_video, tmp_path_factory):
+    """The first 8 frames of faces_1080p.mp4 at 640x360 (real faces, cheap MTCNN), 25 fps."""
+    path = tmp_path_factory.mktemp("clips") / "faces_360p.mp4"
+    cap = cv2.VideoCapture(str(faces_video))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (640, 360))
+    for _ in range(8):
+        ok, img = cap.read()
+        assert ok
+        writer.write(cv2.resize(img, (640, 360), interpolation=cv2.INTER_AREA))
+    writer.release()
+    cap.release()
+    return path
+
+
+def _table_rows(md: str, heading: str) -> list[list[str]]:
+    """Cells of the Markdown table under ``## heading…`` (header row first, separator skipped)."""
+    lines = md.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("## " + heading))
+    rows = []
+    for line in lines[start + 1 :]:
+        if line.startswith("## "):
+            break
+        if line.startswith("|") and not line.startswith("|---"):
+            rows.append([c.strip() for c in line.strip("|").split("|")])
+    return rows
+
+
+def test_short_bench_writes_json_markdown_and_plot(small_faces_clip, resnet18_weights, tmp_path, capsys):
+    out, md_path, png = tmp_path / "bench.json", tmp_path / "bench.md", tmp_path / "bench.png"
+    cache = tmp_path / "cache"
+    rc = main([
+        "bench", "--source", str(small_faces_clip), "--frames", "6", "--naive-frames", "3", "--warmup", "1",
+        "--classifier", "resnet18", "--weights", str(resnet18_weights), "--device", "cpu",
+        "--variants", "default,fp32", "--cache-dir", str(cache), "--no-progress",
+        "--out", str(out), "--md", str(md_path), "--plot", str(png),
+    ])
+    printed = capsys.readouterr().out
+    assert rc == 0, printed
+
+    report = json.loads(out.read_text())
+    assert report["schema_version"] == 1
+    for key in ("machine", "source", "weights", "settings", "variants", "reference", "notes"):
+        assert key in report, key
+    m = report["machine"]
+    for key in ("cpu_model", "logical_cpus", "physical_cores", "isa", "torch", "torchvision", "opencv",
+                "facenet_pytorch", "torch_num_threads", "torch_num_interop_threads"):
+        assert key in m, key
+    assert "avx2" in m["isa"]
+    assert report["weights"]["kind"] == "file" and not report["weights"]["random_init"]
+    assert [v["name"] for v in report["variants"]] == ["naive", "default", "fp32"]
+    by = {v["name"]: v for v in report["variants"]}
+    assert by["naive"]["throughput"]["runs"][0]["frames_measured"] == 2  # 3 frames, 1 warmup
+    assert by["default"]["throughput"]["runs"][0]["frames_measured"] == 5
+    for v in report["variants"]:
+        tp = v["throughput"]
+        assert tp["summary"]["fps"]["median"] > 0
+        assert set(tp["runs"][0]["stage_ms"]) == {"decode", "queue_wait", "preprocess", "classifier", "faces", "annotate", "sink"}
+        assert tp["runs"][0]["stage_ms"]["faces"] > 0
+        assert tp["runs"][0]["rss_end_mb"] > 0 and tp["runs"][0]["process_peak_rss_mb"] > 0
+        assert tp["ratio_to_naive"]["fps"] > 0
+        assert v["live"] is None
+        q = v["quality"]["throughput"]
+        assert q["faces"]["overall"]["ref_boxes"] > 0
+        assert 0.0 <= q["faces"]["overall"]["recall"] <= 1.0
+        assert "tall" in q["faces"]
+        assert q["top1_agreement_fp32"] is not None
+    assert by["naive"]["throughput"]["ratio_to_naive"]["fps"] == pytest.approx(1.0)
+    # the pipeline's full-resolution MTCNN is the reference detector: same boxes
+    assert by["default"]["quality"]["throughput"]["faces"]["overall"]["recall"] == pytest.approx(1.0)
+    assert by["fp32"]["quality"]["throughput"]["top1_agreement_fp32"] == pytest.approx(1.0)
+    assert by["default"]["config"]["faces"] == "fast"  # what plain `rtvision` runs
+    assert by["default"]["batch"] == 4
+
+    md = md_path.read_text()
+    assert md == printed.rstrip("\n") + "\n" or md.strip() in printed
+    assert md.startswith("# rtvision bench")
+    tp_rows = _table_rows(md, "Throughput")
+    assert tp_rows[0][:2] == ["variant", "classifier"] and "vs naive" in tp_rows[0]
+    assert [r[0] for r in tp_rows[1:]] == ["naive", "default", "fp32"]
+    assert tp_rows[1][-1] == "1.00x"
+    stage_rows = _table_rows(md, "Time per frame by stage")
+    assert stage_rows[0] == ["variant", "mode", "decode", "queue_wait", "preprocess", "classifier", "faces", "annotate", "sink"]
+    assert len(stage_rows) == 4
+    assert len(_table_rows(md, "Memory")) == 4
+    q_rows = _table_rows(md, "Quality")
+    assert "face recall" in q_rows[0] and "recall ≥40px" in q_rows[0] and "top-1 agreement" in q_rows[0]
+    assert "Machine" in md and "avx" in md
+
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # the face reference is cached on disk and reused
+    cache_file = qmod.reference_cache_path(str(small_faces_clip), str(cache))
+    assert cache_file.is_file()
+    assert report["reference"]["faces_computed_frames"] == 5  # file frames 1..5 (frame 0 was warmup everywhere)
+    faces, _, info = qmod.compute_references(str(small_faces_clip), {1, 2, 3}, set(), str(cache), None, torch.device("cpu"), progress=False)
+    assert info["faces_computed_frames"] == 0 and {1, 2, 3} <= set(faces)
+
+
+class SlowClassifier:
+    """Satisfies the classifier stage; sleeps so a paced source must drop frames."""
+
+    variant = "slow-fake"
+
+    def __init__(self, sleep_s: float) -> None:
+        self.sleep_s = sleep_s
+
+    def prepare(self, images_bgr):
+        return torch.zeros(len(images_bgr), 3)
+
+    def logits(self, batch):
+        time.sleep(self.sleep_s)
+        return torch.zeros(batch.shape[0], 10)
+
+    def top_k(self, logits, k):
+        n = logits.shape[0]
+        return [Labels(np.array([0]), np.array([1.0], np.float32), ["class_0"]) for _ in range(n)]
+
+
+def test_live_mode_reports_drops_when_the_worker_is_slow(index_clip, resnet18_weights, tmp_path, monkeypatch):
+    def slow_factory(ctx):
+        def build(_ctx):
+            return Models(torch.device("cpu"), SlowClassifier(0.25), None)
+
+        return VariantPlan("slow", ModelConfig(classifier="resnet18", weights=ctx.weights, faces="off"), 1,
+                           "test: classifier sleeps 250 ms per batch", build=build)
+
+    monkeypatch.setitem(VARIANTS, "slow", VariantSpec("slow", slow_factory, "test"))
+    out = tmp_path / "live.json"
+    rc = main([
+        "bench", "--source", str(index_clip), "--frames", "40", "--naive-frames", "2", "--warmup", "1",
+        "--classifier", "resnet18", "--weights", str(resnet18_weights), "--device", "cpu",
+        "--variants", "slow", "--live-only", "--no-quality", "--no-progress", "--out", str(out),
+    ])
+    assert rc == 0
+    report = json.loads(out.read_text())
+    slow = next(v for v in report["variants"] if v["name"] == "slow")
+    assert slow["throughput"] is None
+    run = slow["live"]["runs"][0]
+    # 40 frames at 25 fps (1.6 s) into a worker that takes 250 ms a frame: most must drop
+    print(json.dumps(run, indent=1))
+    assert run["frames_read"] == 40
+    assert run["frames_dropped"] > 10
+    assert run["drop_share"] > 0.25
+    assert run["dropped_measured"] > 0
+    assert run["latency_ms"]["p50"] >= 250
+    assert {"basis", "first_p99_ms", "last_p99_ms", "ratio", "within_20pct"} <= set(run["drift"])
+    assert slow["quality"] is None
+
+
+def test_unknown_and_unavailable_variants_are_clear_usage_errors(index_clip, resnet18_weights, capsys):
+    base = ["bench", "--source", str(index_clip), "--frames", "2", "--classifier", "resnet18",
+            "--weights", str(resnet18_weights), "--warmup", "0", "--no-progress"]
+    assert main(base + ["--variants", "nope"]) == 2
+    assert "unknown variant 'nope'" in capsys.readouterr().err
+    assert main(base + ["--variants", "pruned-int8"]) == 2
+    assert "--model" in capsys.readouterr().err
+    assert main(base + ["--warmup", "5"]) == 2
+    assert "leaves nothing to measure" in capsys.readouterr().err

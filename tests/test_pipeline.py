@@ -1,0 +1,146 @@
+"""End-to-end pipeline behaviour on real video (../shared/data/faces_1080p.mp4)."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from conftest import decode_index
+from fakes import FakeClassifier, FakeFaces, fake_models
+from rtvision.cli import main
+from rtvision.config import ModelConfig, RunConfig, SourceConfig
+from rtvision.models.classifier import imagenet_categories
+from rtvision.pipeline import Pipeline
+from rtvision.runner import Runner
+
+CONTRACT_KEYS = {"frame", "pts_s", "faces", "labels", "latency_ms"}
+
+
+@pytest.fixture(scope="module")
+def resnet18_ckpt(tmp_path_factory):
+    """A random-init torchvision ResNet-18 state_dict, loaded through the real --weights FILE path."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "resnet18_random.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
+    return path
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def count_frames(path) -> int:
+    cap = cv2.VideoCapture(str(path))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    cap.release()
+    return n
+
+
+def test_file_mode_processes_every_frame_in_order(faces_video, resnet18_ckpt, tmp_path):
+    out = tmp_path / "r.jsonl"
+    rc = main([
+        "--source", str(faces_video), "--headless", "--no-progress",
+        "--classifier", "resnet18", "--weights", str(resnet18_ckpt), "--precision", "fp32",
+        "--faces", "off", "--batch", "4", "--results", str(out),
+    ])
+    assert rc == 0
+    rows = read_jsonl(out)
+    assert [r["frame"] for r in rows] == list(range(105))
+    assert all(set(r) == CONTRACT_KEYS for r in rows)
+    assert rows[1]["pts_s"] == pytest.approx(0.04)
+    names = set(imagenet_categories())
+    for r in rows:
+        assert len(r["labels"]) == 5
+        assert set(r["labels"][0]) == {"label", "class_id", "score"}
+        assert r["labels"][0]["label"] in names  # a 1000-class model speaks ImageNet
+        assert r["labels"][0]["score"] >= r["labels"][1]["score"]
+        assert r["latency_ms"] > 0
+
+
+def test_faces_on_frame0_lie_on_real_faces(faces_video, faces_frames, tmp_path):
+    """The default face mode finds >= 5 faces on frame 0, each on a face MTCNN finds directly."""
+    from facenet_pytorch import MTCNN
+    from torchvision.ops import box_iou
+
+    out = tmp_path / "f.jsonl"
+    rc = main(["--source", str(faces_video), "--headless", "--no-progress", "--classifier", "none",
+               "--max-frames", "2", "--batch", "2", "--results", str(out)])
+    assert rc == 0
+    rows = read_jsonl(out)
+    assert [r["frame"] for r in rows] == [0, 1]
+    got = np.array([f["xyxy"] for f in rows[0]["faces"]], np.float32)
+    assert len(got) >= 5
+    assert all(set(f) <= {"xyxy", "score", "track_id"} for f in rows[0]["faces"])
+    ref, _ = MTCNN(keep_all=True, device="cpu").detect(cv2.cvtColor(faces_frames[0], cv2.COLOR_BGR2RGB))
+    iou = box_iou(torch.from_numpy(got), torch.from_numpy(np.asarray(ref, np.float32)))
+    assert (iou.max(dim=1).values >= 0.7).all(), iou.max(dim=1).values
+
+
+def test_realtime_slow_model_drops_and_keeps_latency_bounded(index_clip):
+    cfg = RunConfig(SourceConfig(str(index_clip), realtime=True, buffer_size=4), ModelConfig(), batch=2, progress=False)
+    pipe = Pipeline(cfg, models=fake_models(FakeClassifier(sleep_s=0.2), FakeFaces())).start()
+    runner = Runner(cfg, pipe)
+    seen = []
+    runner.listeners.append(lambda r: seen.append((r.frame.index, decode_index(r.frame.image), r.latency_ms)))
+    s = runner.run()
+    assert s["exit_code"] == 0 and pipe.info.live is False and pipe.live is True
+    assert s["frames_read"] == 60
+    assert s["frames_dropped"] > 10
+    assert s["frames_processed"] + s["frames_dropped"] == 60
+    idx = [i for i, _, _ in seen]
+    assert idx == sorted(idx) and len(set(idx)) == len(idx)
+    assert all(i == coded for i, coded, _ in seen)  # the image is the frame it claims to be
+    # Without drops a 0.1 s/frame worker on a 25 fps source would lag ~3.6 s by the end.
+    assert max(lat for _, _, lat in seen) < 1500
+
+
+def test_file_source_slow_model_loses_nothing(index_clip):
+    cfg = RunConfig(SourceConfig(str(index_clip), buffer_size=2, max_frames=20), ModelConfig(), batch=4, progress=False)
+    pipe = Pipeline(cfg, models=fake_models(FakeClassifier(sleep_s=0.02))).start()
+    runner = Runner(cfg, pipe)
+    seen = []
+    runner.listeners.append(lambda r: seen.append(decode_index(r.frame.image)))
+    s = runner.run()
+    assert seen == list(range(20)) and s["frames_dropped"] == 0
+
+
+def test_worker_exception_stops_cleanly_and_reports(index_clip, tmp_path):
+    cfg = RunConfig(SourceConfig(str(index_clip)), ModelConfig(), batch=2, progress=False,
+                    results_path=str(tmp_path / "r.jsonl"), save_path=str(tmp_path / "v.mp4"))
+    pipe = Pipeline(cfg, models=fake_models(FakeClassifier(fail_on_batch=4))).start()
+    runner = Runner(cfg, pipe)
+    s = runner.run()
+    assert s["exit_code"] == 1
+    assert "fake classifier failure" in s["error"]
+    assert not pipe.capture.is_alive() and not pipe.worker.is_alive()
+    rows = read_jsonl(tmp_path / "r.jsonl")
+    assert [r["frame"] for r in rows] == list(range(6))  # 3 good batches of 2, then the failure
+    assert count_frames(tmp_path / "v.mp4") == 6
+
+
+def test_save_writes_playable_video_with_every_frame(faces_video, tmp_path):
+    out = tmp_path / "a.mp4"
+    rc = main(["--source", str(faces_video), "--headless", "--no-progress", "--classifier", "none",
+               "--faces", "off", "--max-frames", "12", "--save", str(out)])
+    assert rc == 0
+    cap = cv2.VideoCapture(str(out))
+    assert cap.get(cv2.CAP_PROP_FRAME_WIDTH) == 1920 and cap.get(cv2.CAP_PROP_FPS) == pytest.approx(25, abs=0.1)
+    cap.release()
+    assert count_frames(out) == 12
+
+
+def test_demo_source_shows_a_face(tmp_path):
+    out = tmp_path / "d.jsonl"
+    rc = main(["--source", "demo", "--headless", "--no-progress", "--classifier", "none",
+               "--max-frames", "3", "--batch", "1", "--results", str(out)])
+    assert rc == 0
+    rows = read_jsonl(out)
+    assert len(rows) >= 1
+    assert any(len(r["faces"]) >= 1 for r in rows)
