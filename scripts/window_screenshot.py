@@ -35,11 +35,11 @@ def random_resnet18_weights(tmpdir: str) -> str:
     return path
 
 
-def make_cfg(a: argparse.Namespace, weights: str):
+def make_cfg(a: argparse.Namespace, weights: str, max_frames: int | None):
     from rtvision.config import ModelConfig, RunConfig, SourceConfig
 
     return RunConfig(
-        source=SourceConfig(spec=a.source, max_frames=a.frames),
+        source=SourceConfig(spec=a.source, max_frames=max_frames),
         model=ModelConfig(
             classifier=a.classifier,
             weights=weights,
@@ -130,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--face-scale", type=float, default=0.5)
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--to-end", action="store_true", help="let the stream end first (shows the 'stream ended' banner)")
     p.add_argument("--timeout", type=float, default=180.0)
     p.add_argument("--compare-headless", action="store_true", help="measure FPS headless vs with the window instead")
     p.add_argument("--repeats", type=int, default=2, help="headless/window pairs for --compare-headless")
@@ -139,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(levelname)s: %(message)s")
     with tempfile.TemporaryDirectory() as tmp:
         weights = random_resnet18_weights(tmp) if a.classifier == "resnet18" else "imagenet"
-        cfg = make_cfg(a, weights)
+        # the screenshot is taken mid-run (the source still reading) unless --to-end
+        cfg = make_cfg(a, weights, a.frames if (a.compare_headless or a.to_end) else None)
         if a.compare_headless:
             compare_headless(a, cfg)
         else:

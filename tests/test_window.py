@@ -151,7 +151,7 @@ def test_window_draws_boxes_and_live_stats(qtbot, open_window, faces_video):
     assert "/" in vals["latency_pct"] and vals["dropped"].startswith("0 ")
     assert vals["batch"].endswith("(max 2)") and vals["device"] == "cpu" and vals["gpu"] == "n/a (CPU)"
     assert vals["rss"].endswith(" MB") and float(vals["rss"].split()[0]) > 100
-    assert vals["gui_ms"].endswith(" ms / frame") and float(vals["display_fps"]) > 0
+    assert vals["gui_ms"].endswith(" ms / frame") and window.view.painted_frames >= 2
     # freeze a frame with faces on screen, then check the boxes by pixels
     window.toggle_pause()
     settle(qtbot, window)
