@@ -13,10 +13,12 @@ os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
+import threading  # noqa: E402
 from collections.abc import Callable
 
 from . import errors  # noqa: E402
@@ -188,6 +190,22 @@ def display_available() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) or sys.platform in ("darwin", "win32")
 
 
+@contextlib.contextmanager
+def _signals_stop(runner):
+    """While the pipeline runs, SIGINT/SIGTERM stop it cleanly (outputs finalized) instead of
+    raising wherever the main thread happens to be."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    codes = {signal.SIGINT: errors.EXIT_SIGINT, signal.SIGTERM: errors.EXIT_SIGTERM}
+    old = {sig: signal.signal(sig, lambda signum, frame: runner.interrupt(codes[signum])) for sig in codes}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
 def run_main(a: argparse.Namespace) -> int:
     from .pipeline import Pipeline
     from .runner import Runner, format_summary
@@ -206,10 +224,11 @@ def run_main(a: argparse.Namespace) -> int:
     pipeline = Pipeline(cfg)
     pipeline.start()
     runner = Runner(cfg, pipeline)
-    if use_window:
-        summary = run_window(cfg, runner)
-    else:
-        summary = runner.run()
+    with _signals_stop(runner):
+        if use_window:
+            summary = run_window(cfg, runner)
+        else:
+            summary = runner.run()
     print(format_summary(summary), file=sys.stderr if cfg.results_path == "-" else sys.stdout)
     if a.summary_json:
         with open(a.summary_json, "w", encoding="utf-8") as fh:
@@ -247,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help, or a usage error already printed in one line
         return int(exc.code or 0)
     setup_logging(getattr(args, "verbose", 0) or 0)
-    in_main_thread = __import__("threading").current_thread() is __import__("threading").main_thread()
+    in_main_thread = threading.current_thread() is threading.main_thread()
     old_term = signal.signal(signal.SIGTERM, _raise_sigterm) if in_main_thread else None
     try:
         return func(args)

@@ -96,6 +96,14 @@ class Runner:
         self._paused = False
         self._steps = 0
 
+    def interrupt(self, exit_code: int) -> None:
+        """A signal asked us to stop: finish cleanly, then exit with ``exit_code`` (130/143).
+
+        Safe to call from a signal handler: it only sets events, so no write is cut in half.
+        """
+        self.exit_code = exit_code
+        self.request_stop()
+
     def request_stop(self) -> None:
         self._stop.set()
         self.pipeline.stop_event.set()

@@ -1,0 +1,147 @@
+"""Bad input gets one line on stderr and its documented exit code; signals finalize outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import pytest
+import torch
+import torchvision
+
+from rtvision import errors
+from rtvision.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("rtvision: error:"), err
+    return err[0]
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory, faces_video):
+    d = tmp_path_factory.mktemp("bad")
+    (d / "empty.mp4").write_bytes(b"")
+    (d / "text.mp4").write_text("this is not a video\n" * 50)
+    data = faces_video.read_bytes()
+    (d / "truncated.mp4").write_bytes(data[: len(data) // 2])
+    return d
+
+
+@pytest.mark.parametrize(
+    "args, code",
+    [
+        (["--source", "/nonexistent/clip.mp4"], errors.EXIT_BAD_INPUT),
+        (["--source", "{bad}/empty.mp4"], errors.EXIT_BAD_INPUT),
+        (["--source", "{bad}/text.mp4"], errors.EXIT_BAD_INPUT),
+        (["--source", "{bad}/truncated.mp4"], errors.EXIT_BAD_INPUT),
+        (["--source", "{bad}"], errors.EXIT_BAD_INPUT),  # a directory
+        (["--source", "webcam:57"], errors.EXIT_SOURCE_UNAVAILABLE),
+        (["--source", "rtsp://user:hunter2@127.0.0.1:9/cam", "--reconnect", "0", "--stall-timeout", "1"], errors.EXIT_SOURCE_UNAVAILABLE),
+        (["--source", "demo", "--batch", "0"], errors.EXIT_USAGE),
+        (["--source", "demo", "--classifier", "vgg16"], errors.EXIT_USAGE),
+        (["--source", "demo", "--face-scale", "3"], errors.EXIT_USAGE),
+        (["--frobnicate"], errors.EXIT_USAGE),
+        (["--source", "demo", "--weights", "/nonexistent/w.pth", "--faces", "off"], errors.EXIT_BAD_MODEL),
+        (["--source", "demo", "--labels", "/nonexistent/labels.txt", "--weights", "{bad}/text.mp4"], errors.EXIT_BAD_MODEL),
+    ],
+)
+def test_bad_input_exit_codes(args, code, bad_files, capsys):
+    args = [a.replace("{bad}", str(bad_files)) for a in args]
+    rc = main(args + ["--headless", "--no-progress"])
+    assert rc == code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert "Traceback" not in err[0]
+    assert "hunter2" not in err[0]
+
+
+def test_broken_and_tampered_checkpoints_are_refused(tmp_path, capsys):
+    broken = tmp_path / "broken.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), broken)
+    broken.write_bytes(broken.read_bytes()[:5000])
+    assert main(["--source", "demo", "--headless", "--weights", str(broken), "--classifier", "resnet18", "--faces", "off"]) == errors.EXIT_BAD_MODEL
+    one_line_error(capsys)
+
+    marker = tmp_path / "payload_ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    tampered = tmp_path / "tampered.pth"
+    torch.save({"fc.weight": Payload()}, tampered)
+    assert main(["--source", "demo", "--headless", "--weights", str(tampered), "--classifier", "resnet18", "--faces", "off"]) == errors.EXIT_BAD_MODEL
+    assert "cannot load weights" in one_line_error(capsys)
+    assert not marker.exists()
+
+    wrong = tmp_path / "resnet34.pth"
+    torch.save(torchvision.models.resnet34(weights=None).state_dict(), wrong)
+    assert main(["--source", "demo", "--headless", "--weights", str(wrong), "--classifier", "resnet18", "--faces", "off"]) == errors.EXIT_BAD_MODEL
+    assert "does not fit resnet18" in one_line_error(capsys)
+
+
+def test_offline_imagenet_weights_disable_classifier_loudly(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty cache, and no network here
+    out = tmp_path / "r.jsonl"
+    rc = main(["--source", "demo", "--headless", "--no-progress", "--max-frames", "2", "--batch", "1",
+               "--classifier", "resnet18", "--precision", "fp32", "--results", str(out)])
+    assert rc == 0
+    cap = capsys.readouterr()
+    assert "CLASSIFIER DISABLED" in cap.err and "--weights FILE" in cap.err
+    assert "CLASSIFIER DISABLED" in cap.out  # and in the summary
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert rows and all(r["labels"] == [] for r in rows)
+
+
+def test_help_runs_as_module():
+    r = subprocess.run([sys.executable, "-m", "rtvision", "--help"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "--source" in r.stdout and "Exit codes" in r.stdout
+
+
+def _frames(path) -> int:
+    cap = cv2.VideoCapture(str(path))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    return n
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, errors.EXIT_SIGINT), (signal.SIGTERM, errors.EXIT_SIGTERM)])
+def test_signal_finalizes_video_and_jsonl(sig, code, faces_video, tmp_path):
+    video, results = tmp_path / "out.mp4", tmp_path / "out.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rtvision", "--source", str(faces_video), "--headless", "--realtime",
+         "--classifier", "none", "--faces", "off", "--save", str(video), "--results", str(results)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if results.exists() and len(results.read_text().splitlines()) >= 15:
+                break
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.1)
+        else:
+            pytest.fail("no results within 60 s")
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == code, err
+    rows = [json.loads(line) for line in results.read_text().splitlines()]  # every line is complete JSON
+    assert 15 <= len(rows) < 105
+    assert [r["frame"] for r in rows] == list(range(len(rows)))
+    assert _frames(video) == len(rows)  # the video plays to its last written frame
+    assert "Traceback" not in err
