@@ -49,6 +49,11 @@ class FrameView(QWidget):
         return QSize(960, 540)
 
     @property
+    def pending(self) -> bool:
+        """A new image was set and is not on screen yet."""
+        return self._fresh
+
+    @property
     def image(self) -> np.ndarray | None:
         """The annotated BGR image on screen (HxWx3 uint8), or None."""
         return self._array

@@ -224,7 +224,7 @@ class MainWindow(QMainWindow):
 
     @property
     def view_pending(self) -> bool:
-        return self.view._fresh
+        return self.view.pending
 
     def _render(self, r) -> None:
         t0 = time.perf_counter()
