@@ -210,6 +210,7 @@ class MainWindow(QMainWindow):
     def interrupt(self, code: int) -> None:
         """Close because of a signal (Ctrl-C: 130, SIGTERM: 143)."""
         self.interrupt_code = code
+        self.runner.interrupt(code)  # sets the exit code and stops the run cleanly
         self.close()
 
     # -- the GUI-thread loop ---------------------------------------------------------------------
