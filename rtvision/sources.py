@@ -335,6 +335,7 @@ class CaptureThread(threading.Thread):
         self.stats = CaptureStats()
         self.error: BaseException | None = None
         self._rng = random.Random()
+        self._attempts = 0  # reconnect attempts since the last good frame
 
     # -- main loop -------------------------------------------------------------------------------
     def run(self) -> None:
@@ -402,6 +403,7 @@ class CaptureThread(threading.Thread):
                 if not info.live:
                     index += 1
                 continue
+            self._attempts = 0
             pts_s = index / fps if not (self.live and not self.paced) else now - t0
             frame = Frame(index=index, pts_s=pts_s, captured_at=now, image=img, decode_ms=read_s * 1000.0)
             index += 1
@@ -414,7 +416,10 @@ class CaptureThread(threading.Thread):
     def _reconnect(self, why: str) -> None:
         name = self.source.info.name
         limit = self.cfg.reconnect
-        for attempt in range(1, limit + 1):
+        # Attempts count until a frame arrives: a source that reopens but never delivers gives up too.
+        while self._attempts < limit:
+            self._attempts += 1
+            attempt = self._attempts
             self.stats.state = "reconnecting"
             self.stats.message = f"{name}: {why}; reconnecting (attempt {attempt}/{limit})"
             log.warning(self.stats.message)

@@ -1,0 +1,171 @@
+"""Fault injection: reconnects, stalls, corrupt frames, resolution changes, failing sinks,
+backpressure, and threads that will not stop."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import decode_index
+from fakes import FakeClassifier, FakeFaces, fake_models
+from faults import Faults, FaultySource
+from rtvision import errors
+from rtvision.config import ModelConfig, RunConfig, SourceConfig
+from rtvision.pipeline import Pipeline
+from rtvision.runner import Runner
+from rtvision.stats import rss_mb
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def run(source, models=None, **kw):
+    src_kw = {k: kw.pop(k) for k in list(kw) if k in SourceConfig.__dataclass_fields__}
+    cfg = RunConfig(SourceConfig("faulty", **src_kw), ModelConfig(), progress=False, **kw)
+    pipe = Pipeline(cfg, models=models or fake_models(FakeClassifier(), FakeFaces()), source=source).start()
+    runner = Runner(cfg, pipe)
+    seen = []
+    runner.listeners.append(lambda r: seen.append(r))
+    summary = runner.run()
+    return summary, seen, pipe
+
+
+def test_reconnect_after_disconnect_processes_frames_after_it():
+    src = FaultySource(60, faults=Faults(disconnect_at={20}, fail_opens=2))
+    s, seen, pipe = run(src, reconnect=5, batch=2, max_frames=60)
+    assert s["exit_code"] == 0, s["error"]
+    assert s["reconnects"] == 1 and src.failed_opens == 2
+    idx = [r.frame.index for r in seen]
+    assert idx == sorted(idx)
+    coded = [decode_index(r.frame.image) for r in seen]
+    assert max(coded) == 59 and sum(c >= 20 for c in coded) >= 30  # the stream went on after it
+    assert all(r.frame.image.any() for r in seen)  # no black frames reached the models
+
+
+def test_reconnect_gives_up_after_the_limit():
+    src = FaultySource(60, faults=Faults(disconnect_at={10}, fail_opens=99))
+    s, seen, _ = run(src, reconnect=2, batch=2)
+    assert s["exit_code"] == errors.EXIT_SOURCE_UNAVAILABLE
+    assert "2 reconnect attempts failed" in s["error"]
+    assert len(seen) == 10
+
+
+def test_stall_longer_than_timeout_reconnects_and_latency_recovers():
+    src = FaultySource(80, fps=40, faults=Faults(stall_at={20: 1.0}))
+    s, seen, _ = run(src, stall_timeout_s=0.4, batch=2, buffer_size=4, max_frames=79)
+    assert s["exit_code"] == 0, s["error"]
+    assert s["reconnects"] == 1
+    coded = [decode_index(r.frame.image) for r in seen]
+    assert 20 not in coded  # the stale frame after the stall was not passed on
+    after = [r.latency_ms for r in seen if decode_index(r.frame.image) >= 40]
+    assert len(after) >= 20 and float(np.median(after)) < 150
+
+
+def test_corrupt_frame_is_skipped_and_counted():
+    src = FaultySource(30, live=False, faults=Faults(corrupt_at={7, 8, 15}))
+    s, seen, _ = run(src, batch=4, max_corrupt=5)
+    assert s["exit_code"] == 0 and s["frames_corrupt"] == 3
+    coded = [decode_index(r.frame.image) for r in seen]
+    assert coded == [i for i in range(30) if i not in {7, 8, 15}]
+    assert [r.frame.index for r in seen] == coded  # indices keep the file's timeline
+
+
+def test_too_many_corrupt_frames_stop_with_outputs_finalized(tmp_path):
+    src = FaultySource(30, live=False, faults=Faults(corrupt_at={5, 6, 7, 8}))
+    out = tmp_path / "r.jsonl"
+    s, seen, _ = run(src, batch=1, max_corrupt=2, results_path=str(out))
+    assert s["exit_code"] == errors.EXIT_BAD_INPUT and "corrupt" in s["error"]
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["frame"] for r in rows] == [0, 1, 2, 3, 4]
+
+
+def test_resolution_change_mid_stream(tmp_path):
+    src = FaultySource(40, faults=Faults(resize_at={15: (640, 480)}))
+    video = tmp_path / "v.mp4"
+    s, seen, _ = run(src, batch=3, save_path=str(video), max_frames=40)
+    assert s["exit_code"] == 0, s["error"]
+    sizes = [r.frame.resolution_wh for r in seen]
+    assert (320, 240) in sizes and (640, 480) in sizes
+    assert sizes.index((640, 480)) > 0 and all(sz == (640, 480) for sz in sizes[sizes.index((640, 480)):])
+    import cv2
+
+    cap = cv2.VideoCapture(str(video))
+    n = 0
+    while True:
+        ok, img = cap.read()
+        if not ok:
+            break
+        assert img.shape[:2] == (240, 320)  # later frames are fitted to the file's size
+        n += 1
+    assert n == len(seen)
+
+
+def test_resolution_change_with_real_face_detector(faces_frames):
+    """Frames of two sizes in one batch: the detector groups them and boxes stay in each frame's pixels."""
+    import cv2
+
+    from rtvision.models.faces import build_face_detector
+    from rtvision.types import Frame
+
+    det = build_face_detector("full", __import__("torch").device("cpu"))
+    big = faces_frames[0]
+    small = cv2.resize(big, (960, 540), interpolation=cv2.INTER_AREA)
+    out = det.detect([Frame(0, 0.0, 0.0, big), Frame(1, 0.04, 0.0, small)])
+    assert len(out[0]) >= 5 and len(out[1]) >= 3
+    assert out[0].xyxy[:, 2].max() > 960  # full-size boxes are in full-size pixels
+    assert out[1].xyxy[:, 2].max() <= 960
+
+
+def test_sink_failure_full_disk_stops_cleanly():
+    src = FaultySource(100)
+    s, seen, pipe = run(src, batch=2, results_path="/dev/full", max_frames=100)
+    assert s["exit_code"] == errors.EXIT_OUTPUT
+    assert "/dev/full" in s["error"] and "space" in s["error"].lower()
+    assert not pipe.capture.is_alive() and not pipe.worker.is_alive()
+
+
+def test_slow_worker_fast_live_source_drops_and_memory_stays_flat():
+    """A 1080p camera at 100 fps against a worker 10x slower: drops counted, RSS flat."""
+    src = FaultySource(10**9, fps=100, size_wh=(1920, 1080))
+    cfg = RunConfig(SourceConfig("faulty", buffer_size=8, max_frames=400), ModelConfig(), batch=2, progress=False)
+    pipe = Pipeline(cfg, models=fake_models(FakeClassifier(sleep_s=0.2)), source=src).start()
+    runner = Runner(cfg, pipe)
+    rss = []
+    runner.listeners.append(lambda r: rss.append(rss_mb()))
+    s = runner.run()
+    assert s["exit_code"] == 0
+    assert s["frames_read"] == 400
+    assert s["frames_dropped"] >= 300 and s["frames_processed"] + s["frames_dropped"] == 400
+    assert pipe.buffer.high_water <= 8
+    settled = rss[len(rss) // 3 :]
+    assert max(settled) - min(settled) < 40, (min(settled), max(settled))  # MB; one frame is 6 MB
+
+
+def test_a_thread_that_will_not_stop_is_reported_by_name():
+    faults = Faults(block_forever_at=5)
+    src = FaultySource(100, faults=faults)
+    cfg = RunConfig(SourceConfig("faulty"), ModelConfig(), batch=2, progress=False, join_timeout_s=0.5)
+    pipe = Pipeline(cfg, models=fake_models(FakeClassifier()), source=src).start()
+    try:
+        got = []
+        for r in pipe.results():
+            got.append(r)
+            if len(got) == 5:
+                break
+        assert pipe.stop() == ["rtvision-capture"]
+        assert not pipe.worker.is_alive()
+    finally:
+        faults.release.set()
+        pipe.capture.join(timeout=5)
+
+
+def test_url_password_never_logged(caplog):
+    from rtvision.sources import StreamSource, redact_url
+
+    assert redact_url("rtsp://admin:s3cret@10.0.0.1:554/live") == "rtsp://admin:***@10.0.0.1:554/live"
+    src = StreamSource("rtsp://admin:s3cret@127.0.0.1:9/live", timeout_s=0.5)
+    assert "s3cret" not in src.info.name
+    with pytest.raises(errors.SourceUnavailable) as exc:
+        src.open()
+    assert "s3cret" not in str(exc.value) and "admin:***@" in str(exc.value)
