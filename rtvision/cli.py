@@ -14,6 +14,7 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
+import dataclasses  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import signal  # noqa: E402
@@ -221,6 +222,8 @@ def run_main(a: argparse.Namespace) -> int:
         except ImportError as exc:
             print(f"rtvision: the window is unavailable ({exc}); running headless", file=sys.stderr)
             use_window = False
+    if use_window:
+        cfg = dataclasses.replace(cfg, progress=False)  # the window shows progress itself
     pipeline = Pipeline(cfg)
     pipeline.start()
     runner = Runner(cfg, pipeline)
