@@ -115,8 +115,9 @@ def resolve_weights(arch: str, weights: str, tmpdir: str) -> tuple[str, dict]:
         return "imagenet", {"arg": weights, "kind": "imagenet", "random_init": False, "note": f"ImageNet ({default})"}
     except Exception as exc:  # offline: no cache, no download
         reason = f"{exc.__class__.__name__}"
-    torch.manual_seed(0)
-    state = torchvision.models.get_model(arch, weights=None).state_dict()
+    with torch.random.fork_rng(devices=[]):  # seeded, without touching the caller's RNG state
+        torch.manual_seed(0)
+        state = torchvision.models.get_model(arch, weights=None).state_dict()
     path = str(Path(tmpdir) / f"random-init-{arch}.pt")
     torch.save(state, path)
     note = (f"**RANDOM-INIT {arch} weights** (ImageNet weights unavailable offline: {reason}; seed 0). Speed does not "

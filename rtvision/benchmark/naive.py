@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..stats import peak_rss_mb
+from ..stats import gpu_memory_mb, peak_rss_mb
 from .record import ResultRecord, RunRecording, summarize
 
 
@@ -109,6 +109,8 @@ class NaiveLoop:
         return ms, xyxy, int(top5[0]), top5
 
     def run(self, source: str, frames: int, live: bool, warmup: int, progress_desc: str | None = None) -> tuple[dict, RunRecording]:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
         rec = RunRecording()
         cap = _LoopingCapture(source)
         bar = None
@@ -159,4 +161,5 @@ class NaiveLoop:
         read = len(rec.records) + dropped
         stats = summarize(rec, warmup, live, read, dropped)
         stats["process_peak_rss_mb"] = peak_rss_mb()
+        stats.update(gpu_memory_mb())
         return stats, rec
