@@ -26,15 +26,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rtvision.errors import InputError, ModelError, OutputError
 from rtvision.models import artifact, compress, quant_backend
+from rtvision.models.classifier import WeightsUnavailable, build_resnet
 
 log = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_USAGE, EXIT_BAD_INPUT = 0, 2, 3
-
-
-class InputProblem(Exception):
-    """Bad input for ``optimize`` (exit 3)."""
+EXIT_OK = 0
 
 
 # ---------------------------------------------------------------- report
@@ -242,15 +240,15 @@ def read_frames(path: str | Path, n_calib: int, n_holdout: int) -> tuple[list[np
 
     Picks n_calib + n_holdout evenly spaced frame indices, alternating them between the two
     sets so both cover the whole clip. Fewer frames in the video: both sets shrink.
-    Raises InputProblem for a missing/unreadable video or one with fewer than 2 frames.
+    Raises InputError for a missing/unreadable video or one with fewer than 2 frames.
     """
     path = Path(path)
     if not path.is_file():
-        raise InputProblem(f"calibration video not found: {path}")
+        raise InputError(f"calibration video not found: {path}")
     cap = cv2.VideoCapture(str(path))
     try:
         if not cap.isOpened():
-            raise InputProblem(f"cannot open calibration video {path}")
+            raise InputError(f"cannot open calibration video {path}")
         total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         want = n_calib + n_holdout
         if total <= 0:  # unknown length: read everything (bounded)
@@ -281,7 +279,7 @@ def read_frames(path: str | Path, n_calib: int, n_holdout: int) -> tuple[list[np
         cap.release()
     frames = [chosen[i] for i in sorted(chosen) if chosen[i] is not None and chosen[i].size]
     if len(frames) < 2:
-        raise InputProblem(f"{path}: could not read frames (need at least 2, got {len(frames)})")
+        raise InputError(f"{path}: could not read frames (need at least 2, got {len(frames)})")
     # Every k-th picked frame goes to the held-out set, in proportion to the requested sizes.
     n_hold = min(len(frames) - 1, max(1, round(len(frames) * n_holdout / want)))
     hold_idx = set(np.linspace(0, len(frames) - 1, num=n_hold).round().astype(int).tolist())
@@ -290,47 +288,17 @@ def read_frames(path: str | Path, n_calib: int, n_holdout: int) -> tuple[list[np
     return calib, holdout
 
 
-def load_weights(arch: str, weights: str) -> tuple[nn.Module, str]:
-    """(float model, weights id). ``imagenet`` uses torchvision's cache/download."""
-    import torchvision
+def load_weights(arch: str, weights: str, labels_path: str | None = None) -> tuple[nn.Module, list[str], str]:
+    """(float model, class names, weights id), through the pipeline's own classifier loader.
 
-    if weights == "imagenet":
-        default = torchvision.models.get_model_weights(arch).DEFAULT
-        try:
-            state = default.get_state_dict(progress=True)
-        except Exception as e:  # offline: URLError, etc.
-            raise InputProblem(
-                f"ImageNet weights for {arch} are not cached and cannot be downloaded ({type(e).__name__}); "
-                f"pass --weights FILE (a torchvision {arch} state_dict)"
-            ) from None
-        wid = f"imagenet:{default}"
-    else:
-        p = Path(weights)
-        if not p.is_file():
-            raise InputProblem(f"weights file not found: {p}")
-        try:
-            state = torch.load(p, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise InputProblem(f"cannot load weights {p}: {quant_backend.short_reason(e)}") from None
-        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-            raise InputProblem(f"{p} is not a state_dict of tensors")
-        wid = artifact.weights_identity(str(p))
+    Raises ModelError (exit 5) for a missing/broken/unfitting checkpoint or labels file, and for
+    ImageNet weights that are neither cached nor downloadable.
+    """
     try:
-        return compress.build_resnet(arch, state), wid
-    except ValueError as e:
-        raise InputProblem(f"{weights}: {e}") from None
-
-
-def read_labels(path: str | None, num_classes: int, arch: str) -> list[str]:
-    if path is None:
-        return compress.imagenet_class_names(arch) if num_classes == 1000 else [f"class_{i}" for i in range(num_classes)]
-    try:
-        names = [s.strip() for s in Path(path).read_text(encoding="utf-8").splitlines() if s.strip()]
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputProblem(f"cannot read labels file {path}: {type(e).__name__}") from None
-    if len(names) != num_classes:
-        raise InputProblem(f"labels file {path} has {len(names)} names, the model has {num_classes} classes")
-    return names
+        model, names, _, weights_id = build_resnet(arch, weights, labels_path)
+    except WeightsUnavailable as e:
+        raise ModelError(f"{e}; pass --weights FILE (a torchvision {arch} state_dict)") from None
+    return model, names, weights_id
 
 
 # ---------------------------------------------------------------- command
@@ -386,21 +354,20 @@ def add_optimize_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run_optimize(args: argparse.Namespace) -> int:
-    """Run ``optimize``; prints the report table; returns the exit code."""
-    try:
-        return _run(args)
-    except InputProblem as e:
-        print(f"rtvision optimize: error: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    """Run ``optimize``; prints the report table; returns the exit code.
+
+    Bad input raises the pipeline's errors (one line, documented exit code, via ``cli.main``):
+    InputError 3 (calibration video), ModelError 5 (weights, labels), OutputError 6 (--out).
+    """
+    return _run(args)
 
 
 def _run(args: argparse.Namespace) -> int:
     arch = args.classifier
     out = Path(args.out)
     if not out.parent.is_dir():
-        raise InputProblem(f"output folder does not exist: {out.parent}")
-    teacher, weights_id = load_weights(arch, args.weights)
-    names = read_labels(args.labels, teacher.fc.out_features, arch)
+        raise OutputError(f"output folder does not exist: {out.parent}")
+    teacher, names, weights_id = load_weights(arch, args.weights, args.labels)
     preprocess = compress.preprocess_for(arch)
     calib, holdout = read_frames(args.calib, args.calib_frames, args.holdout_frames)
     log.info("%d calibration frames, %d held-out frames from %s", len(calib), len(holdout), args.calib)
@@ -450,7 +417,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         _save(out, final, common, final_name, args, extra, report, weights_id)
     except OSError as e:
-        raise InputProblem(f"cannot write {out}: {e.strerror or e}") from None
+        raise OutputError(f"cannot write {out}: {e.strerror or e}") from None
     print(render_markdown(report))
     print(f"\nwrote {out} ({final_name}) and {out.name}.report.json")
     return EXIT_OK

@@ -208,6 +208,8 @@ def test_pipeline_adapters(models, faces_frames, faces_video, tmp_path):
     cfg = ModelConfig(classifier="resnet18", weights="x.pt", calib_frames=3, cache_dir=str(tmp_path / "cache"))
     info = SourceInfo(name=str(faces_video), kind="file", live=False, fps=25.0, resolution_wh=(1920, 1080), frame_count=105)
     pp = classifier_mod.Preprocess(resize=128, crop=112)
-    q = compress.int8_for_pipeline(models["pruned"], cfg, "sha256:test", pp, (None, info))
+    from rtvision.models.build import int8_cached
+
+    q = int8_cached(models["pruned"], cfg, "sha256:test", pp, (None, info))
     assert compress.channel_spec(q) == compress.channel_spec(models["pruned"])
     assert len(list((tmp_path / "cache").glob("resnet18-int8-*.rtv"))) == 1

@@ -10,8 +10,9 @@ import pytest
 import torch
 import torchvision
 
+from rtvision import errors
 from rtvision.models.artifact import load_artifact
-from rtvision.optimize import add_optimize_parser, read_frames, run_optimize
+from rtvision.optimize import add_optimize_parser, read_frames
 
 FAST = ["--bench-repeats", "1", "--bench-iters", "1", "--batch", "2"]
 
@@ -23,7 +24,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(argv: list[str]) -> int:
-    return run_optimize(_parser().parse_args(argv))
+    """Through the real entry point, which turns errors into one line and an exit code."""
+    from rtvision.cli import main
+
+    return main(argv)
 
 
 @pytest.fixture(scope="module")
@@ -62,15 +66,15 @@ def test_end_to_end_prune_and_int8(r18_weights, faces_video, tmp_path, capsys):
     assert m.preprocess["crop"] == 224 and len(m.class_names) == 1000
 
 
-def test_missing_weights_file_exits_3_with_one_line(faces_video, tmp_path, capsys):
+def test_missing_weights_file_exits_5_with_one_line(faces_video, tmp_path, capsys):
     argv = ["optimize", "--classifier", "resnet18", "--weights", str(tmp_path / "nope.pt"), "--calib", str(faces_video)]
-    assert _run(argv + ["--out", str(tmp_path / "x.rtv")]) == 3
+    assert _run(argv + ["--out", str(tmp_path / "x.rtv")]) == errors.EXIT_BAD_MODEL
     line = _one_error_line(capsys.readouterr().err)
     assert "weights file not found" in line
     assert not (tmp_path / "x.rtv").exists()
 
 
-def test_bad_inputs_exit_3(r18_weights, faces_video, tmp_path, capsys):
+def test_bad_inputs_exit_codes(r18_weights, faces_video, tmp_path, capsys):
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a checkpoint at all")
     not_video = tmp_path / "clip.mp4"
@@ -81,14 +85,14 @@ def test_bad_inputs_exit_3(r18_weights, faces_video, tmp_path, capsys):
     labels.write_text("cat\ndog\n")
     base = ["optimize", "--classifier", "resnet18", "--out", str(tmp_path / "x.rtv")]
     cases = [
-        (["--weights", str(garbage), "--calib", str(faces_video)], "cannot load weights"),
-        (["--weights", str(wrong_arch), "--calib", str(faces_video)], "does not fit resnet18"),
-        (["--weights", str(r18_weights), "--calib", str(not_video)], "clip.mp4"),
-        (["--weights", str(r18_weights), "--calib", str(tmp_path / "missing.mp4")], "not found"),
-        (["--weights", str(r18_weights), "--calib", str(faces_video), "--labels", str(labels)], "2 names"),
+        (["--weights", str(garbage), "--calib", str(faces_video)], "cannot load weights", errors.EXIT_BAD_MODEL),
+        (["--weights", str(wrong_arch), "--calib", str(faces_video)], "does not fit resnet18", errors.EXIT_BAD_MODEL),
+        (["--weights", str(r18_weights), "--calib", str(not_video)], "clip.mp4", errors.EXIT_BAD_INPUT),
+        (["--weights", str(r18_weights), "--calib", str(tmp_path / "missing.mp4")], "not found", errors.EXIT_BAD_INPUT),
+        (["--weights", str(r18_weights), "--calib", str(faces_video), "--labels", str(labels)], "2 names", errors.EXIT_BAD_MODEL),
     ]
-    for extra, needle in cases:
-        assert _run(base + extra) == 3, extra
+    for extra, needle, code in cases:
+        assert _run(base + extra) == code, extra
         assert needle in _one_error_line(capsys.readouterr().err), extra
 
 
@@ -102,13 +106,13 @@ def test_bad_flags_exit_2(faces_video, tmp_path):
     assert ei.value.code == 2
 
 
-def test_offline_imagenet_weights_exit_3(faces_video, tmp_path, capsys, monkeypatch):
+def test_offline_imagenet_weights_exit_5(faces_video, tmp_path, capsys, monkeypatch):
     def offline(self, *a, **k):
         raise OSError("network unreachable")
 
     monkeypatch.setattr(torchvision.models.WeightsEnum, "get_state_dict", offline)
     argv = ["optimize", "--classifier", "resnet18", "--weights", "imagenet", "--calib", str(faces_video)]
-    assert _run(argv + ["--out", str(tmp_path / "x.rtv")]) == 3
+    assert _run(argv + ["--out", str(tmp_path / "x.rtv")]) == errors.EXIT_BAD_MODEL
     assert "--weights FILE" in _one_error_line(capsys.readouterr().err)
 
 
@@ -131,6 +135,6 @@ def test_calibration_and_holdout_frames_are_disjoint_and_spread(faces_video):
 def test_through_the_cli_main(faces_video, tmp_path, capsys):
     cli = pytest.importorskip("rtvision.cli")
     argv = ["optimize", "--classifier", "resnet18", "--weights", str(tmp_path / "nope.pt"), "--calib", str(faces_video)]
-    assert cli.main(argv + ["--out", str(tmp_path / "x.rtv")]) == 3
+    assert cli.main(argv + ["--out", str(tmp_path / "x.rtv")]) == errors.EXIT_BAD_MODEL
     _one_error_line(capsys.readouterr().err)
     assert cli.main(["optimize", "--prune", "2", "--calib", str(faces_video), "--out", "x.rtv"]) == 2

@@ -27,6 +27,8 @@ state_metadata (the state_dict's per-module versions, which quantized layers nee
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import hashlib
 import io
 import json
@@ -299,10 +301,11 @@ def cached_int8(
     arch: str,
     weights_id: str,
     calib_key: str,
-    calib_frames: list[np.ndarray],
+    calib_frames: list[np.ndarray] | Callable[[], list[np.ndarray]],
     preprocess: dict,
     cache_dir: str | os.PathLike,
     *,
+    n_frames: int | None = None,
     class_names: list[str] | None = None,
     backend: str = quant_backend.BACKEND,
 ) -> nn.Module:
@@ -311,9 +314,13 @@ def cached_int8(
     The key hashes arch, widths (pruning), ``weights_id`` (see ``weights_identity``),
     ``calib_key`` (e.g. the calibration source + frame selection), the frame count,
     preprocess, backend and torch version. The cache entry is an artifact, so loading it
-    is weights_only-safe; a broken entry is rebuilt.
+    is weights_only-safe; a broken entry is rebuilt. ``calib_frames`` may be a callable, called
+    only on a cache miss (reading frames from a source takes time); then ``n_frames`` is the
+    requested count that goes into the key.
     """
-    key = cache_key(model, arch, weights_id, calib_key, len(calib_frames), preprocess, backend)
+    if n_frames is None:
+        n_frames = len(calib_frames)  # type: ignore[arg-type]
+    key = cache_key(model, arch, weights_id, calib_key, n_frames, preprocess, backend)
     path = Path(cache_dir) / f"{arch}-int8-{key[:20]}.rtv"
     if path.is_file():
         try:
@@ -322,6 +329,10 @@ def cached_int8(
             return loaded.module
         except ArtifactError as e:
             log.warning("rebuilding broken int8 cache entry: %s", e)
+    if callable(calib_frames):
+        calib_frames = calib_frames()
+    if not calib_frames:
+        raise ValueError("no calibration frames for int8")
     qmodel = compress.quantize_int8(model, calib_frames, preprocess, backend=backend)
     names = class_names or [f"class_{i}" for i in range(compress.channel_spec(model)["fc"][1])]
     save_artifact(

@@ -137,7 +137,9 @@ class Classifier:
 
     @property
     def variant(self) -> str:
-        return f"{self.arch} {self.precision} {self.device.type}"
+        """e.g. "resnet50 int8 cpu", "resnet50 fp16 cuda", "resnet50 pruned30 int8 cpu" (artifact)."""
+        name = self.extra.get("artifact_variant") or f"{self.arch} {self.precision}"
+        return f"{name} {self.device.type}"
 
     @property
     def input_dtype(self) -> torch.dtype:

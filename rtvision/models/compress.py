@@ -451,38 +451,3 @@ def sample_video_frames(path: str, n: int) -> list[np.ndarray]:
         return frames
     finally:
         cap.release()
-
-
-def int8_for_pipeline(module: nn.Module, cfg, weights_id: str, preprocess, calib=None) -> nn.Module:
-    """int8 classifier for a run with ``--precision int8`` (called by ``models/build.py``).
-
-    Calibration frames: ``cfg.calib_frames`` frames spread over the input file when the source
-    is a file (``calib = (source, info)``), else the demo photos bundled in installed packages.
-    The result is cached on disk (``artifact.cached_int8``) under ``cfg.cache_dir`` or
-    ``~/.cache/rtvision``, so the second start is instant.
-    """
-    from pathlib import Path
-
-    from .artifact import cached_int8
-
-    pp = preprocess.to_dict() if hasattr(preprocess, "to_dict") else check_preprocess(preprocess)
-    info = calib[1] if isinstance(calib, tuple) and len(calib) == 2 else None
-    n = int(getattr(cfg, "calib_frames", 32) or 32)
-    frames: list[np.ndarray] = []
-    key = ""
-    if info is not None and getattr(info, "kind", "") == "file" and Path(str(info.name)).is_file():
-        frames = sample_video_frames(str(info.name), n)
-        key = f"file:{Path(str(info.name)).resolve()}:{n}"
-    if not frames:
-        from ..sources import DemoSource
-
-        frames = [f for f in DemoSource.photos() if isinstance(f, np.ndarray)]
-        key = "demo-photos"
-    if not frames:
-        raise ValueError("no calibration frames for int8")
-    cache_dir = getattr(cfg, "cache_dir", None) or str(Path.home() / ".cache" / "rtvision")
-    try:
-        return cached_int8(module, cfg.classifier, weights_id, key, frames, pp, cache_dir)
-    except OSError as e:  # cache folder not writable: quantize without caching
-        log.warning("int8 cache unavailable (%s); quantizing without it", e)
-        return quantize_int8(module, frames, pp)
