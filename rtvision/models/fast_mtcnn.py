@@ -167,15 +167,24 @@ def _area_windows_np(length: int, out: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _normalize_np(total: np.ndarray, count: np.ndarray) -> np.ndarray:
-    return (total.astype(np.float32) / count - np.float32(127.5)) * np.float32(0.0078125)
+    """``(total / count - 127.5) * 0.0078125`` in float32, in place (the same float ops as
+    facenet's area resize followed by its normalization)."""
+    out = total.astype(np.float32)
+    np.divide(out, count, out=out)
+    np.subtract(out, np.float32(127.5), out=out)
+    np.multiply(out, np.float32(0.0078125), out=out)
+    return out
 
 
 def _integral_cpu(images: list[np.ndarray]) -> np.ndarray:
     """Summed-area tables (N, H+1, W+1, 3) of BGR uint8 frames, exact (int32, or float64 when
     a frame is too big for int32)."""
     h, w = images[0].shape[:2]
-    sdepth = cv2.CV_32S if 255 * (h + 1) * (w + 1) < 2**31 else cv2.CV_64F
-    return np.stack([cv2.integral(img, sdepth=sdepth) for img in images])
+    small = 255 * (h + 1) * (w + 1) < 2**31
+    out = np.empty((len(images), h + 1, w + 1, 3), np.int32 if small else np.float64)
+    for i, img in enumerate(images):
+        cv2.integral(img, out[i], sdepth=cv2.CV_32S if small else cv2.CV_64F)  # written in place
+    return out
 
 
 def _pyramid_cpu(integral: np.ndarray, sizes: list[tuple[int, int]]) -> list[np.ndarray]:
@@ -219,20 +228,16 @@ def _area_crops(integral: torch.Tensor, rois: torch.Tensor, out: int, chunk: int
     """(K,3,out,out) channels_last normalized BGR crops, each roi area-resized exactly as
     ``F.interpolate(mode="area")`` of the cropped frame would (what facenet does box by box),
     gathered from the (N, H+1, W+1, 3) summed-area table in one go."""
-    _, hp, wp, _ = integral.shape
-    flat = integral.reshape(-1)
-    chans = torch.arange(3, device=rois.device)[None, None, None, :]
     parts = []
     for k in range(0, rois.shape[0], chunk):
         r = rois[k : k + chunk]
         ys, ye = _area_windows(r[:, 2], r[:, 4] - r[:, 2], out)
         xs, xe = _area_windows(r[:, 1], r[:, 3] - r[:, 1], out)
-        base = (r[:, 0] * (hp * wp * 3))[:, None, None, None] + chans  # K,1,1,3
-        ys3, ye3 = (ys * (wp * 3))[:, :, None, None], (ye * (wp * 3))[:, :, None, None]
-        xs3, xe3 = (xs * 3)[:, None, :, None], (xe * 3)[:, None, :, None]
-        total = flat[base + ye3 + xe3] - flat[base + ys3 + xe3] - flat[base + ye3 + xs3] + flat[base + ys3 + xs3]
-        count = (ye - ys)[:, :, None, None] * (xe - xs)[:, None, :, None]
-        parts.append((total.float() / count.float() - 127.5) * 0.0078125)  # K, out, out, 3
+        b = r[:, 0, None, None]
+        ys, ye, xs, xe = ys[:, :, None], ye[:, :, None], xs[:, None, :], xe[:, None, :]
+        total = integral[b, ye, xe] - integral[b, ys, xe] - integral[b, ye, xs] + integral[b, ys, xs]  # K,out,out,3
+        count = ((ye - ys) * (xe - xs)).unsqueeze(-1)
+        parts.append(total.float().div_(count).sub_(127.5).mul_(0.0078125))
     if not parts:
         return torch.zeros((0, 3, out, out), device=integral.device).contiguous(memory_format=torch.channels_last)
     return torch.cat(parts).permute(0, 3, 1, 2)
