@@ -82,6 +82,16 @@ def test_batch_gives_the_same_as_one_by_one(fast, frames, fast_faces):
         np.testing.assert_allclose(single.xyxy, batched.xyxy, atol=1e-3)
 
 
+def test_device_path_matches_host_path(frames, fast_faces):
+    """The torch-only preprocessing (what runs on CUDA) gives the same faces as the OpenCV one."""
+    det = FastMTCNN(device="cpu", host_preprocess=False)
+    assert not det.host_preprocess
+    out = det.detect(frames[:1])[0]
+    assert len(out) == len(fast_faces[0])
+    np.testing.assert_allclose(out.xyxy, fast_faces[0].xyxy, atol=0.05)
+    np.testing.assert_allclose(out.landmarks, fast_faces[0].landmarks, atol=0.05)
+
+
 def test_no_faces_gives_empty_record(fast, reference):
     h, w = 360, 640
     yy, xx = np.mgrid[0:h, 0:w]
