@@ -14,7 +14,6 @@ import json
 import logging
 import math
 import statistics
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rtvision.errors import InputError, ModelError, OutputError
-from rtvision.models import artifact, compress, quant_backend
+from rtvision.models import artifact, compress
 from rtvision.models.classifier import WeightsUnavailable, build_resnet
 
 log = logging.getLogger(__name__)

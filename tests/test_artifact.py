@@ -51,14 +51,14 @@ def test_round_trip_in_a_new_process(models, faces_frames, tmp_path):
     batch = compress.frames_to_batch(faces_frames[:3], PP)
     torch.save(batch, tmp_path / "batch.pt")
     script = textwrap.dedent(
-        f"""
+        """
         import sys, warnings, torch
         warnings.simplefilter("error", DeprecationWarning)  # nothing deprecated may reach the user
         from rtvision.models.artifact import load_artifact
         batch = torch.load(sys.argv[1], weights_only=True)
-        out = {{}}
+        out = {}
         for key in ("pruned", "pruned_int8"):
-            m = load_artifact({{"pruned": sys.argv[2], "pruned_int8": sys.argv[3]}}[key])
+            m = load_artifact({"pruned": sys.argv[2], "pruned_int8": sys.argv[3]}[key])
             assert not m.module.training
             with torch.no_grad():
                 out[key] = m.module(batch)

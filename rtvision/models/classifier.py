@@ -58,29 +58,31 @@ class Preprocess:
         Cropping in the original frame first and resizing only the crop gives the same pixels as
         resize-then-crop while touching fewer of them.
         """
+        if image_bgr.ndim != 3 or image_bgr.shape[2] != 3 or image_bgr.dtype != np.uint8:
+            raise ValueError(f"expected an HxWx3 uint8 BGR frame, got {image_bgr.shape} {image_bgr.dtype}")
         h, w = image_bgr.shape[:2]
-        side = min(h, w) * self.crop / self.resize
-        x0 = int(round((w - side) / 2))
-        y0 = int(round((h - side) / 2))
-        s = int(round(side))
-        roi = image_bgr[max(0, y0) : y0 + s, max(0, x0) : x0 + s]
-        out = cv2.resize(roi, (self.crop, self.crop), interpolation=cv2.INTER_AREA)
+        side = min(h, w, max(1, round(min(h, w) * self.crop / self.resize)))  # the crop in original pixels
+        y0, x0 = (h - side) // 2, (w - side) // 2
+        roi = image_bgr[y0 : y0 + side, x0 : x0 + side]
+        interp = cv2.INTER_AREA if side > self.crop else cv2.INTER_LINEAR
+        out = cv2.resize(roi, (self.crop, self.crop), interpolation=interp)
         return cv2.cvtColor(out, cv2.COLOR_BGR2RGB)
 
     def batch(self, images_bgr: list[np.ndarray], device: torch.device | str = "cpu", dtype=torch.float32) -> torch.Tensor:
         """(N, 3, crop, crop) normalized tensor on ``device``; uint8 travels, floats are made there."""
+        device = torch.device(device)
+        if len(images_bgr) == 0:
+            return torch.empty((0, 3, self.crop, self.crop), dtype=dtype, device=device)
         arr = np.stack([self.crop_uint8(im) for im in images_bgr])
         t = torch.from_numpy(arr)
-        device = torch.device(device)
         if device.type == "cuda":
             t = t.pin_memory().to(device, non_blocking=True)
         t = t.permute(0, 3, 1, 2).to(dtype).div_(255.0)
         mean = torch.tensor(self.mean, device=device, dtype=dtype).view(1, 3, 1, 1)
         std = torch.tensor(self.std, device=device, dtype=dtype).view(1, 3, 1, 1)
         t = t.sub_(mean).div_(std)
-        if device.type == "cuda":
-            t = t.contiguous(memory_format=torch.channels_last)
-        return t
+        # The uint8 HWC data is already channels_last in memory: CUDA keeps it, the CPU models want NCHW.
+        return t.contiguous(memory_format=torch.channels_last if device.type == "cuda" else torch.contiguous_format)
 
 
 def imagenet_categories(arch: str = "resnet50") -> list[str]:

@@ -62,38 +62,12 @@ def check_preprocess(preprocess: dict) -> dict:
     return {"resize": resize, "crop": crop, "mean": mean, "std": std}
 
 
-def _resize_crop(frame_bgr: np.ndarray, resize: int, crop: int) -> np.ndarray:
-    """Short side -> ``resize`` (aspect kept), then a centered crop x crop; uint8 BGR.
-
-    Done crop-first: the centered square that the crop would cover is cut from the original
-    frame and resized once (same result up to a sub-pixel offset, ~2x faster at 1080p).
-    """
-    if frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3 or frame_bgr.dtype != np.uint8:
-        raise ValueError(f"expected an HxWx3 uint8 BGR frame, got {frame_bgr.shape} {frame_bgr.dtype}")
-    h, w = frame_bgr.shape[:2]
-    scale = resize / min(h, w)
-    side = min(h, w, max(1, round(crop / scale)))  # the crop's size in original pixels
-    top, left = (h - side) // 2, (w - side) // 2
-    region = frame_bgr[top : top + side, left : left + side]
-    interp = cv2.INTER_AREA if side > crop else cv2.INTER_LINEAR
-    return cv2.resize(region, (crop, crop), interpolation=interp)
-
-
 def frames_to_batch(frames_bgr: Sequence[np.ndarray], preprocess: dict) -> torch.Tensor:
-    """BGR uint8 frames -> (N,3,crop,crop) float32 RGB batch, normalized (torchvision eval transform).
+    """BGR uint8 frames -> (N,3,crop,crop) float32 RGB batch, normalized: the pipeline's own
+    preprocessing (``classifier.Preprocess``), so compressed variants see exactly what runs."""
+    from .classifier import Preprocess
 
-    Resize and crop happen in uint8 with OpenCV (INTER_AREA when shrinking), then one
-    vectorized torch normalize. Matches torchvision's Resize(short side)+CenterCrop up to
-    interpolation differences and a sub-pixel offset (about 4 ms per 1080p frame on 2 cores).
-    """
-    p = check_preprocess(preprocess)
-    if len(frames_bgr) == 0:
-        return torch.empty((0, 3, p["crop"], p["crop"]), dtype=torch.float32)
-    crops = np.stack([_resize_crop(f, p["resize"], p["crop"]) for f in frames_bgr])  # N,H,W,3 BGR
-    x = torch.from_numpy(crops[..., ::-1].copy()).permute(0, 3, 1, 2).float()  # N,3,H,W RGB 0..255
-    mean = torch.tensor(p["mean"], dtype=torch.float32).view(1, 3, 1, 1) * 255.0
-    std = torch.tensor(p["std"], dtype=torch.float32).view(1, 3, 1, 1) * 255.0
-    return ((x - mean) / std).contiguous()
+    return Preprocess.from_dict(check_preprocess(preprocess)).batch(list(frames_bgr))
 
 
 def iter_batches(batch: torch.Tensor, size: int):
