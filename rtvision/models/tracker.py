@@ -203,9 +203,8 @@ class FaceTracker:
         for ti, di in pairs:
             t = self.tracks[ti]
             box = dets.xyxy[di].astype(np.float64)
-            if t.misses > 0:  # re-found after coasting: velocity from where it was last seen
-                gap = max(1, index - t.index) if t.index < index else 1
-                t.velocity = (box - t.xyxy) / gap * 0.5
+            if t.misses > 0:  # re-found after coasting: its motion since is unknown
+                t.velocity = np.zeros(4)
             t.xyxy = box
             t.score = float(dets.scores[di])
             t.landmarks = None if dets.landmarks is None else dets.landmarks[di].astype(np.float64)
