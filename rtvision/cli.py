@@ -103,6 +103,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--face-scale", type=fraction, default=None, help="detect faces on the frame resized by this factor")
     g.add_argument("--face-stride", type=positive_int, default=None, help="run the detector every k-th frame, track in between")
     g.add_argument("--min-face", type=positive_int, default=None, help="smallest face wanted, in original pixels")
+    g.add_argument("--face-backend", choices=("fast", "facenet"), default="fast",
+                   help="MTCNN implementation: batched torch (fast) or facenet-pytorch's own (default: %(default)s)")
     g.add_argument("--calib-frames", type=positive_int, default=32, help="frames of the source used to calibrate int8")
     g.add_argument("--cache-dir", default=None, help="where quantized models are cached (default: ~/.cache/rtvision)")
 
@@ -154,6 +156,7 @@ def model_config(a: argparse.Namespace) -> ModelConfig:
         face_scale=a.face_scale,
         face_stride=a.face_stride,
         min_face=a.min_face,
+        face_backend=a.face_backend,
         calib_frames=a.calib_frames,
         cache_dir=a.cache_dir,
     )

@@ -52,6 +52,7 @@ class ModelConfig:
     precision: ``auto`` (int8 on CPU, fp16 on CUDA), ``fp32``, ``fp16`` (CUDA) or ``int8`` (CPU).
     faces: ``full`` (every frame, full resolution), ``fast`` (tuned for live use) or ``off``.
     face_scale / face_stride / min_face: the knobs under the face modes (None: the mode's default).
+    face_backend: ``fast`` (batched torch MTCNN) or ``facenet`` (facenet-pytorch's own MTCNN).
     """
 
     classifier: str = "resnet50"
@@ -61,10 +62,11 @@ class ModelConfig:
     precision: str = "auto"
     device: str = "auto"
     topk: int = 5
-    faces: str = "full"
+    faces: str = "fast"
     face_scale: float | None = None
     face_stride: int | None = None
     min_face: int | None = None
+    face_backend: str = "fast"
     calib_frames: int = 32
     cache_dir: str | None = None
 

@@ -131,5 +131,8 @@ def build_models(cfg: ModelConfig, source=None, info=None) -> Models:
             )
             log.warning(msg)
             warnings.append(msg)
-    faces = build_face_detector(cfg.faces, device, cfg.face_scale, cfg.face_stride, cfg.min_face)
+    faces = build_face_detector(
+        cfg.faces, device, cfg.face_scale, cfg.face_stride, cfg.min_face,
+        resolution_wh=info.resolution_wh if info is not None else None, backend=cfg.face_backend,
+    )
     return Models(device, classifier, faces, warnings)

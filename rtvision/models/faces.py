@@ -1,21 +1,31 @@
-"""Face detection stage: facenet-pytorch MTCNN (weights from its wheel), batched over frames.
+"""The face stage: MTCNN (facenet-pytorch's weights from its wheel) in one of three modes.
+
+``--faces``:
+
+* ``full``  the reference behaviour: the detector on every frame at full resolution.
+* ``fast``  tuned for live use: detection at the scale that keeps the smallest wanted face
+            (``--min-face``, original pixels) at MTCNN's 20 px minimum, every ``--face-stride``-th
+            frame (or earlier when tracking loses confidence), with optical-flow tracking and
+            stable track ids in between.
+* ``off``   no face stage.
 
 The stage interface is ``detect(frames: list[Frame]) -> list[Faces]``; "no faces" is
-``Faces.empty()``, never None. Boxes are in original-frame pixels.
+``Faces.empty()``, never None; boxes are in original-frame pixels. The detector backend is
+``FastMTCNN`` (batched torch re-implementation) or ``FacenetMTCNN`` (facenet-pytorch itself).
 """
 
 from __future__ import annotations
 
-import logging
+from dataclasses import dataclass
 from typing import Protocol
 
-import cv2
-import numpy as np
 import torch
 
 from ..types import Faces, Frame
+from .fast_mtcnn import DEFAULT_MIN_FACE_SIZE, FacenetMTCNN, FastMTCNN, choose_scale
+from .tracker import StridedFaceTracker
 
-log = logging.getLogger(__name__)
+BACKENDS = ("fast", "facenet")
 
 
 class FaceDetector(Protocol):
@@ -24,46 +34,58 @@ class FaceDetector(Protocol):
     def detect(self, frames: list[Frame]) -> list[Faces]: ...
 
 
-def _group_by_size(frames: list[Frame]) -> dict[tuple[int, int], list[int]]:
-    groups: dict[tuple[int, int], list[int]] = {}
-    for i, f in enumerate(frames):
-        groups.setdefault(f.image.shape[:2], []).append(i)
-    return groups
+@dataclass(frozen=True)
+class FastDefaults:
+    """``--faces fast`` defaults per device kind (measured with ``rtvision bench``; see README)."""
+
+    min_face: int
+    stride: int
 
 
-class FacenetFaces:
-    """facenet-pytorch's MTCNN, full resolution (or ``scale``), batched over same-size frames."""
+FAST_DEFAULTS = {"cpu": FastDefaults(min_face=32, stride=3), "cuda": FastDefaults(min_face=20, stride=2)}
 
-    def __init__(self, device: torch.device, scale: float = 1.0, min_face_size: int = 20) -> None:
-        from facenet_pytorch import MTCNN
 
-        self.device = device
-        self.scale = scale
-        self.mtcnn = MTCNN(keep_all=True, device=device, min_face_size=min_face_size)
-        self.description = f"facenet-mtcnn scale {scale:g}"
+class TrackedFaces:
+    """A detector run every ``stride``-th frame with tracking in between (the stage interface)."""
+
+    def __init__(self, detector, stride: int) -> None:
+        self.detector = detector
+        self.tracker = StridedFaceTracker(detector, stride=stride)
+        self.stride = stride
+        self.description = f"{detector.description}, stride {stride} + tracking"
+
+    @property
+    def stats(self):
+        return self.tracker.stats
 
     def detect(self, frames: list[Frame]) -> list[Faces]:
-        out: list[Faces] = [Faces.empty()] * len(frames)
-        for (h, w), idx in _group_by_size(frames).items():
-            imgs = []
-            for i in idx:
-                img = frames[i].image
-                if self.scale != 1.0:
-                    img = cv2.resize(img, (round(w * self.scale), round(h * self.scale)), interpolation=cv2.INTER_AREA)
-                imgs.append(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
-            with torch.inference_mode():
-                boxes, probs, points = self.mtcnn.detect(imgs, landmarks=True)
-            for j, i in enumerate(idx):
-                if boxes[j] is None:
-                    continue
-                b = np.asarray(boxes[j], dtype=np.float32) / self.scale
-                lm = np.asarray(points[j], dtype=np.float32) / self.scale
-                out[i] = Faces(b, np.asarray(probs[j], dtype=np.float32), lm)
-        return out
+        return self.tracker.process(frames, [f.index for f in frames])
 
 
-def build_face_detector(mode: str, device: torch.device, scale: float | None = None, stride: int | None = None, min_face: int | None = None) -> FaceDetector | None:
-    """The face stage for ``--faces full|fast|off``; None when off."""
+def build_face_detector(
+    mode: str,
+    device: torch.device,
+    scale: float | None = None,
+    stride: int | None = None,
+    min_face: int | None = None,
+    resolution_wh: tuple[int, int] | None = None,
+    backend: str = "fast",
+) -> FaceDetector | None:
+    """The face stage for ``--faces full|fast|off`` (None when off); explicit knobs win over the mode."""
     if mode == "off":
         return None
-    return FacenetFaces(device, scale or 1.0)
+    if backend not in BACKENDS:
+        raise ValueError(f"face backend must be one of {BACKENDS}")
+    if mode == "full":
+        s, k = scale or 1.0, stride or 1
+    elif mode == "fast":
+        d = FAST_DEFAULTS.get(device.type, FAST_DEFAULTS["cpu"])
+        mf = min_face or d.min_face
+        s = scale or (choose_scale(resolution_wh, mf) if resolution_wh else min(1.0, DEFAULT_MIN_FACE_SIZE / mf))
+        k = stride or d.stride
+    else:
+        raise ValueError(f"unknown face mode {mode!r}")
+    cls = FastMTCNN if backend == "fast" else FacenetMTCNN
+    det = cls(device, scale=round(s, 4))
+    det.description = f"{mode}: {det.description}"
+    return TrackedFaces(det, k) if k > 1 else det
