@@ -122,11 +122,21 @@ def test_accepts_frame_records_and_mixed_sizes(fast, faces_frames):
     assert out[1].xyxy[:, 2].max() <= 960 + 20 and out[1].xyxy[:, 3].max() <= 540 + 20
 
 
-@pytest.mark.parametrize("backend", [FastMTCNN, FacenetMTCNN])
-def test_half_scale_boxes_map_back_to_full_resolution(backend, frames, ref_faces):
-    det = backend(device="cpu", scale=0.5)
-    assert det.scale == 0.5
-    half = det.detect(frames)
+@pytest.fixture(scope="module")
+def half_faces(frames) -> dict[str, list[Faces]]:
+    return {cls.__name__: cls(device="cpu", scale=0.5).detect(frames) for cls in (FastMTCNN, FacenetMTCNN)}
+
+
+def test_half_scale_reproduces_facenet_half_scale(half_faces):
+    for ref, got in zip(half_faces["FacenetMTCNN"], half_faces["FastMTCNN"]):
+        assert abs(len(got) - len(ref)) <= max(1, round(0.1 * len(ref)))
+        ious = _matched_ious(ref, got)
+        assert (ious >= 0.9).mean() >= 0.9, ious
+
+
+@pytest.mark.parametrize("backend", ["FastMTCNN", "FacenetMTCNN"])
+def test_half_scale_boxes_map_back_to_full_resolution(backend, half_faces, ref_faces):
+    half = half_faces[backend]
     best_ious = []
     for ref, got in zip(ref_faces, half):
         tall = (ref.xyxy[:, 3] - ref.xyxy[:, 1]) >= 60

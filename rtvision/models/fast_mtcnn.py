@@ -2,21 +2,26 @@
 
 Two backends with one interface, ``detect(frames) -> list[Faces]``:
 
-- :class:`FastMTCNN` re-implements facenet-pytorch's ``detect_face`` with torch tensors only:
-  the image pyramid, P-Net over the whole batch of frames, one candidate gather for all pyramid
-  levels, ``torchvision.ops.batched_nms`` with per-(frame, level) and per-frame groups, vectorized
-  box regression / squaring / padding, and ``roi_align`` to build the R-Net (24x24) and O-Net
-  (48x48) inputs in one call instead of one resize per box. The host waits on the device only
-  where a data-dependent count is needed (one mask per stage, the NMS calls, the final copy),
-  never per box or per pyramid level.
+- :class:`FastMTCNN` re-implements facenet-pytorch's ``detect_face`` as batched tensor ops:
+  P-Net over the whole batch of frames per pyramid level (channels_last, heads merged), one
+  candidate gather for all levels, ``torchvision.ops.batched_nms`` with per-(frame, level) and
+  per-frame groups, vectorized box regression / squaring / padding, and all R-Net (24x24) and
+  O-Net (48x48) inputs gathered in one go from a summed-area table instead of one resize per
+  box. The pyramid levels and the crops are *exactly* facenet's area resizes (``adaptive avg
+  pool`` windows), so boxes match facenet-pytorch's to float precision. On the CPU the pyramid
+  and the table come from ``cv2.integral`` + numpy gathers (cheaper than torch's area resize);
+  on other devices from torch on the device. The host waits on the device only where a
+  data-dependent count is needed (one mask per stage, the NMS calls, the final copy), never per
+  box or per pyramid level.
 - :class:`FacenetMTCNN` wraps facenet-pytorch's own ``MTCNN.detect`` (the reference).
 
 ``frames`` are same-size or mixed-size HxWx3 uint8 BGR images (numpy, as OpenCV gives them) or
 objects with such an ``.image`` (``rtvision.types.Frame``). Boxes and landmarks come back in
 original-frame pixels. "No faces" is ``Faces.empty()``.
 
-``scale`` detects on the frame resized by ``scale``; ``min_face_size`` is in those detector
-pixels (as in facenet-pytorch), so the smallest face found, in original pixels, is about
+``scale`` detects on the frame resized by ``scale`` (``cv2.INTER_AREA``, the same recipe in both
+backends, so they agree at every scale); ``min_face_size`` is in those detector pixels (as in
+facenet-pytorch), so the smallest face found, in original pixels, is about
 ``min_face_size / scale``. :func:`choose_scale` picks ``scale`` from the smallest face wanted.
 """
 
@@ -32,7 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import batched_nms, roi_align
+from torchvision.ops import batched_nms
 
 from ..types import Faces
 
@@ -94,6 +99,24 @@ def _detect_grouped(images: list[np.ndarray], run) -> list[Faces]:
     return out
 
 
+def _resize_for_detection(images: list[np.ndarray], scale: float) -> tuple[list[np.ndarray], float, float]:
+    """Frames resized by ``scale`` (``cv2.INTER_AREA``) and the exact per-axis factors
+    ``(sx, sy)`` of the integer resized size; unchanged frames and 1.0 when ``scale == 1``."""
+    if scale == 1.0:
+        return images, 1.0, 1.0
+    h, w = images[0].shape[:2]
+    rw, rh = max(1, round(w * scale)), max(1, round(h * scale))
+    return [cv2.resize(img, (rw, rh), interpolation=cv2.INTER_AREA) for img in images], rw / w, rh / h
+
+
+def _to_original(faces: Faces, sx: float, sy: float) -> Faces:
+    """Boxes and landmarks from resized-frame pixels back to original-frame pixels."""
+    if (sx == 1.0 and sy == 1.0) or len(faces) == 0:
+        return faces
+    lm = None if faces.landmarks is None else faces.landmarks / np.array([sx, sy], np.float32)
+    return Faces(faces.xyxy / np.array([sx, sy, sx, sy], np.float32), faces.scores, lm, faces.track_ids)
+
+
 class _PNetFused(nn.Module):
     """P-Net with its two 1x1 heads merged into one conv: channel 0 is the face logit margin
     (``l1 - l0``, so ``sigmoid`` of it is the softmax face probability), channels 1..4 the box
@@ -146,7 +169,8 @@ def _crop_rois(boxes: torch.Tensor, img_idx: torch.Tensor, w: int, h: int) -> tu
     """facenet's ``pad``: truncate, clip to the frame, crop rows ``[y-1, ey)`` and columns ``[x-1, ex)``.
 
     Returns integer rois (K,5) ``[frame, x0, y0, x1, y1]`` (half-open pixel ranges, always at
-    least one pixel inside the frame) and a mask of the boxes whose crop is not empty."""
+    least one pixel inside the frame) and a mask of the boxes whose crop is not empty (facenet
+    skips those crops)."""
     t = boxes.trunc().long()
     x0 = t[:, 0].clamp(min=1) - 1
     y0 = t[:, 1].clamp(min=1) - 1
@@ -334,7 +358,7 @@ class FastMTCNN:
         key = (h, w)
         if key not in self._templates:
             sizes, boxes, level_ids = [], [], []
-            for k, s in enumerate(pyramid_scales(h, w, self.min_face_size, self.factor, self.scale)):
+            for k, s in enumerate(pyramid_scales(h, w, self.min_face_size, self.factor)):
                 lh, lw = int(h * s + 1), int(w * s + 1)
                 oh, ow = _pnet_out_hw(lh, lw)
                 if oh < 1 or ow < 1:
@@ -370,8 +394,14 @@ class FastMTCNN:
         ]
         return levels, _integral_torch(batch)
 
-    @torch.inference_mode()
     def _detect_same_size(self, images: list[np.ndarray]) -> list[Faces]:
+        # Same recipe as FacenetMTCNN (and so the same boxes): resize on the host first (cheap,
+        # and fewer bytes to upload), detect, map back with the exact per-axis factors.
+        small, sx, sy = _resize_for_detection(images, self.scale)
+        return [_to_original(f, sx, sy) for f in self._detect_full(small)]
+
+    @torch.inference_mode()
+    def _detect_full(self, images: list[np.ndarray]) -> list[Faces]:
         n = len(images)
         h, w = images[0].shape[:2]
         sizes, tmpl_boxes, tmpl_levels = self._level_template(h, w)
@@ -490,28 +520,15 @@ class FacenetMTCNN:
         return _detect_grouped(images, self._detect_same_size)
 
     def _detect_same_size(self, images: list[np.ndarray]) -> list[Faces]:
-        h, w = images[0].shape[:2]
-        if self.scale != 1.0:
-            rw, rh = max(1, round(w * self.scale)), max(1, round(h * self.scale))
-            images = [cv2.resize(img, (rw, rh), interpolation=cv2.INTER_AREA) for img in images]
-            sx, sy = rw / w, rh / h
-        else:
-            sx = sy = 1.0
-        rgb = [cv2.cvtColor(img, cv2.COLOR_BGR2RGB) for img in images]
+        small, sx, sy = _resize_for_detection(images, self.scale)
+        rgb = [cv2.cvtColor(img, cv2.COLOR_BGR2RGB) for img in small]
         with torch.inference_mode():
             boxes, probs, points = self.mtcnn.detect(rgb, landmarks=True)
         out: list[Faces] = []
-        box_scale = np.array([sx, sy, sx, sy], np.float32)
-        pt_scale = np.array([sx, sy], np.float32)
         for b, p, lm in zip(boxes, probs, points):
             if b is None:
                 out.append(Faces.empty())
                 continue
-            out.append(
-                Faces(
-                    np.asarray(b, np.float32) / box_scale,
-                    np.asarray(p, np.float32),
-                    np.asarray(lm, np.float32) / pt_scale,
-                )
-            )
+            faces = Faces(np.asarray(b, np.float32), np.asarray(p, np.float32), np.asarray(lm, np.float32))
+            out.append(_to_original(faces, sx, sy))
         return out
