@@ -146,23 +146,17 @@ def _pruned_int8(ctx: BenchContext) -> VariantPlan:
     return VariantPlan("pruned-int8", dataclasses.replace(cfg, model_path=ctx.model_path), batch, f"artifact {ctx.model_path}")
 
 
-def _check_fast_faces(models: Models) -> None:
-    """``--faces fast`` must give something other than full-resolution MTCNN."""
-    desc = models.face_mode
-    if desc in ("facenet-mtcnn scale 1", "off"):
-        raise VariantUnavailable(
-            f"variant faces-fast is not available yet: --faces fast still builds {desc!r} "
-            "(the fast MTCNN + tracker is not wired into models.faces.build_face_detector)"
-        )
-
-
 register_variant(NAIVE, _naive, "the textbook loop (always measured)")
 register_variant("default", _default, "rtvision with no tuning flags")
 register_variant("fp32", _derived("fp32", "default settings, classifier forced to fp32", precision="fp32"))
 register_variant("int8", _derived("int8", "default settings, int8 classifier (CPU)", precision="int8"))
 register_variant("pruned-int8", _pruned_int8, "pruned + int8 artifact from `rtvision optimize` (--model)")
 register_variant("faces-full", _derived("faces-full", "default settings, MTCNN full resolution every frame", faces="full"))
-register_variant("faces-fast", _derived("faces-fast", "default settings, fast face mode", check=_check_fast_faces, faces="fast"))
+register_variant("faces-fast", _derived("faces-fast", "default settings, fast face mode", faces="fast"))
+register_variant("faces-fast-facenet", _derived(
+    "faces-fast-facenet", "fast face mode settings on facenet-pytorch's own MTCNN", faces="fast", face_backend="facenet"))
+register_variant("faces-full-facenet", _derived(
+    "faces-full-facenet", "facenet-pytorch's own MTCNN, full resolution, every frame", faces="full", face_backend="facenet"))
 register_variant("faces-off", _derived("faces-off", "default settings, no face detector", faces="off"))
 register_variant("batch1", _derived("batch1", "default settings, batch 1", batch=1))
 
