@@ -10,7 +10,12 @@ import pytest
 import torch
 
 from rtvision.metrics import iou_matrix, match_boxes
-from rtvision.models.fast_mtcnn import FacenetMTCNN, FastMTCNN, choose_scale, pyramid_scales
+from rtvision.models.fast_mtcnn import (
+    FacenetMTCNN,
+    FastMTCNN,
+    choose_scale,
+    pyramid_scales,
+)
 from rtvision.types import Faces, Frame
 
 FRAME_IDS = (0, 5)  # two frames of faces_frames (the first 8 frames of the clip)

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import cv2
 import numpy as np
 import pytest
+from conftest import shared_file
 
 from rtvision.metrics import face_quality
 from rtvision.models.fast_mtcnn import FacenetMTCNN, FastMTCNN
-from rtvision.models.tracker import FaceTracker, StridedFaceTracker, greedy_match, iou_xyxy
+from rtvision.models.tracker import (
+    FaceTracker,
+    StridedFaceTracker,
+    greedy_match,
+    iou_xyxy,
+)
 from rtvision.types import Faces, Frame
-
-from conftest import shared_file
 
 W, H = 640, 480
 N_FRAMES = 30
@@ -48,7 +53,7 @@ def render(background: np.ndarray, patch: np.ndarray, centers: list[tuple[float,
     frames = []
     for cx, cy in centers:
         img = background.copy()
-        x0, y0 = int(round(cx - pw / 2)), int(round(cy - ph / 2))
+        x0, y0 = round(cx - pw / 2), round(cy - ph / 2)
         sx0, sy0 = max(0, -x0), max(0, -y0)
         dx0, dy0 = max(0, x0), max(0, y0)
         dx1, dy1 = min(W, x0 + pw), min(H, y0 + ph)
@@ -235,7 +240,7 @@ def test_stride_3_recall_on_real_video(faces_video):
     assert tracked["tall"]["recall"] > stale["tall"]["recall"], (tracked, stale)
     # ids: a face found in consecutive frames keeps its id
     same = total = 0
-    for a, b in zip(out, out[1:]):
+    for a, b in itertools.pairwise(out):
         for i, j in greedy_match(iou_xyxy(a.xyxy, b.xyxy), 0.5):
             total += 1
             same += int(a.track_ids[i] == b.track_ids[j])

@@ -93,7 +93,7 @@ def _group_by_size(images: list[np.ndarray]) -> dict[tuple[int, int], list[int]]
 
 def _detect_grouped(images: list[np.ndarray], run) -> list[Faces]:
     out: list[Faces] = [Faces.empty()] * len(images)
-    for _, idx in _group_by_size(images).items():
+    for idx in _group_by_size(images).values():
         for i, faces in zip(idx, run([images[i] for i in idx])):
             out[i] = faces
     return out
@@ -230,7 +230,7 @@ def _pyramid_cpu(integral: np.ndarray, sizes: list[tuple[int, int]]) -> list[np.
 
 def _integral_torch(batch_u8: torch.Tensor) -> torch.Tensor:
     """Summed-area tables (N, H+1, W+1, 3) of a (N,H,W,3) uint8 batch on its device."""
-    n, h, w, _ = batch_u8.shape
+    _, h, w, _ = batch_u8.shape
     dtype = torch.int32 if 255 * (h + 1) * (w + 1) < 2**31 else torch.int64
     table = batch_u8.to(dtype).cumsum(dim=2).cumsum(dim=1)
     return F.pad(table, (0, 0, 1, 0, 1, 0))

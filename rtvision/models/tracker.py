@@ -322,7 +322,7 @@ class FaceTracker:
         if sum(counts) == 0:
             return [None] * len(boxes)
         p0 = np.concatenate(seeds).reshape(-1, 1, 2)
-        lk = dict(winSize=(11, 11), maxLevel=3, criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.03))
+        lk = {"winSize": (11, 11), "maxLevel": 3, "criteria": (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.03)}
         p1, st1, _ = cv2.calcOpticalFlowPyrLK(prev, cur, p0, None, **lk)
         p0b, st2, _ = cv2.calcOpticalFlowPyrLK(cur, prev, p1, None, **lk)
         fb = np.linalg.norm((p0 - p0b).reshape(-1, 2), axis=1)
