@@ -3,10 +3,13 @@
 ``--faces``:
 
 * ``full``  the reference behaviour: the detector on every frame at full resolution.
-* ``fast``  tuned for live use: detection at the scale that keeps the smallest wanted face
-            (``--min-face``, original pixels) at MTCNN's 20 px minimum, every ``--face-stride``-th
-            frame (or earlier when tracking loses confidence), with optical-flow tracking and
-            stable track ids in between.
+* ``fast``  tuned for live use: the reference's own image pyramid without the levels that
+            only find faces smaller than ``--min-face`` (original pixels), so every face it
+            keeps gets the reference's boxes; detection every ``--face-stride``-th frame (or
+            earlier when tracking loses confidence), optical-flow tracking in between with each
+            tracked box re-fitted by MTCNN's last stage (O-Net), and stable track ids.
+            ``--face-scale`` instead detects on a resized frame (``choose_scale`` picks one from
+            the frame size and ``--min-face``): cheaper, but its boxes differ from the reference.
 * ``off``   no face stage.
 
 The stage interface is ``detect(frames: list[Frame]) -> list[Faces]``; "no faces" is
@@ -42,7 +45,18 @@ class FastDefaults:
     stride: int
 
 
-FAST_DEFAULTS = {"cpu": FastDefaults(min_face=32, stride=3), "cuda": FastDefaults(min_face=20, stride=2)}
+FAST_DEFAULTS = {"cpu": FastDefaults(min_face=28, stride=4), "cuda": FastDefaults(min_face=20, stride=2)}
+PYRAMID_FACTOR = 0.709  # MTCNN's pyramid step (facenet-pytorch's default)
+
+
+def pyramid_min_face(min_face: float) -> float:
+    """The detector's ``min_face_size`` that keeps the reference pyramid (min face 20) minus the
+    finest levels, which only find faces smaller than ``min_face``: 20 / 0.709**k, k as large as
+    ``min_face`` allows. Level sizes then equal the reference's, so its boxes are reproduced."""
+    k = 0
+    while DEFAULT_MIN_FACE_SIZE / PYRAMID_FACTOR ** (k + 1) <= min_face * 1.01:
+        k += 1
+    return DEFAULT_MIN_FACE_SIZE / PYRAMID_FACTOR**k
 
 
 class TrackedFaces:
@@ -76,16 +90,24 @@ def build_face_detector(
         return None
     if backend not in BACKENDS:
         raise ValueError(f"face backend must be one of {BACKENDS}")
+    detector_min = float(DEFAULT_MIN_FACE_SIZE)
     if mode == "full":
         s, k = scale or 1.0, stride or 1
     elif mode == "fast":
         d = FAST_DEFAULTS.get(device.type, FAST_DEFAULTS["cpu"])
         mf = min_face or d.min_face
-        s = scale or (choose_scale(resolution_wh, mf) if resolution_wh else min(1.0, DEFAULT_MIN_FACE_SIZE / mf))
         k = stride or d.stride
+        if scale is None and min_face is not None and resolution_wh is not None and min_face > 2 * DEFAULT_MIN_FACE_SIZE:
+            s = choose_scale(resolution_wh, mf)  # only big faces wanted: a smaller frame is enough
+        elif scale is None:
+            s, detector_min = 1.0, pyramid_min_face(mf)
+        else:
+            s = scale
     else:
         raise ValueError(f"unknown face mode {mode!r}")
     cls = FastMTCNN if backend == "fast" else FacenetMTCNN
-    det = cls(device, scale=round(s, 4))
+    det = cls(device, scale=round(s, 4), min_face_size=round(detector_min, 2))
+    if detector_min != DEFAULT_MIN_FACE_SIZE:
+        det.description += f" min face {detector_min:.0f}px"
     det.description = f"{mode}: {det.description}"
     return TrackedFaces(det, k) if k > 1 else det

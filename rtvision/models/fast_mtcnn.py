@@ -473,6 +473,42 @@ class FastMTCNN:
             results.append(Faces(rows[:, :4], rows[:, 4], rows[:, 7:17].reshape(-1, 5, 2)))
         return results
 
+    @torch.inference_mode()
+    def refine(self, frame: Any, xyxy: np.ndarray) -> tuple[Faces, np.ndarray]:
+        """O-Net on boxes carried into ``frame`` by a tracker: MTCNN's own last stage gives each
+        its exact box, score and landmarks, for a fraction of a detection's cost (no pyramid,
+        no P-/R-Net). Returns (one refined face per input box, mask of boxes O-Net still calls a
+        face at the third threshold). Boxes are in original-frame pixels.
+        """
+        boxes = np.asarray(xyxy, np.float32).reshape(-1, 4)
+        if len(boxes) == 0:
+            return Faces.empty(), np.zeros((0,), bool)
+        img = _as_image(frame)
+        h, w = img.shape[:2]
+        sq = _rerec(torch.from_numpy(boxes)).round()
+        crops = []
+        for x1, y1, x2, _ in sq.tolist():
+            # Pad outside the frame with zeros, as facenet's crops do.
+            x1, y1, side = int(x1), int(y1), max(1, int(x2 - x1))
+            patch = np.zeros((side, side, 3), np.uint8)
+            sx1, sy1, sx2, sy2 = max(0, x1), max(0, y1), min(w, x1 + side), min(h, y1 + side)
+            if sx2 > sx1 and sy2 > sy1:
+                patch[sy1 - y1 : sy2 - y1, sx1 - x1 : sx2 - x1] = img[sy1:sy2, sx1:sx2]
+            crops.append(cv2.resize(patch, (48, 48), interpolation=cv2.INTER_AREA))
+        x = torch.from_numpy(np.stack(crops)).to(self.device).permute(0, 3, 1, 2).float()
+        x = x.sub_(127.5).mul_(0.0078125).contiguous(memory_format=torch.channels_last)
+        reg, pts, p = self.onet(x)
+        sq = sq.to(self.device)
+        bw = sq[:, 2] - sq[:, 0] + 1
+        bh = sq[:, 3] - sq[:, 1] + 1
+        lx = bw[:, None] * pts[:, :5] + sq[:, 0:1] - 1
+        ly = bh[:, None] * pts[:, 5:] + sq[:, 1:2] - 1
+        out = _bbreg(sq, reg)
+        scores = p[:, 1]
+        ok = (scores > self.thresholds[2]).cpu().numpy()
+        faces = Faces(out.cpu().numpy(), scores.cpu().numpy(), torch.stack([lx, ly], dim=2).cpu().numpy())
+        return faces, ok
+
     @staticmethod
     def _run_chunked(net: nn.Module, x: torch.Tensor, chunk: int = 2048) -> tuple[torch.Tensor, ...]:
         if x.shape[0] <= chunk:

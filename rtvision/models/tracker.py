@@ -182,6 +182,20 @@ class FaceTracker:
             np.array([t.track_id for t in act], np.int64),
         )
 
+    def set_reported(self, faces: Faces, ok: np.ndarray) -> None:
+        """Replace the reported tracks' boxes with refined ones (same order as ``faces()``).
+
+        A track whose refinement failed (``ok`` False: the last stage is unsure at this crop,
+        e.g. a face turning or half hidden) keeps its flow-moved box until the next detection
+        confirms or drops it; forcing a full detection for it costs more than it finds."""
+        act = [t for t in self.tracks if t.active]
+        for i, (t, box, score, good) in enumerate(zip(act, faces.xyxy, faces.scores, ok)):
+            if good:
+                t.xyxy = box.astype(t.xyxy.dtype)
+                t.score = float(score)
+                if faces.landmarks is not None:
+                    t.landmarks = faces.landmarks[i]
+
     # ------------------------------------------------------------ frame steps
     def track(self, index: int, frame: Any) -> Faces:
         """Move the tracks into frame ``index`` (flow from the previous frame) and report them."""
@@ -362,6 +376,7 @@ class StrideStats:
     early: int = 0  # detections brought forward by low tracking confidence
     gaps: int = 0  # detections forced by a gap in frame indices
     detect_calls: int = 0
+    refined: int = 0  # tracked frames whose boxes the detector's last stage refined
 
 
 class StridedFaceTracker:
@@ -373,6 +388,8 @@ class StridedFaceTracker:
         right away (and the stride restarts there).
     max_gap: a jump in frame index larger than this (dropped frames) forces a detection;
         default ``stride``.
+    refine: on tracked frames, re-fit the flow-moved boxes with the detector's ``refine``
+        (MTCNN's O-Net) when it has one; a box it no longer calls a face triggers a detection.
     """
 
     def __init__(
@@ -382,6 +399,7 @@ class StridedFaceTracker:
         min_confidence: float = 0.5,
         max_gap: int | None = None,
         tracker: FaceTracker | None = None,
+        refine: bool = True,
     ) -> None:
         if stride < 1:
             raise ValueError(f"stride must be >= 1, got {stride}")
@@ -390,6 +408,9 @@ class StridedFaceTracker:
         self.min_confidence = float(min_confidence)
         self.max_gap = int(max_gap) if max_gap is not None else self.stride
         self.tracker = tracker if tracker is not None else FaceTracker()
+        # Between detections, a detector that can (FastMTCNN.refine) re-fits each tracked box
+        # with its last stage: exact boxes for a few ms instead of flow-only drift.
+        self.refine = bool(refine) and hasattr(detector, "refine")
         self.stats = StrideStats()
         self._last_detect: int | None = None
         self._last_index: int | None = None
@@ -437,6 +458,11 @@ class StridedFaceTracker:
                 self.stats.detected += 1
             else:
                 faces = self.tracker.track(index, frame)
+                if self.refine and len(faces):
+                    refined, ok = self.detector.refine(frame, faces.xyxy)
+                    self.tracker.set_reported(refined, ok)
+                    faces = self.tracker.faces()
+                    self.stats.refined += 1
                 if self.tracker.confidence < self.min_confidence:
                     dets = self.detector.detect([frame])[0]
                     self.stats.detect_calls += 1
