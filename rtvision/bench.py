@@ -201,7 +201,7 @@ def run_bench(args: argparse.Namespace) -> int:
             "description": plan.description,
             "classifier": f"{args.classifier} fp32 (torchvision)" if plan.is_naive else m.classifier_variant,
             "faces": "facenet-mtcnn full res" if plan.is_naive else m.face_mode,
-            "batch": plan.batch,
+            "batch": plan.batch or "auto (4 file, 1 live)",
             "config": dataclasses.asdict(plan.model) if plan.model is not None else None,
             "warnings": [] if plan.is_naive else list(m.warnings),
             "quality": quality.get(plan.name),

@@ -84,7 +84,8 @@ def add_source_args(p: argparse.ArgumentParser, default: str | None = "demo") ->
                    help="webcam, webcam:N, a video file, an rtsp/http(s) URL, or demo (default: %(default)s)")
     g.add_argument("--realtime", action="store_true", help="pace a file at its own fps and treat it as live (drops allowed)")
     g.add_argument("--max-frames", type=positive_int, default=None, help="stop after N frames read")
-    g.add_argument("--buffer", type=positive_int, default=8, help="ring buffer capacity in frames (default: %(default)s)")
+    g.add_argument("--buffer", type=positive_int, default=None,
+                   help="ring buffer capacity in frames (default: the batch size for live sources, 2x batch (>= 8) for files)")
     g.add_argument("--reconnect", type=non_negative_int, default=5, help="reconnect attempts for a live source (default: %(default)s)")
     g.add_argument("--stall-timeout", type=positive_float, default=5.0, help="seconds without a frame before a live source reconnects")
     g.add_argument("--max-corrupt", type=non_negative_int, default=10, help="corrupt frames tolerated in a file (default: %(default)s)")
@@ -120,7 +121,8 @@ def build_run_parser(prog: str = "rtvision") -> OneLineParser:
     add_source_args(p)
     add_model_args(p)
     g = p.add_argument_group("run")
-    g.add_argument("--batch", type=positive_int, default=4, help="most frames per inference batch (default: %(default)s)")
+    g.add_argument("--batch", type=positive_int, default=None,
+                   help="most frames per inference batch (default: 4 for files; 1 for live sources, for the lowest latency)")
     g.add_argument("--headless", action="store_true", help="no window")
     g.add_argument("--save", default=None, help="write the annotated video (H.264, fragmented MP4)")
     g.add_argument("--results", default=None, help="write per-frame results as JSON Lines")

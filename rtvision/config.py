@@ -16,7 +16,8 @@ class SourceConfig:
 
     spec: ``webcam``, ``webcam:N``, a file path, an rtsp/http(s) URL, or ``demo``.
     realtime: pace a file at its own fps and treat it as live (drops allowed).
-    buffer_size: ring buffer capacity in frames.
+    buffer_size: ring buffer capacity in frames; None: the batch size for live sources (only the
+        freshest frames wait, so latency stays low), twice the batch (at least 8) for files.
     max_frames: stop after this many frames read (None: until the source ends).
     reconnect: how many reconnect attempts a live source makes before giving up.
     stall_timeout_s: a live source that delivers nothing for this long reconnects.
@@ -25,7 +26,7 @@ class SourceConfig:
 
     spec: str = "demo"
     realtime: bool = False
-    buffer_size: int = 8
+    buffer_size: int | None = None
     max_frames: int | None = None
     reconnect: int = 5
     stall_timeout_s: float = 5.0
@@ -34,7 +35,7 @@ class SourceConfig:
     demo_size_wh: tuple[int, int] = (1280, 720)
 
     def __post_init__(self) -> None:
-        if self.buffer_size < 1:
+        if self.buffer_size is not None and self.buffer_size < 1:
             raise ValueError("buffer_size must be >= 1")
         if self.max_frames is not None and self.max_frames < 1:
             raise ValueError("max_frames must be >= 1")
@@ -87,14 +88,15 @@ class ModelConfig:
 class RunConfig:
     """One run of the pipeline.
 
-    batch: most frames the worker takes at once.
+    batch: most frames the worker takes at once; None: 4 for files, 1 for live sources (a live
+        worker slower than its camera then always works on the freshest frame: lowest latency).
     results_path: JSON Lines output (one object per processed frame, in frame order).
     save_path: annotated video output.
     """
 
     source: SourceConfig = field(default_factory=SourceConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    batch: int = 4
+    batch: int | None = None
     results_path: str | None = None
     results_verbose: bool = False
     save_path: str | None = None
@@ -103,5 +105,5 @@ class RunConfig:
     join_timeout_s: float = 10.0
 
     def __post_init__(self) -> None:
-        if self.batch < 1:
+        if self.batch is not None and self.batch < 1:
             raise ValueError("batch must be >= 1")

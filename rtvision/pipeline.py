@@ -47,7 +47,8 @@ class Pipeline:
         self.buffer: RingBuffer[Frame] | None = None
         self.capture: CaptureThread | None = None
         self.worker: InferenceWorker | None = None
-        self.out: queue.Queue = queue.Queue(maxsize=max(8, 2 * cfg.batch))
+        self.batch = cfg.batch or 4  # resolved in start() once we know whether the source is live
+        self.out: queue.Queue = queue.Queue(maxsize=8)
         self.stuck_threads: list[str] = []
         self._started = False
 
@@ -64,7 +65,10 @@ class Pipeline:
                 from .models.build import build_models
 
                 self.models = build_models(cfg.model, self.source, self.info)
-            self.buffer = RingBuffer(cfg.source.buffer_size, drop_oldest=self.live)
+            self.batch = cfg.batch or (1 if self.live else 4)
+            self.out = queue.Queue(maxsize=max(8, 2 * self.batch))
+            capacity = cfg.source.buffer_size or (self.batch if self.live else max(8, 2 * self.batch))
+            self.buffer = RingBuffer(capacity, drop_oldest=self.live)
             self.capture = CaptureThread(self.source, self.buffer, self.stop_event, cfg.source, self.live, paced)
             self.worker = InferenceWorker(
                 self.buffer,
@@ -72,7 +76,7 @@ class Pipeline:
                 self.stop_event,
                 self.models.classifier,
                 self.models.faces,
-                batch=cfg.batch,
+                batch=self.batch,
                 live=self.live,
                 topk=cfg.model.topk,
                 cuda_sync=self.models.device.type == "cuda",

@@ -224,7 +224,7 @@ class Runner:
             "device": str(models.device) if models else None,
             "classifier": models.classifier_variant if models else None,
             "faces": models.face_mode if models else None,
-            "batch": self.cfg.batch,
+            "batch": p.batch,
             "frames_read": read,
             "frames_processed": s.processed,
             "frames_dropped": dropped,

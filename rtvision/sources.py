@@ -18,7 +18,6 @@ import logging
 import math
 import os
 import random
-import re
 import threading
 import time
 from dataclasses import dataclass
@@ -35,13 +34,7 @@ from .types import Frame
 
 log = logging.getLogger(__name__)
 
-URL_RE = re.compile(r"^(rtsp|rtsps|rtmp|http|https|udp|tcp)://", re.IGNORECASE)
-WEBCAM_RE = re.compile(r"^webcam(?::(\d+))?$")
-
-
-def redact_url(spec: str) -> str:
-    """Hide the password of ``scheme://user:password@host`` (never log or show it)."""
-    return re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", spec)
+from .specs import URL_RE, WEBCAM_RE, redact_url  # noqa: F401 (re-exported)
 
 
 @dataclass(frozen=True)

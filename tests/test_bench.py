@@ -101,7 +101,7 @@ def test_short_bench_writes_json_markdown_and_plot(small_faces_clip, resnet18_we
     assert by["naive"]["quality"]["throughput"]["faces"]["overall"]["precision"] == pytest.approx(1.0)
     assert by["fp32"]["quality"]["throughput"]["top1_agreement_fp32"] == pytest.approx(1.0)
     assert by["default"]["config"]["faces"] == "fast"  # what plain `rtvision` runs
-    assert by["default"]["batch"] == 4
+    assert by["default"]["batch"] == "auto (4 file, 1 live)"  # as plain rtvision: the pipeline decides
 
     md = md_path.read_text()
     assert md == printed.rstrip("\n") + "\n" or md.strip() in printed

@@ -55,7 +55,7 @@ class VariantPlan:
 
     name: str
     model: ModelConfig | None
-    batch: int = 1
+    batch: int | None = 1  # None: the pipeline's own default (4 for files, 1 live)
     description: str = ""
     build: Callable[[BenchContext], Models] | None = None
     check: Callable[[Models], None] | None = None  # raises VariantUnavailable after building
@@ -112,11 +112,11 @@ def cli_defaults(ctx: BenchContext) -> tuple[ModelConfig, int]:
     The run parser is the one source of truth for those defaults (batch, precision, faces), so
     it is asked rather than copied; only source, classifier, weights and device are given.
     """
-    from ..cli import build_run_parser, model_config  # lazy: cli is the top layer
+    from ..cli import build_run_parser, model_config, run_config  # lazy: cli is the top layer
 
     argv = ["--source", ctx.source, "--classifier", ctx.classifier, "--weights", ctx.weights, "--device", ctx.device]
     a = build_run_parser().parse_args(argv)
-    return dataclasses.replace(model_config(a), cache_dir=ctx.cache_dir), a.batch
+    return dataclasses.replace(model_config(a), cache_dir=ctx.cache_dir), run_config(a).batch
 
 
 def _naive(ctx: BenchContext) -> VariantPlan:
@@ -131,7 +131,7 @@ def _default(ctx: BenchContext) -> VariantPlan:
 def _derived(name: str, description: str, check: Callable[[Models], None] | None = None, batch: int | None = None, **changes) -> VariantFactory:
     def factory(ctx: BenchContext) -> VariantPlan:
         cfg, default_batch = cli_defaults(ctx)
-        return VariantPlan(name, dataclasses.replace(cfg, **changes), batch or default_batch, description, check=check)
+        return VariantPlan(name, dataclasses.replace(cfg, **changes), batch if batch is not None else default_batch, description, check=check)
 
     return factory
 

@@ -68,7 +68,7 @@ class WindowMeters:
     def panel_text(self, runner, display_fps: float, gui_ms: float = float("nan"), now: float | None = None) -> PanelText:
         """Read the runner / pipeline counters (never blocks them) and format the panel."""
         now = time.monotonic() if now is None else now
-        p, s, cfg = runner.pipeline, runner.stats, runner.cfg
+        p, s = runner.pipeline, runner.stats
         read = p.frames_read
         dropped = p.frames_dropped
         cap_fps = self.capture.sample(read, now)
@@ -82,7 +82,7 @@ class WindowMeters:
         v["frames"] = f"{read} / {s.processed}"
         share = 100.0 * dropped / read if read else 0.0
         v["dropped"] = f"{dropped} ({share:.1f}%)"
-        v["batch"] = f"{s.last_batch} (max {cfg.batch})"
+        v["batch"] = f"{s.last_batch} (max {p.batch})"
         m = p.models
         v["device"] = str(m.device) if m else "–"
         v["classifier"] = m.classifier_variant if m else "–"

@@ -64,7 +64,9 @@ class TrackedFaces:
 
     def __init__(self, detector, stride: int) -> None:
         self.detector = detector
-        self.tracker = StridedFaceTracker(detector, stride=stride)
+        # Live sources drop frames whenever the worker is slower than the camera; flow plus the
+        # O-Net re-fit bridges a few dropped frames, so only a long gap forces a detection.
+        self.tracker = StridedFaceTracker(detector, stride=stride, max_gap=3 * stride)
         self.stride = stride
         self.description = f"{detector.description}, stride {stride} + tracking"
 

@@ -190,9 +190,10 @@ class FaceTracker:
         confirms or drops it; forcing a full detection for it costs more than it finds."""
         act = [t for t in self.tracks if t.active]
         for i, (t, box, score, good) in enumerate(zip(act, faces.xyxy, faces.scores, ok)):
-            if good:
+            if good:  # the detector's own last stage confirms the face: full confidence again
                 t.xyxy = box.astype(t.xyxy.dtype)
                 t.score = float(score)
+                t.confidence = 1.0
                 if faces.landmarks is not None:
                     t.landmarks = faces.landmarks[i]
 
@@ -414,6 +415,7 @@ class StridedFaceTracker:
         self.stats = StrideStats()
         self._last_detect: int | None = None
         self._last_index: int | None = None
+        self._since_detect = 0  # processed frames since the last detection
 
     @property
     def device(self):
@@ -423,6 +425,7 @@ class StridedFaceTracker:
         self.tracker.reset()
         self._last_detect = None
         self._last_index = None
+        self._since_detect = 0
 
     def detect(self, frames: Sequence[Any]) -> list[Faces]:
         """The detector interface: frame indices from ``Frame.index``, else consecutive."""
@@ -454,7 +457,7 @@ class StridedFaceTracker:
                 self.tracker.reset()  # went back (a source restart): old tracks mean nothing
             if i in detections:
                 faces = self.tracker.update(index, frame, detections[i])
-                self._last_detect = index
+                self._last_detect, self._since_detect = index, 0
                 self.stats.detected += 1
             else:
                 faces = self.tracker.track(index, frame)
@@ -467,10 +470,11 @@ class StridedFaceTracker:
                     dets = self.detector.detect([frame])[0]
                     self.stats.detect_calls += 1
                     faces = self.tracker.update(index, frame, dets)
-                    self._last_detect = index
+                    self._last_detect, self._since_detect = index, 0
                     self.stats.detected += 1
                     self.stats.early += 1
                 else:
+                    self._since_detect += 1
                     self.stats.tracked += 1
             self._last_index = index
             out.append(faces)
@@ -480,22 +484,27 @@ class StridedFaceTracker:
         """Which frames get a scheduled detection (stride, gaps, size changes, restarts)."""
         plan = []
         last_det, last = self._last_detect, self._last_index
+        since = self._since_detect
         wh = self.tracker._frame_wh
         for frame, index in zip(frames, indices):
             h, w = _image(frame).shape[:2]
             gap = last is not None and index - last > self.max_gap
+            # The stride counts processed frames: a live source that drops frames still gets
+            # tracked frames between detections (a long gap forces one).
             detect = (
                 last_det is None
                 or last is None
                 or index <= last
-                or index - last_det >= self.stride
+                or since + 1 >= self.stride
                 or gap
                 or wh != (w, h)
             )
             if detect:
-                if gap and last_det is not None and index - last_det < self.stride:
+                if gap and since + 1 < self.stride:
                     self.stats.gaps += 1
-                last_det = index
+                last_det, since = index, 0
+            else:
+                since += 1
             plan.append(detect)
             last, wh = index, (w, h)
         return plan
