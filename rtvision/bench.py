@@ -33,6 +33,7 @@ from pathlib import Path
 
 import torch
 
+from .argtypes import non_negative_int, positive_float, positive_int
 from .config import CLASSIFIERS, DEVICES
 from .errors import UsageError
 from .benchmark import quality as qmod
@@ -45,24 +46,6 @@ from .benchmark.variants import NAIVE, VARIANTS, BenchContext, VariantPlan, buil
 log = logging.getLogger(__name__)
 
 
-def _positive_int(text: str) -> int:
-    from .cli import positive_int
-
-    return positive_int(text)
-
-
-def _non_negative_int(text: str) -> int:
-    from .cli import non_negative_int
-
-    return non_negative_int(text)
-
-
-def _positive_float(text: str) -> float:
-    from .cli import positive_float
-
-    return positive_float(text)
-
-
 def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "bench",
@@ -73,14 +56,14 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
         "--frames 105 --live --out bench.json --md bench.md --plot bench.png",
     )
     p.add_argument("--source", required=True, help="a video file (looped by reopening when --frames exceeds its length)")
-    p.add_argument("--frames", type=_positive_int, default=100, help="frames per pipeline run (default: %(default)s)")
-    p.add_argument("--naive-frames", type=_positive_int, default=None, help="frames for the naive loop (default: --frames)")
-    p.add_argument("--warmup", type=_non_negative_int, default=5, help="first N results of each run left out of every statistic (default: %(default)s)")
-    p.add_argument("--repeat", type=_positive_int, default=1, help="repeat every run K times, interleaved; reports min/median/max")
+    p.add_argument("--frames", type=positive_int, default=100, help="frames per pipeline run (default: %(default)s)")
+    p.add_argument("--naive-frames", type=positive_int, default=None, help="frames for the naive loop (default: --frames)")
+    p.add_argument("--warmup", type=non_negative_int, default=5, help="first N results of each run left out of every statistic (default: %(default)s)")
+    p.add_argument("--repeat", type=positive_int, default=1, help="repeat every run K times, interleaved; reports min/median/max")
     p.add_argument("--variants", default="naive,default", help="comma-separated variant names; naive is always added (default: %(default)s)")
     p.add_argument("--live", action="store_true", help="also measure live mode: the file paced at its fps, drops allowed")
     p.add_argument("--live-only", action="store_true", help="measure live mode only (no throughput runs)")
-    p.add_argument("--soak", type=_positive_float, default=None, metavar="MINUTES",
+    p.add_argument("--soak", type=positive_float, default=None, metavar="MINUTES",
                    help="live runs of pipeline variants last this long (file looped) to show leaks and latency drift")
     p.add_argument("--classifier", choices=[c for c in CLASSIFIERS if c != "none"], default="resnet50", help="ResNet of every variant and of naive")
     p.add_argument("--weights", default="imagenet",

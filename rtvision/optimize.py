@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rtvision.argtypes import int_at_least
 from rtvision.errors import InputError, ModelError, OutputError
 from rtvision.models import artifact, compress
 from rtvision.models.classifier import WeightsUnavailable, build_resnet
@@ -313,19 +314,6 @@ def _ratio(text: str) -> float:
     return v
 
 
-def _int_at_least(minimum: int):
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
-        if v < minimum:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}")
-        return v
-
-    return parse
-
-
 def add_optimize_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``optimize`` on an argparse subparsers object; returns its parser."""
     p = subparsers.add_parser(
@@ -337,16 +325,16 @@ def add_optimize_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--classifier", choices=compress.ARCHS, default="resnet50")
     p.add_argument("--weights", default="imagenet", help="imagenet (torchvision cache/download) or a state_dict FILE")
     p.add_argument("--calib", required=True, metavar="VIDEO", help="video file for calibration and held-out frames")
-    p.add_argument("--calib-frames", type=_int_at_least(1), default=64, metavar="N")
-    p.add_argument("--holdout-frames", type=_int_at_least(1), default=32, metavar="N")
+    p.add_argument("--calib-frames", type=int_at_least(1), default=64, metavar="N")
+    p.add_argument("--holdout-frames", type=int_at_least(1), default=32, metavar="N")
     p.add_argument("--prune", type=_ratio, default=0.0, metavar="RATIO", help="channel pruning ratio, 0 = none")
     p.add_argument("--importance", choices=compress.IMPORTANCES, default="l1")
-    p.add_argument("--round-to", type=_int_at_least(1), default=None, metavar="N", help="pruned widths multiple of N")
+    p.add_argument("--round-to", type=int_at_least(1), default=None, metavar="N", help="pruned widths multiple of N")
     p.add_argument("--quantize", choices=("int8", "none"), default="int8")
-    p.add_argument("--distill", type=_int_at_least(0), default=0, metavar="STEPS", help="recovery fine-tune steps")
-    p.add_argument("--batch", type=_int_at_least(1), default=4, metavar="N", help="batch size for throughput")
-    p.add_argument("--bench-repeats", type=_int_at_least(1), default=3, metavar="N", help=argparse.SUPPRESS)
-    p.add_argument("--bench-iters", type=_int_at_least(1), default=10, metavar="N", help=argparse.SUPPRESS)
+    p.add_argument("--distill", type=int_at_least(0), default=0, metavar="STEPS", help="recovery fine-tune steps")
+    p.add_argument("--batch", type=int_at_least(1), default=4, metavar="N", help="batch size for throughput")
+    p.add_argument("--bench-repeats", type=int_at_least(1), default=3, metavar="N", help=argparse.SUPPRESS)
+    p.add_argument("--bench-iters", type=int_at_least(1), default=10, metavar="N", help=argparse.SUPPRESS)
     p.add_argument("--out", required=True, metavar="FILE.rtv")
     p.add_argument("--labels", default=None, metavar="FILE", help="class names, one per line")
     return p

@@ -55,6 +55,21 @@ def portrait_image() -> np.ndarray:
     return img
 
 
+@pytest.fixture(scope="session")
+def resnet18_ckpt(tmp_path_factory) -> Path:
+    """A random-init torchvision ResNet-18 state_dict on disk, for the real ``--weights FILE`` path
+    (ImageNet weights cannot be downloaded here)."""
+    import torch
+    import torchvision
+
+    with torch.random.fork_rng():  # seeded, without changing the tests' global RNG
+        torch.manual_seed(0)
+        model = torchvision.models.resnet18(weights=None)
+    path = tmp_path_factory.mktemp("ckpt") / "resnet18_random.pth"
+    torch.save(model.state_dict(), path)
+    return path
+
+
 INDEX_CLIP_WH = (320, 240)
 
 

@@ -9,7 +9,6 @@ import cv2
 import numpy as np
 import pytest
 import torch
-import torchvision
 
 from rtvision.benchmark import quality as qmod
 from rtvision.benchmark.variants import VARIANTS, VariantPlan, VariantSpec
@@ -19,13 +18,6 @@ from rtvision.models.build import Models
 from rtvision.types import Labels
 
 
-@pytest.fixture(scope="module")
-def resnet18_weights(tmp_path_factory):
-    """Random-init resnet18 state_dict on disk (no download)."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "resnet18-random.pt"
-    torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -56,12 +48,12 @@ def _table_rows(md: str, heading: str) -> list[list[str]]:
     return rows
 
 
-def test_short_bench_writes_json_markdown_and_plot(small_faces_clip, resnet18_weights, tmp_path, capsys):
+def test_short_bench_writes_json_markdown_and_plot(small_faces_clip, resnet18_ckpt, tmp_path, capsys):
     out, md_path, png = tmp_path / "bench.json", tmp_path / "bench.md", tmp_path / "bench.png"
     cache = tmp_path / "cache"
     rc = main([
         "bench", "--source", str(small_faces_clip), "--frames", "6", "--naive-frames", "3", "--warmup", "1",
-        "--classifier", "resnet18", "--weights", str(resnet18_weights), "--device", "cpu",
+        "--classifier", "resnet18", "--weights", str(resnet18_ckpt), "--device", "cpu",
         "--variants", "default,fp32", "--cache-dir", str(cache), "--no-progress",
         "--out", str(out), "--md", str(md_path), "--plot", str(png),
     ])
@@ -148,7 +140,7 @@ class SlowClassifier:
         return [Labels(np.array([0]), np.array([1.0], np.float32), ["class_0"]) for _ in range(n)]
 
 
-def test_live_mode_reports_drops_when_the_worker_is_slow(index_clip, resnet18_weights, tmp_path, monkeypatch):
+def test_live_mode_reports_drops_when_the_worker_is_slow(index_clip, resnet18_ckpt, tmp_path, monkeypatch):
     def slow_factory(ctx):
         def build(_ctx):
             return Models(torch.device("cpu"), SlowClassifier(0.25), None)
@@ -160,7 +152,7 @@ def test_live_mode_reports_drops_when_the_worker_is_slow(index_clip, resnet18_we
     out = tmp_path / "live.json"
     rc = main([
         "bench", "--source", str(index_clip), "--frames", "40", "--naive-frames", "2", "--warmup", "1",
-        "--classifier", "resnet18", "--weights", str(resnet18_weights), "--device", "cpu",
+        "--classifier", "resnet18", "--weights", str(resnet18_ckpt), "--device", "cpu",
         "--variants", "slow", "--live-only", "--no-quality", "--no-progress", "--out", str(out),
     ])
     assert rc == 0
@@ -180,9 +172,9 @@ def test_live_mode_reports_drops_when_the_worker_is_slow(index_clip, resnet18_we
     assert slow["quality"] is None
 
 
-def test_unknown_and_unavailable_variants_are_clear_usage_errors(index_clip, resnet18_weights, capsys):
+def test_unknown_and_unavailable_variants_are_clear_usage_errors(index_clip, resnet18_ckpt, capsys):
     base = ["bench", "--source", str(index_clip), "--frames", "2", "--classifier", "resnet18",
-            "--weights", str(resnet18_weights), "--warmup", "0", "--no-progress"]
+            "--weights", str(resnet18_ckpt), "--warmup", "0", "--no-progress"]
     assert main(base + ["--variants", "nope"]) == 2
     assert "unknown variant 'nope'" in capsys.readouterr().err
     assert main(base + ["--variants", "pruned-int8"]) == 2

@@ -30,12 +30,6 @@ def _run(argv: list[str]) -> int:
     return main(argv)
 
 
-@pytest.fixture(scope="module")
-def r18_weights(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "r18.pt"
-    torch.save(torchvision.models.get_model("resnet18", weights=None).state_dict(), path)
-    return path
 
 
 def _one_error_line(err: str) -> str:
@@ -45,9 +39,9 @@ def _one_error_line(err: str) -> str:
     return lines[0]
 
 
-def test_end_to_end_prune_and_int8(r18_weights, faces_video, tmp_path, capsys):
+def test_end_to_end_prune_and_int8(resnet18_ckpt, faces_video, tmp_path, capsys):
     out = tmp_path / "r18.rtv"
-    argv = ["optimize", "--classifier", "resnet18", "--weights", str(r18_weights), "--calib", str(faces_video)]
+    argv = ["optimize", "--classifier", "resnet18", "--weights", str(resnet18_ckpt), "--calib", str(faces_video)]
     argv += ["--calib-frames", "4", "--holdout-frames", "3", "--prune", "0.3", "--quantize", "int8", "--out", str(out)]
     assert _run(argv + FAST) == 0
     printed = capsys.readouterr().out
@@ -74,7 +68,7 @@ def test_missing_weights_file_exits_5_with_one_line(faces_video, tmp_path, capsy
     assert not (tmp_path / "x.rtv").exists()
 
 
-def test_bad_inputs_exit_codes(r18_weights, faces_video, tmp_path, capsys):
+def test_bad_inputs_exit_codes(resnet18_ckpt, faces_video, tmp_path, capsys):
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a checkpoint at all")
     not_video = tmp_path / "clip.mp4"
@@ -87,9 +81,9 @@ def test_bad_inputs_exit_codes(r18_weights, faces_video, tmp_path, capsys):
     cases = [
         (["--weights", str(garbage), "--calib", str(faces_video)], "cannot load weights", errors.EXIT_BAD_MODEL),
         (["--weights", str(wrong_arch), "--calib", str(faces_video)], "does not fit resnet18", errors.EXIT_BAD_MODEL),
-        (["--weights", str(r18_weights), "--calib", str(not_video)], "clip.mp4", errors.EXIT_BAD_INPUT),
-        (["--weights", str(r18_weights), "--calib", str(tmp_path / "missing.mp4")], "not found", errors.EXIT_BAD_INPUT),
-        (["--weights", str(r18_weights), "--calib", str(faces_video), "--labels", str(labels)], "2 names", errors.EXIT_BAD_MODEL),
+        (["--weights", str(resnet18_ckpt), "--calib", str(not_video)], "clip.mp4", errors.EXIT_BAD_INPUT),
+        (["--weights", str(resnet18_ckpt), "--calib", str(tmp_path / "missing.mp4")], "not found", errors.EXIT_BAD_INPUT),
+        (["--weights", str(resnet18_ckpt), "--calib", str(faces_video), "--labels", str(labels)], "2 names", errors.EXIT_BAD_MODEL),
     ]
     for extra, needle, code in cases:
         assert _run(base + extra) == code, extra

@@ -8,7 +8,6 @@ import cv2
 import numpy as np
 import pytest
 import torch
-import torchvision
 
 from conftest import decode_index
 from fakes import FakeClassifier, FakeFaces, fake_models
@@ -21,13 +20,6 @@ from rtvision.runner import Runner
 CONTRACT_KEYS = {"frame", "pts_s", "faces", "labels", "latency_ms"}
 
 
-@pytest.fixture(scope="module")
-def resnet18_ckpt(tmp_path_factory):
-    """A random-init torchvision ResNet-18 state_dict, loaded through the real --weights FILE path."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "resnet18_random.pth"
-    torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
-    return path
 
 
 def read_jsonl(path):
