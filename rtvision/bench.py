@@ -34,14 +34,28 @@ from pathlib import Path
 import torch
 
 from .argtypes import non_negative_int, positive_float, positive_int
-from .config import CLASSIFIERS, DEVICES
-from .errors import UsageError
 from .benchmark import quality as qmod
 from .benchmark.fingerprint import machine_fingerprint
 from .benchmark.naive import NaiveLoop
-from .benchmark.report import SCHEMA_VERSION, add_ratios, aggregate, render_markdown, write_json, write_plot
+from .benchmark.report import (
+    SCHEMA_VERSION,
+    add_ratios,
+    aggregate,
+    render_markdown,
+    write_json,
+    write_plot,
+)
 from .benchmark.runs import run_pipeline
-from .benchmark.variants import NAIVE, VARIANTS, BenchContext, VariantPlan, build_variant_models, plan_variant
+from .benchmark.variants import (
+    NAIVE,
+    VARIANTS,
+    BenchContext,
+    VariantPlan,
+    build_variant_models,
+    plan_variant,
+)
+from .config import CLASSIFIERS, DEVICES
+from .errors import UsageError
 
 log = logging.getLogger(__name__)
 

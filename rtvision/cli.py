@@ -24,7 +24,15 @@ from collections.abc import Callable
 
 from . import errors  # noqa: E402
 from .argtypes import fraction, non_negative_int, positive_float, positive_int  # noqa: E402
-from .config import CLASSIFIERS, DEVICES, FACE_MODES, PRECISIONS, ModelConfig, RunConfig, SourceConfig
+from .config import (
+    CLASSIFIERS,
+    DEVICES,
+    FACE_MODES,
+    PRECISIONS,
+    ModelConfig,
+    RunConfig,
+    SourceConfig,
+)
 from .errors import Interrupted, RtvisionError  # noqa: E402
 
 log = logging.getLogger("rtvision")

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def default_cache_dir() -> Path:
+    """Where rtvision caches quantized models and bench references: ``$RTVISION_CACHE``, else
+    ``$XDG_CACHE_HOME/rtvision``, else ``~/.cache/rtvision``."""
+    if os.environ.get("RTVISION_CACHE"):
+        return Path(os.environ["RTVISION_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rtvision"
+
 
 CLASSIFIERS = ("resnet18", "resnet34", "resnet50", "resnet101", "none")
 DEVICES = ("auto", "cpu", "cuda")

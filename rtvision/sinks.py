@@ -91,8 +91,9 @@ class VideoSink:
         return self
 
     def _open(self, w: int, h: int) -> None:
-        import av
         from fractions import Fraction
+
+        import av
 
         options = {}
         if self.path.suffix.lower() in (".mp4", ".mov", ".m4v", ""):

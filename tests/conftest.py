@@ -10,6 +10,8 @@ from pathlib import Path
 # Qt must see these before PyQt5 is imported anywhere.
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.mkdtemp(prefix="rtvision-xdg-"))
+# Quantized-model and bench-reference caches go to a per-run folder, never the user's home.
+os.environ["RTVISION_CACHE"] = tempfile.mkdtemp(prefix="rtvision-cache-")
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402

@@ -7,8 +7,8 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-
 from conftest import encode_index
+
 from rtvision.sources import CorruptFrame, SourceInfo
 
 

@@ -18,8 +18,6 @@ from rtvision.models.build import Models
 from rtvision.types import Labels
 
 
-
-
 @pytest.fixture(scope="module")
 def small_faces_clip(faces_video, tmp_path_factory):
     """The first 8 frames of faces_1080p.mp4 at 640x360 (real faces, cheap MTCNN), 25 fps."""

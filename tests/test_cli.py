@@ -145,3 +145,37 @@ def test_signal_finalizes_video_and_jsonl(sig, code, faces_video, tmp_path):
     assert [r["frame"] for r in rows] == list(range(len(rows)))
     assert _frames(video) == len(rows)  # the video plays to its last written frame
     assert "Traceback" not in err
+
+
+def test_sigkill_mid_save_leaves_a_playable_video(faces_video, tmp_path):
+    """No finalization at all (SIGKILL, like a crash of the whole process): the fragmented MP4
+    still plays up to its last flushed fragment (one per second of video), and the JSONL holds
+    every result written before the kill as complete lines."""
+    import av
+
+    video, results = tmp_path / "out.mp4", tmp_path / "out.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rtvision", "--source", str(faces_video), "--headless", "--realtime",
+         "--classifier", "none", "--faces", "off", "--save", str(video), "--results", str(results)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if results.exists() and len(results.read_text().splitlines()) >= 60:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("no results within 60 s")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    rows = [json.loads(line) for line in results.read_text().splitlines()]
+    assert [r["frame"] for r in rows] == list(range(len(rows)))
+    n_cv = _frames(video)
+    assert len(rows) - 2 * 25 <= n_cv <= len(rows)  # at most the unflushed last second is lost
+    with av.open(str(video)) as container:  # FFmpeg (PyAV) decodes it too
+        n_av = sum(1 for _ in container.decode(video=0))
+    assert n_av == n_cv

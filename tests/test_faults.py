@@ -7,10 +7,10 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import decode_index
 from fakes import FakeClassifier, FakeFaces, fake_models
 from faults import Faults, FaultySource
+
 from rtvision import errors
 from rtvision.config import ModelConfig, RunConfig, SourceConfig
 from rtvision.pipeline import Pipeline

@@ -7,7 +7,13 @@ import math
 import numpy as np
 import pytest
 
-from rtvision.metrics import face_quality, frame_counts, iou_matrix, match_boxes, top1_agreement
+from rtvision.metrics import (
+    face_quality,
+    frame_counts,
+    iou_matrix,
+    match_boxes,
+    top1_agreement,
+)
 
 REF = np.array([[100, 100, 160, 180], [300, 50, 350, 110], [500, 400, 520, 425]], np.float32)  # 80, 60, 25 px tall
 

@@ -8,9 +8,9 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
 from conftest import decode_index
 from fakes import FakeClassifier, FakeFaces, fake_models
+
 from rtvision.cli import main
 from rtvision.config import ModelConfig, RunConfig, SourceConfig
 from rtvision.models.classifier import imagenet_categories

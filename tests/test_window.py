@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import cv2
 import numpy as np
 import pytest
+from conftest import rtvision_threads
 from PyQt5.QtCore import Qt, QTimer
 from PyQt5.QtGui import QImage
 
@@ -23,8 +24,6 @@ from rtvision.gui.metrics import CounterRate, banner_messages
 from rtvision.gui.window import AUTOCLOSE_ENV, MainWindow, run_window
 from rtvision.pipeline import Pipeline
 from rtvision.runner import Runner
-
-from conftest import rtvision_threads
 
 WINDOW_WH = (1600, 820)
 

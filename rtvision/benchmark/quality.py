@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 import torch
 
+from ..config import default_cache_dir
 from ..metrics import face_quality, top1_agreement
 from .record import RunRecording
 
@@ -37,8 +38,6 @@ REFERENCE_SETTINGS = {
 }
 
 
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rtvision"
 
 
 def reference_key(video: str) -> dict:

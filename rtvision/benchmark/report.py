@@ -217,7 +217,9 @@ def write_json(report: dict, path: str | Path) -> None:
 
 def write_plot(report: dict, series: dict, path: str | Path) -> None:
     """Throughput per variant, live latency distribution, RSS over time (matplotlib, Agg)."""
-    from matplotlib.figure import Figure  # no pyplot: Agg renders the PNG, no global backend change
+    from matplotlib.figure import (
+        Figure,  # no pyplot: Agg renders the PNG, no global backend change
+    )
 
     fig = Figure(figsize=(15, 4.5), layout="constrained")
     ax1, ax2, ax3 = fig.subplots(1, 3)

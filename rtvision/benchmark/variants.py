@@ -112,7 +112,11 @@ def cli_defaults(ctx: BenchContext) -> tuple[ModelConfig, int]:
     The run parser is the one source of truth for those defaults (batch, precision, faces), so
     it is asked rather than copied; only source, classifier, weights and device are given.
     """
-    from ..cli import build_run_parser, model_config, run_config  # lazy: cli is the top layer
+    from ..cli import (  # lazy: cli is the top layer
+        build_run_parser,
+        model_config,
+        run_config,
+    )
 
     argv = ["--source", ctx.source, "--classifier", ctx.classifier, "--weights", ctx.weights, "--device", ctx.device]
     a = build_run_parser().parse_args(argv)

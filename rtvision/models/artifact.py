@@ -27,8 +27,6 @@ state_metadata (the state_dict's per-module versions, which quantized layers nee
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import hashlib
 import io
 import json
@@ -36,6 +34,7 @@ import logging
 import os
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any

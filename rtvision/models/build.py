@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import ModelConfig
+from ..config import ModelConfig, default_cache_dir
 from ..errors import UsageError
 from .classifier import Classifier, WeightsUnavailable, build_resnet, place
 from .faces import FaceDetector, build_face_detector
@@ -92,7 +91,7 @@ def int8_cached(module, cfg: ModelConfig, weights_id: str, preprocess, calib) ->
     if info is None or (source is None and info.kind != "file"):
         raise UsageError("int8 needs calibration frames from a source")
     key, frames = calibration_frames(source, info, cfg.calib_frames)
-    cache_dir = cfg.cache_dir or os.environ.get("RTVISION_CACHE") or str(Path.home() / ".cache" / "rtvision")
+    cache_dir = cfg.cache_dir or str(default_cache_dir())
     try:
         return cached_int8(module, cfg.classifier, weights_id, key, frames, preprocess.to_dict(), cache_dir, n_frames=cfg.calib_frames)
     except OSError as exc:
