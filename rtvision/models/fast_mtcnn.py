@@ -497,7 +497,7 @@ class FastMTCNN:
             crops.append(cv2.resize(patch, (48, 48), interpolation=cv2.INTER_AREA))
         x = torch.from_numpy(np.stack(crops)).to(self.device).permute(0, 3, 1, 2).float()
         x = x.sub_(127.5).mul_(0.0078125).contiguous(memory_format=torch.channels_last)
-        reg, pts, p = self.onet(x)
+        reg, pts, p = self._run_chunked(self.onet, x)
         sq = sq.to(self.device)
         bw = sq[:, 2] - sq[:, 0] + 1
         bh = sq[:, 3] - sq[:, 1] + 1
@@ -511,9 +511,21 @@ class FastMTCNN:
 
     @staticmethod
     def _run_chunked(net: nn.Module, x: torch.Tensor, chunk: int = 2048) -> tuple[torch.Tensor, ...]:
-        if x.shape[0] <= chunk:
-            return net(x)
-        outs = [net(x[i : i + chunk]) for i in range(0, x.shape[0], chunk)]
+        """``net`` over a batch of crops whose count changes every call, padded up to a power of
+        two (at least 16). The CPU backend (oneDNN) caches a compiled primitive per input shape,
+        about 1 MB each: unpadded, a long run creates hundreds of shapes and RSS climbs by
+        hundreds of MB before the cache fills; padded, R-/O-Net see at most ~8 shapes."""
+        outs = []
+        for i in range(0, x.shape[0], chunk):
+            part = x[i : i + chunk]
+            n = part.shape[0]
+            size = max(16, 1 << (n - 1).bit_length())
+            if size != n:
+                pad = part.new_zeros((size - n, *part.shape[1:])).contiguous(memory_format=torch.channels_last)
+                part = torch.cat([part, pad]).contiguous(memory_format=torch.channels_last)
+            outs.append(tuple(o[:n] for o in net(part)))
+        if len(outs) == 1:
+            return outs[0]
         return tuple(torch.cat(parts) for parts in zip(*outs))
 
 
