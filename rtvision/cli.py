@@ -243,9 +243,6 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help, or a usage error already printed in one line
         return int(exc.code or 0)
     setup_logging(getattr(args, "verbose", 0) or 0)
-    from .stats import return_large_blocks_to_os
-
-    return_large_blocks_to_os()  # flat RSS over hours (see its docstring)
     in_main_thread = threading.current_thread() is threading.main_thread()
     old_term = signal.signal(signal.SIGTERM, _raise_sigterm) if in_main_thread else None
     try:

@@ -124,28 +124,6 @@ def gpu_memory_mb() -> dict[str, float]:
         return {}
 
 
-def return_large_blocks_to_os(threshold_bytes: int = 1 << 20) -> bool:
-    """Process-wide memory policy for long runs (called once by the CLI, not by the library).
-
-    glibc raises its mmap threshold each time a large block is freed, after which 1080p frames
-    and the detector's varying temporaries come from the heap arenas of several threads and stay
-    resident (about 100 MB more here, climbing over a long run). Fixing the threshold sends
-    blocks >= ``threshold_bytes`` to mmap, returned to the OS on free. Linux/glibc only;
-    returns whether it applied.
-    """
-    import ctypes
-    import sys
-
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        return bool(libc.mallopt(m_mmap_threshold, threshold_bytes)) and bool(libc.mallopt(m_trim_threshold, 8 * threshold_bytes))
-    except (OSError, AttributeError):
-        return False
-
-
 class StageTimer:
     """Times a block in ms; synchronizes CUDA before reading the clock when ``sync`` is set."""
 
