@@ -188,16 +188,21 @@ def test_rejects_bad_input(fast):
 
 
 def test_not_slower_than_facenet(fast, reference, frames):
-    """Interleaved timing on the same frames (shared CPU: generous margin)."""
+    """Interleaved timing on the same frames, warm, best of 3 per frame (a shared, noisy CPU:
+    the bench measures the real ratio; this only catches a regression to slower than facenet)."""
     t_fast = t_ref = 0.0
     for frame in frames:
-        t0 = time.perf_counter()
-        reference.detect([frame])
-        t1 = time.perf_counter()
-        fast.detect([frame])
-        t2 = time.perf_counter()
-        t_ref += t1 - t0
-        t_fast += t2 - t1
+        reference.detect([frame]), fast.detect([frame])  # warm: first-shape costs out
+        best_ref = best_fast = float("inf")
+        for _ in range(3):
+            t0 = time.perf_counter()
+            reference.detect([frame])
+            t1 = time.perf_counter()
+            fast.detect([frame])
+            t2 = time.perf_counter()
+            best_ref, best_fast = min(best_ref, t1 - t0), min(best_fast, t2 - t1)
+        t_ref += best_ref
+        t_fast += best_fast
     assert t_fast <= 1.1 * t_ref, (t_fast, t_ref)
 
 
