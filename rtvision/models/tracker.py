@@ -94,6 +94,8 @@ class Track:
     confidence: float = 1.0
     misses: int = 0
     hits: int = 1
+    confirmed_xyxy: np.ndarray | None = None  # box at the last detection / re-fit / search hit
+    confirmed_index: int | None = None
 
     @property
     def active(self) -> bool:
@@ -186,16 +188,57 @@ class FaceTracker:
         """Replace the reported tracks' boxes with refined ones (same order as ``faces()``).
 
         A track whose refinement failed (``ok`` False: the last stage is unsure at this crop,
-        e.g. a face turning or half hidden) keeps its flow-moved box until the next detection
-        confirms or drops it; forcing a full detection for it costs more than it finds."""
+        e.g. a face turning, blurred or moved further than the flow could follow) keeps its
+        flow-moved box and flow confidence; :meth:`relocate` then decides its fate."""
         act = [t for t in self.tracks if t.active]
         for i, (t, box, score, good) in enumerate(zip(act, faces.xyxy, faces.scores, ok)):
             if good:  # the detector's own last stage confirms the face: full confidence again
-                t.xyxy = box.astype(t.xyxy.dtype)
-                t.score = float(score)
-                t.confidence = 1.0
-                if faces.landmarks is not None:
-                    t.landmarks = faces.landmarks[i]
+                self._confirm(t, box, float(score), None if faces.landmarks is None else faces.landmarks[i])
+
+    def relocate(self, positions: Sequence[int], faces: Faces, found: np.ndarray, min_confidence: float) -> None:
+        """Results of a local search (``detect_near``) for the reported tracks at ``positions``
+        (indices into ``faces()`` order): a found face becomes the track's box (full confidence,
+        velocity from its last confirmed box); a track not found whose flow confidence is below
+        ``min_confidence`` stops being reported and coasts until a detection re-finds it or
+        drops it; one the flow still follows well stays reported on its flow box."""
+        act = [t for t in self.tracks if t.active]
+        for k, p in enumerate(positions):
+            t = act[int(p)]
+            if found[k]:
+                self._confirm(t, faces.xyxy[k], float(faces.scores[k]), None if faces.landmarks is None else faces.landmarks[k])
+            elif t.confidence < min_confidence:
+                t.misses += 1
+
+    def missed_once(self) -> list[Track]:
+        """Tracks that the last detection (or search) lost, reported until then: candidates
+        for a local search until the next detection re-finds them or they are dropped."""
+        return [t for t in self.tracks if t.misses == 1]
+
+    def rescue(self, tracks: Sequence[Track], faces: Faces, found: np.ndarray) -> int:
+        """Reinstate ``tracks`` (from :meth:`missed_once`) whose local search found them
+        (``found``), unless the face found is already another reported track's. Returns how many."""
+        n = 0
+        for k, t in enumerate(tracks):
+            if not found[k]:
+                continue
+            others = [o.xyxy for o in self.tracks if o.active and o is not t]
+            if others and iou_xyxy(faces.xyxy[k][None], np.stack(others)).max() >= self.iou_threshold:
+                continue
+            t.misses = 0
+            self._confirm(t, faces.xyxy[k], float(faces.scores[k]), None if faces.landmarks is None else faces.landmarks[k])
+            n += 1
+        return n
+
+    def _confirm(self, t: Track, box: np.ndarray, score: float, landmarks: np.ndarray | None) -> None:
+        box = np.asarray(box, np.float64)
+        if t.confirmed_index is not None and t.index > t.confirmed_index and t.confirmed_xyxy is not None:
+            t.velocity = (box - t.confirmed_xyxy) / (t.index - t.confirmed_index)
+        t.xyxy = box
+        t.score = score
+        t.confidence = 1.0
+        if landmarks is not None:
+            t.landmarks = np.asarray(landmarks, np.float64)
+        t.confirmed_xyxy, t.confirmed_index = box.copy(), t.index
 
     # ------------------------------------------------------------ frame steps
     def track(self, index: int, frame: Any) -> Faces:
@@ -227,6 +270,7 @@ class FaceTracker:
             t.confidence = 1.0
             t.misses = 0
             t.hits += 1
+            t.confirmed_xyxy, t.confirmed_index = box.copy(), index
             ids[di] = t.track_id
             matched_tracks.add(ti)
         kept = []
@@ -247,6 +291,8 @@ class FaceTracker:
                 score=float(dets.scores[di]),
                 landmarks=None if dets.landmarks is None else dets.landmarks[di].astype(np.float64),
                 index=index,
+                confirmed_xyxy=dets.xyxy[di].astype(np.float64),
+                confirmed_index=index,
             )
             self._next_id += 1
             self.tracks.append(t)
@@ -378,6 +424,8 @@ class StrideStats:
     gaps: int = 0  # detections forced by a gap in frame indices
     detect_calls: int = 0
     refined: int = 0  # tracked frames whose boxes the detector's last stage refined
+    searched: int = 0  # lost tracks searched for near their expected place (detect_near)
+    relocated: int = 0  # of those, found again
 
 
 class StridedFaceTracker:
@@ -390,7 +438,10 @@ class StridedFaceTracker:
     max_gap: a jump in frame index larger than this (dropped frames) forces a detection;
         default ``stride``.
     refine: on tracked frames, re-fit the flow-moved boxes with the detector's ``refine``
-        (MTCNN's O-Net) when it has one; a box it no longer calls a face triggers a detection.
+        (MTCNN's O-Net) when it has one.
+    search: a box the re-fit no longer calls a face is searched for nearby with the
+        detector's ``detect_near`` when it has one (see ``__init__``); without it, low flow
+        confidence brings the next detection forward.
     """
 
     def __init__(
@@ -401,6 +452,7 @@ class StridedFaceTracker:
         max_gap: int | None = None,
         tracker: FaceTracker | None = None,
         refine: bool = True,
+        search: bool = True,
     ) -> None:
         if stride < 1:
             raise ValueError(f"stride must be >= 1, got {stride}")
@@ -412,6 +464,11 @@ class StridedFaceTracker:
         # Between detections, a detector that can (FastMTCNN.refine) re-fits each tracked box
         # with its last stage: exact boxes for a few ms instead of flow-only drift.
         self.refine = bool(refine) and hasattr(detector, "refine")
+        # A track the re-fit loses (fast motion, blur) is searched for with the whole cascade in
+        # a small window around it (FastMTCNN.detect_near) instead of a full-frame detection:
+        # a few ms, and the track keeps its id. Not found and not followed by the flow, it
+        # stops being reported until the next scheduled detection re-finds or drops it.
+        self.search = self.refine and bool(search) and hasattr(detector, "detect_near")
         self.stats = StrideStats()
         self._last_detect: int | None = None
         self._last_index: int | None = None
@@ -459,13 +516,23 @@ class StridedFaceTracker:
                 faces = self.tracker.update(index, frame, detections[i])
                 self._last_detect, self._since_detect = index, 0
                 self.stats.detected += 1
+                if self.search:
+                    faces = self._rescue(frame, faces)
             else:
                 faces = self.tracker.track(index, frame)
                 if self.refine and len(faces):
                     refined, ok = self.detector.refine(frame, faces.xyxy)
                     self.tracker.set_reported(refined, ok)
-                    faces = self.tracker.faces()
                     self.stats.refined += 1
+                    if self.search and not ok.all():
+                        lost = np.flatnonzero(~ok)
+                        near, hit = self.detector.detect_near(frame, faces.xyxy[lost])
+                        self.tracker.relocate(lost, near, hit, self.min_confidence)
+                        self.stats.searched += len(lost)
+                        self.stats.relocated += int(hit.sum())
+                    faces = self.tracker.faces()
+                if self.search:
+                    faces = self._rescue(frame, faces)
                 if self.tracker.confidence < self.min_confidence:
                     dets = self.detector.detect([frame])[0]
                     self.stats.detect_calls += 1
@@ -479,6 +546,21 @@ class StridedFaceTracker:
             self._last_index = index
             out.append(faces)
         return out
+
+    def _rescue(self, frame: Any, faces: Faces) -> Faces:
+        """Search for the tracks the last detection lost near where they are expected. MTCNN
+        drops a face now and then for a frame or two (a blink of its cross-level NMS, a turn, a
+        blur) that it finds again right after: found, the track is reported again at once, with
+        its id, instead of after the next detection."""
+        missed = self.tracker.missed_once()
+        if not missed:
+            return faces
+        near, hit = self.detector.detect_near(frame, np.stack([t.xyxy for t in missed]))
+        self.stats.searched += len(missed)
+        if self.tracker.rescue(missed, near, hit):
+            self.stats.relocated += int(hit.sum())
+            return self.tracker.faces()
+        return faces
 
     def _plan(self, frames: list[Any], indices: list[int]) -> list[bool]:
         """Which frames get a scheduled detection (stride, gaps, size changes, restarts)."""
