@@ -179,7 +179,8 @@ def run_bench(args: argparse.Namespace) -> int:
                     if plan.is_naive:
                         stats, rec = models[plan.name].run(args.source, n, live, args.warmup, desc)
                     else:
-                        stats, rec = run_pipeline(plan, models[plan.name], args.source, n, live, args.warmup, args.save_video, desc)
+                        stats, rec = run_pipeline(plan, models[plan.name], args.source, n, live, args.warmup, args.save_video, desc,
+                                                  keep_faces=not args.no_quality)
                     stats["repeat"] = rep
                     stats["frames_asked"] = n
                     runs.setdefault((plan.name, mode), []).append(stats)

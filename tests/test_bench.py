@@ -179,3 +179,37 @@ def test_unknown_and_unavailable_variants_are_clear_usage_errors(index_clip, res
     assert "--model" in capsys.readouterr().err
     assert main(base + ["--warmup", "5"]) == 2
     assert "leaves nothing to measure" in capsys.readouterr().err
+
+
+def test_run_recording_does_not_grow_the_heap_it_measures():
+    """A soak's recorder keeps tens of thousands of results while it measures RSS: with its
+    capacity given it allocates nothing per result, and the records read back unchanged."""
+    import tracemalloc
+
+    from rtvision.benchmark.record import STAGES, ResultRecord, RunRecording
+
+    n = 20_000
+    rec = RunRecording(capacity=n, keep_faces=False, rss_every_s=1e9)
+    box = np.zeros((3, 4), np.float32)
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        for i in range(n):
+            stages = {k: float(i % 7 + j) for j, k in enumerate(STAGES)}
+            rec.add(ResultRecord(i, 100.0 + i / 25, 30.0 + i % 11, stages, box, i % 1000))
+        after, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert (after - before) / (n / 1000) < 20_000, f"recorder grew {(after - before) / 1e6:.2f} MB for {n} results"
+    out = rec.records
+    assert len(out) == len(rec) == n
+    r = out[12_345]
+    assert (r.index, r.top1, r.faces_xyxy) == (12_345, 345, None)
+    assert r.latency_ms == 30.0 + 12_345 % 11 and r.written_at == 100.0 + 12_345 / 25
+    assert r.stage_ms == {k: float(12_345 % 7 + j) for j, k in enumerate(STAGES)}
+    # more results than the capacity: it grows, and keeps faces when asked
+    small = RunRecording(capacity=16, keep_faces=True)
+    for i in range(40):
+        small.add(ResultRecord(i, float(i), 1.0, {}, box + i, None))
+    assert [r.index for r in small.records] == list(range(40))
+    assert small.records[39].top1 is None and float(small.records[39].faces_xyxy[0, 0]) == 39.0

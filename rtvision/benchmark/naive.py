@@ -111,7 +111,7 @@ class NaiveLoop:
     def run(self, source: str, frames: int, live: bool, warmup: int, progress_desc: str | None = None) -> tuple[dict, RunRecording]:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
-        rec = RunRecording()
+        rec = RunRecording(capacity=frames)
         cap = _LoopingCapture(source)
         bar = None
         if progress_desc is not None:
@@ -158,7 +158,7 @@ class NaiveLoop:
             cap.release()
             if bar is not None:
                 bar.close()
-        read = len(rec.records) + dropped
+        read = len(rec) + dropped
         stats = summarize(rec, warmup, live, read, dropped)
         stats["process_peak_rss_mb"] = peak_rss_mb()
         stats.update(gpu_memory_mb())

@@ -165,11 +165,13 @@ def render_markdown(report: dict) -> str:
             if m:
                 a = m["summary"]
                 row = [v["name"], mode, f(med(a, "rss_start_mb"), 0), f(med(a, "rss_end_mb"), 0),
-                       f(med(a, "rss_peak_run_mb"), 0), f(med(a, "process_peak_rss_mb"), 0), f(med(a, "rss_slope_mb_per_1000"), 1)]
+                       f(med(a, "rss_peak_run_mb"), 0), f(med(a, "process_peak_rss_mb"), 0), f(med(a, "rss_slope_mb_per_1000"), 1),
+                       f(med(a, "rss_slope_late_mb_per_1000"), 1)]
                 if "gpu_peak_allocated_mb" in a:
                     row += [f(med(a, "gpu_peak_allocated_mb"), 0), f(med(a, "gpu_peak_reserved_mb"), 0)]
                 rows.append(row)
-    header = ["variant", "mode", "RSS start", "RSS end", "peak RSS (run, sampled)", "peak RSS (process so far)", "slope MB/1000 frames"]
+    header = ["variant", "mode", "RSS start", "RSS end", "peak RSS (run, sampled)", "peak RSS (process so far)", "slope MB/1000 frames",
+              "slope, last 3/4 of the run"]
     if any(len(r) > len(header) for r in rows):
         header += ["GPU peak allocated", "GPU peak reserved"]
     lines += _table(header, rows)

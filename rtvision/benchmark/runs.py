@@ -76,13 +76,15 @@ def run_pipeline(
     warmup: int,
     save_video: bool = False,
     progress_desc: str | None = None,
+    keep_faces: bool = True,
 ) -> tuple[dict, RunRecording]:
-    """Run ``plan`` on ``frames`` frames of ``source``; returns (statistics, recording)."""
+    """Run ``plan`` on ``frames`` frames of ``source``; returns (statistics, recording).
+    ``keep_faces``: keep every result's face boxes (for face quality)."""
     import torch
 
     if torch.cuda.is_available() and models.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    rec = RunRecording()
+    rec = RunRecording(capacity=frames, keep_faces=keep_faces, rss_every_s=0.25 if frames <= 3000 else 1.0)
     with tempfile.TemporaryDirectory(prefix="rtvision-bench-") as tmp:
         cfg = RunConfig(
             source=SourceConfig(spec=source, realtime=live, max_frames=frames),
@@ -114,7 +116,7 @@ def run_pipeline(
                     written_at=now,
                     latency_ms=r.frame.decode_ms + (now - r.frame.captured_at) * 1000.0,
                     stage_ms=stage,
-                    faces_xyxy=r.faces.xyxy.copy() if models.faces is not None else None,
+                    faces_xyxy=r.faces.xyxy.copy() if keep_faces and models.faces is not None else None,
                     top1=int(r.labels.class_ids[0]) if models.classifier is not None and len(r.labels) else None,
                 )
             )
