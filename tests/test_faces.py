@@ -45,3 +45,29 @@ def test_refine_recovers_boxes_moved_off_faces(faces_frames):
     # A box on the road, not on a face: O-Net says no.
     _, ok_bg = det.refine(faces_frames[1], np.array([[1500, 950, 1600, 1050]], np.float32))
     assert not ok_bg.any()
+
+
+def test_detect_near_finds_the_full_detectors_faces_from_shifted_boxes(faces_frames):
+    """The local search of a tracker's lost face: boxes moved by 60% of their height (beyond
+    the O-Net re-fit's reach) get back the full-frame detection's own boxes, since the search
+    runs P-Net on windows of the same pyramid levels; a box on the road finds nothing."""
+    det = FastMTCNN("cpu", min_face_size=pyramid_min_face(28))
+    frame = faces_frames[2]
+    full = det.detect([frame])[0]
+    tall = full.xyxy[(full.xyxy[:, 3] - full.xyxy[:, 1]) >= 40]
+    assert len(tall) >= 4
+    rng = np.random.default_rng(1)
+    angle = rng.uniform(0, 2 * np.pi, size=len(tall))
+    h = tall[:, 3] - tall[:, 1]
+    d = np.stack([np.cos(angle), np.sin(angle)], axis=1) * 0.6 * h[:, None]
+    shifted = (tall + np.concatenate([d, d], axis=1)).astype(np.float32)
+    assert np.diag(iou_matrix(shifted, tall)).max() < 0.5
+    near, ok = det.detect_near(frame, shifted)
+    iou = np.diag(iou_matrix(near.xyxy, tall))
+    assert ok.mean() >= 0.75, (ok, iou)
+    assert np.median(iou[ok]) >= 0.99 and iou[ok].min() >= 0.5, iou
+    assert near.landmarks.shape == (len(tall), 5, 2)
+    _, refit_ok = det.refine(frame, shifted)
+    assert ok.sum() > refit_ok.sum()  # what the re-fit alone cannot recover
+    _, ok_bg = det.detect_near(frame, np.array([[1500, 950, 1600, 1050]], np.float32))
+    assert not ok_bg.any()

@@ -195,6 +195,46 @@ def test_frame_records_and_calls_across_batches(detector, face_patch, background
     assert st.stats.detected == len([0, 3, 6])
 
 
+class CountingSearchDetector(CountingDetector):
+    """CountingDetector that also offers the O-Net re-fit and the local search of FastMTCNN."""
+
+    def __init__(self, inner) -> None:
+        super().__init__(inner)
+        self.near_calls = 0
+
+    def refine(self, frame, xyxy):
+        return self.inner.refine(frame, xyxy)
+
+    def detect_near(self, frame, xyxy):
+        self.near_calls += 1
+        return self.inner.detect_near(frame, xyxy)
+
+
+def test_fast_face_keeps_its_id_through_local_search(detector, face_patch, background):
+    """A face jumping its own width per processed frame (a live source dropping frames): the
+    flow and the O-Net re-fit lose it; the local search finds it again, with its id and no
+    extra full-frame detection, and a box on every frame. Without the search, detections
+    come early."""
+    centers = [(100.0 + 100.0 * t, 240.0) for t in range(5)]
+    frames = render(background, face_patch, centers)
+    counting = CountingSearchDetector(detector)
+    st = StridedFaceTracker(counting, stride=10)
+    out = st.process(frames, list(range(len(frames))))
+    assert [len(f) for f in out] == [1] * len(frames)
+    assert len({int(f.track_ids[0]) for f in out}) == 1
+    assert counting.calls == [1], counting.calls  # the scheduled detection only
+    # found once, the track knows the face's velocity: the re-fit at the predicted box holds it
+    assert st.stats.early == 0 and st.stats.relocated >= 1 and counting.near_calls >= 1
+    box0 = out[0].xyxy[0]
+    for t, faces in enumerate(out):
+        assert iou_xyxy(faces.xyxy, true_box(box0, centers[0], centers[t]))[0, 0] >= 0.7, t
+
+    plain = CountingSearchDetector(detector)
+    st2 = StridedFaceTracker(plain, stride=10, search=False)
+    st2.process(frames, list(range(len(frames))))
+    assert plain.near_calls == 0 and st2.stats.early >= 2 and len(plain.calls) >= 3
+
+
 class LazyReference:
     """facenet-pytorch at full resolution, one frame at a time, each frame computed once: the
     per-frame reference, and (being deterministic) exactly what ``StridedFaceTracker`` with

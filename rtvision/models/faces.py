@@ -5,9 +5,10 @@
 * ``full``  the reference behaviour: the detector on every frame at full resolution.
 * ``fast``  tuned for live use: the reference's own image pyramid without the levels that
             only find faces smaller than ``--min-face`` (original pixels), so every face it
-            keeps gets the reference's boxes; detection every ``--face-stride``-th frame (or
-            earlier when tracking loses confidence), optical-flow tracking in between with each
-            tracked box re-fitted by MTCNN's last stage (O-Net), and stable track ids.
+            keeps gets the reference's boxes; detection every ``--face-stride``-th frame,
+            optical-flow tracking in between with each tracked box re-fitted by MTCNN's last
+            stage (O-Net), a local search (``FastMTCNN.detect_near``) for faces the re-fit or
+            a detection lost, and stable track ids.
             ``--face-scale`` instead detects on a resized frame (``choose_scale`` picks one from
             the frame size and ``--min-face``): cheaper, but its boxes differ from the reference.
 * ``off``   no face stage.

@@ -9,8 +9,11 @@
   greedy IoU; ids are stable integers; tracks die when they leave the frame or are not
   re-detected for ``max_misses`` detections in a row.
 - :class:`StridedFaceTracker` runs a detector every ``stride`` frames (the detection frames of
-  one call in one batch), or early when tracking confidence drops, or after a gap in frame
-  indices (dropped frames), and tracks in between. It returns ``Faces`` with ``track_ids`` for
+  one call in one batch), or after a gap in frame indices (dropped frames), and tracks in
+  between. With a detector that offers them (FastMTCNN), each tracked box is re-fitted by the
+  detector's last stage, and a face the re-fit or a detection lost is searched for near its
+  track (``detect_near``) instead of bringing a full-frame detection forward; without them, low
+  tracking confidence brings the detection forward. It returns ``Faces`` with ``track_ids`` for
   every frame.
 
 Frames are HxWx3 uint8 BGR images (or ``Frame`` records, whose ``.image`` is used). Boxes are
