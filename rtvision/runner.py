@@ -26,6 +26,8 @@ from .types import Result
 
 log = logging.getLogger(__name__)
 
+RECENT_RESULTS = 16  # results kept for the window (bounded: a slow window skips, never queues)
+
 STAGES = ("decode", "queue_wait", "preprocess", "classifier", "faces", "annotate", "sink")
 
 
@@ -86,6 +88,8 @@ class Runner:
         self.pipeline = pipeline
         self.stats = LiveStats()
         self.latest: Result | None = None  # read by the window (a single reference swap)
+        # the last few results, for a window that plays a file's batches frame by frame
+        self.recent: collections.deque[Result] = collections.deque(maxlen=RECENT_RESULTS)
         self.error: BaseException | None = None
         self.exit_code = EXIT_OK
         self.summary: dict | None = None
@@ -167,6 +171,7 @@ class Runner:
                             jsonl.write(r)
                         t2 = time.perf_counter()
                         self.stats.add(r, (t1 - t0) * 1000.0, (t2 - t1) * 1000.0)
+                        self.recent.append(r)
                         self.latest = r
                         for listener in self.listeners:
                             listener(r)

@@ -5,6 +5,7 @@ Cheap models: no classifier, MTCNN at half scale, fp32, batch 2, a few frames.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import time
@@ -261,3 +262,23 @@ def test_ctrl_c_closes_the_window_cleanly(qtbot, faces_video):
     assert summary["exit_code"] == 130 and runner.exit_code == 130
     assert 1 <= summary["frames_processed"] < 60 and summary["stuck_threads"] == []
     assert not rtvision_threads()
+
+
+def test_file_batches_play_frame_by_frame(qtbot, open_window, faces_video):
+    """A file's results arrive a batch at a time; the window draws them in order, one by one
+    (not just the newest of each batch), so the video plays smoothly."""
+    cfg = dataclasses.replace(cheap_cfg(faces_video, max_frames=24), batch=4)
+    window = open_window(cfg)
+    drawn: list[int] = []
+    render = window._render
+
+    def spy(r):
+        drawn.append(r.frame.index)
+        render(r)
+
+    window._render = spy
+    qtbot.waitUntil(lambda: window.is_ended, timeout=120_000)
+    settle(qtbot, window)
+    assert window.runner.stats.processed == 24
+    assert drawn == sorted(drawn) and len(set(drawn)) == len(drawn)
+    assert len(drawn) >= 20, drawn  # newest-only would draw about one frame in four

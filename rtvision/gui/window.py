@@ -48,6 +48,7 @@ AUTOCLOSE_ENV = "RTVISION_WINDOW_AUTOCLOSE"
 SNAPSHOT_DIR_ENV = "RTVISION_SNAPSHOT_DIR"
 
 POLL_MS = 16  # ~60 Hz: pick up runner.latest
+DISPLAY_MAX_LAG = 8  # results a file's playback may trail the newest before it jumps
 STATS_MS = 250  # 4 Hz: the numbers and the plot
 SIGNAL_MS = 200  # lets Python run its signal handlers while Qt's loop runs
 
@@ -87,6 +88,7 @@ class MainWindow(QMainWindow):
         self.show_faces = True
         self.show_labels = True
         self.shown_result = None
+        self._next_show_at = 0.0  # file playback: when the next result may be drawn
         self.is_ended = False
         self.is_shut_down = False
         self.interrupt_code = EXIT_OK
@@ -214,8 +216,29 @@ class MainWindow(QMainWindow):
         self.close()
 
     # -- the GUI-thread loop ---------------------------------------------------------------------
+    def _next_to_show(self):
+        """The result to draw now. Live sources: the newest (latency first). Files: results come
+        a batch at a time, so the window plays them in order, spaced at the inference rate,
+        for smooth video; falling more than DISPLAY_MAX_LAG results behind, it jumps to the
+        newest. Never waits on the runner (reference reads and one atomic deque copy)."""
+        latest = self.runner.latest
+        shown = self.shown_result
+        if latest is None or shown is None or self.runner.pipeline.live or self.runner.paused:
+            return latest
+        pending = [x for x in list(self.runner.recent) if x.frame.index > shown.frame.index]
+        if not pending:
+            return latest if latest.frame.index > shown.frame.index else shown
+        if len(pending) > DISPLAY_MAX_LAG:
+            return latest
+        now = time.monotonic()
+        if now < self._next_show_at:
+            return shown
+        rate = self.runner.stats.infer_rate.rate()
+        self._next_show_at = now + (min(0.2, 0.95 / rate) if rate > 0 else 0.0)
+        return pending[0]
+
     def _poll(self) -> None:
-        r = self.runner.latest  # a single reference read; never waits on the runner
+        r = self._next_to_show()
         # draw a new result only once the previous one is on screen: a slow display drops
         # display frames, never pipeline frames
         if r is not None and r is not self.shown_result and not self.view_pending:
