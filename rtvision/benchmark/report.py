@@ -238,6 +238,8 @@ def write_plot(report: dict, series: dict, path: str | Path) -> None:
         ax1.bar(names, meds, yerr=[lo, hi], capsize=4, color="tab:blue")
         for i, val in enumerate(meds):
             ax1.annotate(f"{val:.2f}", (i, val), ha="center", va="bottom")
+    else:
+        ax1.text(0.5, 0.5, "no throughput run (--live-only)", ha="center", va="center", transform=ax1.transAxes)
     ax1.set_title("Throughput (file), frames/s")
     ax1.set_ylabel("fps (median, min–max)")
     lat = {k[0]: s["latency_ms"] for k, s in series.items() if k[1] == "live" and s["latency_ms"]}
