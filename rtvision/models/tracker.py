@@ -97,6 +97,7 @@ class Track:
     confidence: float = 1.0
     misses: int = 0
     hits: int = 1
+    searches: int = 0  # local searches that failed since this track was last missed
     confirmed_xyxy: np.ndarray | None = None  # box at the last detection / re-fit / search hit
     confirmed_index: int | None = None
 
@@ -126,6 +127,8 @@ class FaceTracker:
     fb_max_px: forward-backward error allowed, in flow-frame pixels.
     iou_threshold: smallest IoU to associate a detection with a track.
     max_misses: a track that misses this many detections in a row is dropped.
+    max_searches: local searches (see :meth:`missed_once`) for a track a detection missed,
+        before it waits for the next detection.
     min_visible: a track whose box keeps less than this share of its area inside the frame is
         dropped (the face left).
     """
@@ -138,6 +141,7 @@ class FaceTracker:
         fb_max_px: float = 1.0,
         iou_threshold: float = 0.3,
         max_misses: int = 2,
+        max_searches: int = 3,
         min_visible: float = 0.5,
     ) -> None:
         self.flow_max_side = int(flow_max_side)
@@ -146,6 +150,7 @@ class FaceTracker:
         self.fb_max_px = float(fb_max_px)
         self.iou_threshold = float(iou_threshold)
         self.max_misses = int(max_misses)
+        self.max_searches = int(max_searches)
         self.min_visible = float(min_visible)
         self.tracks: list[Track] = []
         self._next_id = 1
@@ -215,7 +220,7 @@ class FaceTracker:
     def missed_once(self) -> list[Track]:
         """Tracks that the last detection (or search) lost, reported until then: candidates
         for a local search until the next detection re-finds them or they are dropped."""
-        return [t for t in self.tracks if t.misses == 1]
+        return [t for t in self.tracks if t.misses == 1 and t.searches < self.max_searches]
 
     def rescue(self, tracks: Sequence[Track], faces: Faces, found: np.ndarray) -> int:
         """Reinstate ``tracks`` (from :meth:`missed_once`) whose local search found them
@@ -223,11 +228,13 @@ class FaceTracker:
         n = 0
         for k, t in enumerate(tracks):
             if not found[k]:
+                t.searches += 1
                 continue
             others = [o.xyxy for o in self.tracks if o.active and o is not t]
             if others and iou_xyxy(faces.xyxy[k][None], np.stack(others)).max() >= self.iou_threshold:
                 continue
             t.misses = 0
+            t.searches = 0
             self._confirm(t, faces.xyxy[k], float(faces.scores[k]), None if faces.landmarks is None else faces.landmarks[k])
             n += 1
         return n
@@ -272,6 +279,7 @@ class FaceTracker:
             t.index = index
             t.confidence = 1.0
             t.misses = 0
+            t.searches = 0
             t.hits += 1
             t.confirmed_xyxy, t.confirmed_index = box.copy(), index
             ids[di] = t.track_id
