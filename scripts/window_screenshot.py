@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--source", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "faces_1080p.mp4"))
     p.add_argument("--frames", type=int, default=30, help="frames to run (the screenshot shows the last)")
     p.add_argument("--out", default="/tmp/window.png")
-    p.add_argument("--size", default="1280x640", help="window size WxH in logical pixels")
+    p.add_argument("--size", default="1280x720", help="window size WxH in logical pixels")
     p.add_argument("--classifier", default="resnet18", help="resnet18 (random init) or none")
     p.add_argument("--faces", default="fast", help="face mode (default: %(default)s, as rtvision)")
     p.add_argument("--face-scale", type=float, default=None)

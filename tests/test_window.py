@@ -282,3 +282,12 @@ def test_file_batches_play_frame_by_frame(qtbot, open_window, faces_video):
     assert window.runner.stats.processed == 24
     assert drawn == sorted(drawn) and len(set(drawn)) == len(drawn)
     assert len(drawn) >= 20, drawn  # newest-only would draw about one frame in four
+
+
+def test_panel_face_mode_is_compact():
+    from rtvision.gui.metrics import compact_face_mode
+
+    assert compact_face_mode("fast: fast-mtcnn scale 1 min face 28px, stride 4 + tracking") == "fast: min face 28px, stride 4 + tracking"
+    assert compact_face_mode("full: fast-mtcnn scale 1") == "full: full resolution"
+    assert compact_face_mode("fast: fast-mtcnn scale 0.25, stride 4 + tracking") == "fast: scale 0.25, stride 4 + tracking"
+    assert compact_face_mode("full: facenet-mtcnn scale 0.5") == "full: facenet scale 0.5"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import math
+import re
 import time
 from dataclasses import dataclass
 
@@ -86,7 +87,7 @@ class WindowMeters:
         m = p.models
         v["device"] = str(m.device) if m else "–"
         v["classifier"] = m.classifier_variant if m else "–"
-        v["faces"] = m.face_mode if m else "–"
+        v["faces"] = compact_face_mode(m.face_mode) if m else "–"
         v["rss"] = _num(rss_mb(), 0, " MB")
         gpu = gpu_memory_mb() if m is not None and m.device.type == "cuda" else {}
         v["gpu"] = f"{gpu['gpu_allocated_mb']:.0f} / {gpu['gpu_reserved_mb']:.0f} MB" if gpu else "n/a (CPU)"
@@ -119,3 +120,13 @@ def banner_messages(runner, ended: bool) -> list[tuple[str, str]]:
         else:
             out.append(("info", "stream ended"))
     return out
+
+
+def compact_face_mode(description: str) -> str:
+    """The face stage's description, shortened for the panel (the summary has it whole):
+    "fast: fast-mtcnn scale 1 min face 28px, stride 4 + tracking" -> "fast: min face 28px, stride 4 + tracking"."""
+    out = description.replace("fast-mtcnn ", "").replace("facenet-mtcnn ", "facenet ")
+    out = re.sub(r"\bscale 1(\.0)?\b ?", "", out)
+    out = re.sub(r"\s+", " ", out).replace(": ,", ":").strip()
+    return out + " full resolution" if out.endswith(":") else out
+

@@ -9,6 +9,9 @@ from .metrics import PANEL_ROWS, PanelText
 from .plot import HistoryPlot
 
 
+PANEL_MAX_WIDTH = 380  # px
+
+
 class StatsPanel(QWidget):
     """``values[key]`` is the QLabel of a row (object name ``stat_<key>``, for tests)."""
 
@@ -23,6 +26,7 @@ class StatsPanel(QWidget):
             value = QLabel("–")
             value.setObjectName(f"stat_{key}")
             value.setTextInteractionFlags(Qt.TextSelectableByMouse)
+            value.setWordWrap(True)  # a long value (face mode, variant) wraps; the video keeps its room
             self.values[key] = value
             form.addRow(QLabel(title), value)
         outer.addLayout(form)
@@ -30,6 +34,7 @@ class StatsPanel(QWidget):
         outer.addWidget(self.plot)
         outer.addStretch(1)
         self.setMinimumWidth(280)
+        self.setMaximumWidth(PANEL_MAX_WIDTH)
 
     def show_text(self, text: PanelText) -> None:
         for key, value in text.values.items():

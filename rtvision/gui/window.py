@@ -128,7 +128,7 @@ class MainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.state_label)
         self._build_actions()
         self.view.setFocus()
-        self.resize(1280, 600)
+        self.resize(1280, 720)
 
         self._poll_timer = QTimer(self)
         self._poll_timer.setInterval(POLL_MS)
