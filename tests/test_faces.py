@@ -71,3 +71,18 @@ def test_detect_near_finds_the_full_detectors_faces_from_shifted_boxes(faces_fra
     assert ok.sum() > refit_ok.sum()  # what the re-fit alone cannot recover
     _, ok_bg = det.detect_near(frame, np.array([[1500, 950, 1600, 1050]], np.float32))
     assert not ok_bg.any()
+
+
+def test_detect_near_at_half_scale_maps_back_to_full_resolution(faces_frames):
+    """With ``--face-scale`` the search works in the detector's pixels and answers in the
+    frame's: boxes moved half a face sideways come back as the half-scale detection's boxes."""
+    det = FastMTCNN("cpu", scale=0.5)
+    frame = faces_frames[2]
+    full = det.detect([frame])[0]
+    tall = full.xyxy[(full.xyxy[:, 3] - full.xyxy[:, 1]) >= 40]
+    assert len(tall) >= 3
+    h = tall[:, 3] - tall[:, 1]
+    moved = (tall + np.stack([0.5 * h, 0 * h, 0.5 * h, 0 * h], axis=1)).astype(np.float32)
+    near, ok = det.detect_near(frame, moved)
+    assert ok.mean() >= 0.75
+    assert np.diag(iou_matrix(near.xyxy, tall))[ok].min() >= 0.9
