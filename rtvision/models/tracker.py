@@ -216,6 +216,7 @@ class FaceTracker:
                 self._confirm(t, faces.xyxy[k], float(faces.scores[k]), None if faces.landmarks is None else faces.landmarks[k])
             elif t.confidence < min_confidence:
                 t.misses += 1
+                t.searches += 1
 
     def missed_once(self) -> list[Track]:
         """Tracks that the last detection (or search) lost, reported until then: candidates
@@ -528,22 +529,19 @@ class StridedFaceTracker:
                 self._last_detect, self._since_detect = index, 0
                 self.stats.detected += 1
                 if self.search:
-                    faces = self._rescue(frame, faces)
+                    faces = self._search(frame, faces, np.zeros(0, np.int64))
             else:
                 faces = self.tracker.track(index, frame)
+                lost = np.zeros(0, np.int64)
                 if self.refine and len(faces):
                     refined, ok = self.detector.refine(frame, faces.xyxy)
                     self.tracker.set_reported(refined, ok)
                     self.stats.refined += 1
-                    if self.search and not ok.all():
-                        lost = np.flatnonzero(~ok)
-                        near, hit = self.detector.detect_near(frame, faces.xyxy[lost])
-                        self.tracker.relocate(lost, near, hit, self.min_confidence)
-                        self.stats.searched += len(lost)
-                        self.stats.relocated += int(hit.sum())
-                    faces = self.tracker.faces()
+                    lost = np.flatnonzero(~ok)
                 if self.search:
-                    faces = self._rescue(frame, faces)
+                    faces = self._search(frame, faces, lost)
+                elif self.refine and len(faces):
+                    faces = self.tracker.faces()
                 if self.tracker.confidence < self.min_confidence:
                     dets = self.detector.detect([frame])[0]
                     self.stats.detect_calls += 1
@@ -558,20 +556,30 @@ class StridedFaceTracker:
             out.append(faces)
         return out
 
-    def _rescue(self, frame: Any, faces: Faces) -> Faces:
-        """Search for the tracks the last detection lost near where they are expected. MTCNN
-        drops a face now and then for a frame or two (a blink of its cross-level NMS, a turn, a
-        blur) that it finds again right after: found, the track is reported again at once, with
-        its id, instead of after the next detection."""
+    def _search(self, frame: Any, faces: Faces, lost: np.ndarray) -> Faces:
+        """One local search (``detect_near``) for two kinds of faces, then the reported faces:
+
+        - ``lost``: reported tracks (positions in ``faces``) the re-fit no longer calls a face
+          (fast motion, blur, dropped frames): found, the track takes the box.
+        - tracks the last detection missed (:meth:`FaceTracker.missed_once`): MTCNN drops a
+          face now and then for a frame or two (a blink of its cross-level NMS, a turn) that
+          it finds again right after; found, the track is reported again at once, with its id,
+          instead of after the next detection.
+        """
         missed = self.tracker.missed_once()
-        if not missed:
-            return faces
-        near, hit = self.detector.detect_near(frame, np.stack([t.xyxy for t in missed]))
-        self.stats.searched += len(missed)
-        if self.tracker.rescue(missed, near, hit):
-            self.stats.relocated += int(hit.sum())
+        if not len(lost) and not missed:
             return self.tracker.faces()
-        return faces
+        boxes = np.concatenate([faces.xyxy[lost].reshape(-1, 4), np.array([t.xyxy for t in missed], np.float32).reshape(-1, 4)])
+        near, hit = self.detector.detect_near(frame, boxes)
+        k = len(lost)
+        self.stats.searched += len(boxes)
+        self.stats.relocated += int(hit.sum())
+        if k:
+            self.tracker.relocate(lost, Faces(near.xyxy[:k], near.scores[:k], near.landmarks[:k]), hit[:k], self.min_confidence)
+        if missed:
+            rest = Faces(near.xyxy[k:], near.scores[k:], near.landmarks[k:])
+            self.tracker.rescue(missed, rest, hit[k:])
+        return self.tracker.faces()
 
     def _plan(self, frames: list[Any], indices: list[int]) -> list[bool]:
         """Which frames get a scheduled detection (stride, gaps, size changes, restarts)."""
