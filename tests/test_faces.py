@@ -86,3 +86,18 @@ def test_detect_near_at_half_scale_maps_back_to_full_resolution(faces_frames):
     near, ok = det.detect_near(frame, moved)
     assert ok.mean() >= 0.75
     assert np.diag(iou_matrix(near.xyxy, tall))[ok].min() >= 0.9
+
+
+def test_detect_near_device_path_matches_host_path(faces_frames):
+    """The GPU's way (table and windows computed with torch on the device, here the CPU) gives
+    the host path's boxes."""
+    frame = faces_frames[2]
+    host = FastMTCNN("cpu", min_face_size=pyramid_min_face(28))
+    dev = FastMTCNN("cpu", min_face_size=pyramid_min_face(28), host_preprocess=False)
+    full = host.detect([frame])[0]
+    h = full.xyxy[:, 3] - full.xyxy[:, 1]
+    moved = (full.xyxy + np.stack([0.4 * h, 0.2 * h, 0.4 * h, 0.2 * h], axis=1)).astype(np.float32)
+    a, ok_a = host.detect_near(frame, moved)
+    b, ok_b = dev.detect_near(frame, moved)
+    assert ok_a.sum() >= 3 and (ok_a == ok_b).all()
+    assert np.allclose(a.xyxy, b.xyxy, atol=1e-3) and np.allclose(a.scores, b.scores, atol=1e-5)
