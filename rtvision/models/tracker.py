@@ -205,14 +205,15 @@ class FaceTracker:
 
     def relocate(self, positions: Sequence[int], faces: Faces, found: np.ndarray, min_confidence: float) -> None:
         """Results of a local search (``detect_near``) for the reported tracks at ``positions``
-        (indices into ``faces()`` order): a found face becomes the track's box (full confidence,
-        velocity from its last confirmed box); a track not found whose flow confidence is below
-        ``min_confidence`` stops being reported and coasts until a detection re-finds it or
-        drops it; one the flow still follows well stays reported on its flow box."""
+        (indices into ``faces()`` order): a found face that is not another track's becomes the
+        track's box (full confidence, velocity from its last confirmed box); a track not found
+        whose flow confidence is below ``min_confidence`` stops being reported and coasts until
+        a detection re-finds it or drops it; one the flow still follows well stays reported on
+        its flow box."""
         act = [t for t in self.tracks if t.active]
         for k, p in enumerate(positions):
             t = act[int(p)]
-            if found[k]:
+            if found[k] and not self._taken(faces.xyxy[k], t):
                 self._confirm(t, faces.xyxy[k], float(faces.scores[k]), None if faces.landmarks is None else faces.landmarks[k])
             elif t.confidence < min_confidence:
                 t.misses += 1
@@ -231,14 +232,19 @@ class FaceTracker:
             if not found[k]:
                 t.searches += 1
                 continue
-            others = [o.xyxy for o in self.tracks if o.active and o is not t]
-            if others and iou_xyxy(faces.xyxy[k][None], np.stack(others)).max() >= self.iou_threshold:
+            if self._taken(faces.xyxy[k], t):
                 continue
             t.misses = 0
             t.searches = 0
             self._confirm(t, faces.xyxy[k], float(faces.scores[k]), None if faces.landmarks is None else faces.landmarks[k])
             n += 1
         return n
+
+    def _taken(self, box: np.ndarray, t: Track) -> bool:
+        """Whether ``box`` is already another reported track's face (two tracks must not
+        converge on one face)."""
+        others = [o.xyxy for o in self.tracks if o.active and o is not t]
+        return bool(others) and float(iou_xyxy(np.asarray(box)[None], np.stack(others)).max()) >= self.iou_threshold
 
     def _confirm(self, t: Track, box: np.ndarray, score: float, landmarks: np.ndarray | None) -> None:
         box = np.asarray(box, np.float64)
