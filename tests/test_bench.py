@@ -213,3 +213,20 @@ def test_run_recording_does_not_grow_the_heap_it_measures():
         small.add(ResultRecord(i, float(i), 1.0, {}, box + i, None))
     assert [r.index for r in small.records] == list(range(40))
     assert small.records[39].top1 is None and float(small.records[39].faces_xyxy[0, 0]) == 39.0
+
+
+def test_latency_drift_reports_every_window():
+    """Soak drift: p99 of the first and last minute, and of every whole minute in between (the
+    spread one window shows on a shared machine), from the records' own timestamps."""
+    from rtvision.benchmark.record import ResultRecord, latency_drift
+
+    # 5 minutes at 10 results/s; latency 100 ms, 200 ms in the fourth minute, 120 in the last
+    recs = [ResultRecord(i, i / 10, 100.0 + 100.0 * (180 <= i / 10 < 240) + 20.0 * (i / 10 >= 240), {}, None, None)
+            for i in range(3000)]
+    d = latency_drift(recs)
+    assert d["basis"] == "first vs last 60 s"
+    assert d["ratio"] == pytest.approx(1.2, abs=0.01) and d["within_20pct"] is not None
+    assert [round(v) for v in d["window_p99_ms"]] == [100, 100, 100, 200, 120]
+    assert (round(d["window_p99_min_ms"]), round(d["window_p99_max_ms"])) == (100, 200)
+    short = latency_drift(recs[:900])  # under two minutes: quarters, no windows
+    assert short["basis"] == "first vs last quarter of results" and "window_p99_ms" not in short

@@ -163,13 +163,28 @@ def latency_drift(records: Sequence[ResultRecord], window_s: float = 60.0) -> di
         basis = "first vs last quarter of results"
     a, b = _pct(first, 99), _pct(last, 99)
     ratio = b / a if a > 0 else float("nan")
-    return {
+    out = {
         "basis": basis,
         "first_p99_ms": a,
         "last_p99_ms": b,
         "ratio": ratio,
         "within_20pct": bool(ratio <= 1.2) if not math.isnan(ratio) else None,
     }
+    if t1 - t0 >= 2 * window_s:
+        # p99 of every window in between too (from the start; a remainder of at least half a
+        # window is one of its own): shows whether first vs last is a trend or the spread a
+        # shared machine gives any one window
+        span = t1 - t0
+        n_win = math.ceil(span / window_s)
+        if span - (n_win - 1) * window_s < window_s / 2:  # a short remainder joins the window before
+            n_win -= 1
+        lat = np.array([r.latency_ms for r in records], np.float64)
+        at = np.array([r.written_at for r in records], np.float64)
+        win = np.minimum(((at - t0) // window_s).astype(np.int64), n_win - 1)
+        out["window_p99_ms"] = [_pct(lat[win == i], 99) for i in range(n_win)]
+        out["window_p99_min_ms"] = float(np.nanmin(out["window_p99_ms"]))
+        out["window_p99_max_ms"] = float(np.nanmax(out["window_p99_ms"]))
+    return out
 
 
 def summarize(rec: RunRecording, warmup: int, live: bool, frames_read: int | None = None,

@@ -93,7 +93,11 @@ def _drift(a: dict) -> str:
     ratio = med(a, "drift.ratio")
     if math.isnan(ratio):
         return "n/a (too few results)"
-    return f"{f(med(a, 'drift.first_p99_ms'), 0)} → {f(med(a, 'drift.last_p99_ms'), 0)} ({f(ratio, 2)}x)"
+    out = f"{f(med(a, 'drift.first_p99_ms'), 0)} → {f(med(a, 'drift.last_p99_ms'), 0)} ({f(ratio, 2)}x)"
+    lo, hi = med(a, "drift.window_p99_min_ms"), med(a, "drift.window_p99_max_ms")
+    if not (math.isnan(lo) or math.isnan(hi)):
+        out += f"; every window {f(lo, 0)}–{f(hi, 0)}"
+    return out
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -148,7 +152,9 @@ def render_markdown(report: dict) -> str:
                          "p99 first → last (ratio)", "p50 latency: naive / variant"], rows)
         basis = next((r["drift"]["basis"] for v in variants if v.get("live") for r in v["live"]["runs"] if "drift" in r), None)
         if basis and basis != "too few results":
-            lines.append(f"\nDrift: p99 {basis}; target: last within 20% of first (≤ 1.20x).")
+            lines.append(f"\nDrift: p99 {basis}; target: last within 20% of first (≤ 1.20x)."
+                         + (" \"every window\": the lowest and highest p99 among the run's consecutive windows of that"
+                            " length, the spread any one window shows." if basis.startswith("first vs last") and "s" in basis else ""))
     lines += ["", "## Time per frame by stage (ms, median over repeats)", ""]
     rows = []
     for v in variants:
