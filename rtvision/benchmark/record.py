@@ -69,6 +69,7 @@ class RunRecording:
         self._stages = np.empty((cap, len(STAGES)), np.float32)
         self._top1 = np.empty(cap, np.int64)  # -1: no classifier
         self._faces: list[np.ndarray | None] = []
+        self._records: list[ResultRecord] | None = None  # built once after the run
 
     def __len__(self) -> int:
         return self.n
@@ -85,6 +86,7 @@ class RunRecording:
         if self.keep_faces:
             self._faces.append(rec.faces_xyxy)
         self.n = i + 1
+        self._records = None
         if not self.rss or rec.written_at - self.rss[-1][1] >= self.rss_every_s:
             self.rss.append((self.n, rec.written_at, rss_mb()))
 
@@ -97,7 +99,9 @@ class RunRecording:
 
     @property
     def records(self) -> list[ResultRecord]:
-        """The records as objects (built on each call: use after the run)."""
+        """The records as objects (built on first use after the last ``add``)."""
+        if self._records is not None:
+            return self._records
         out = []
         for i in range(self.n):
             t = int(self._top1[i])
@@ -109,6 +113,7 @@ class RunRecording:
                 faces_xyxy=self._faces[i] if self.keep_faces else None,
                 top1=None if t < 0 else t,
             ))
+        self._records = out
         return out
 
 

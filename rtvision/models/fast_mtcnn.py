@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import batched_nms
 
+from ..metrics import iou_matrix
 from ..types import Faces
 
 log = logging.getLogger(__name__)
@@ -57,21 +58,12 @@ NEAR_LEVEL_PX = (8.0, 34.0)
 NEAR_MAX_SHIFT = 1.25
 
 
-def _iou_one(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """IoU of one xyxy box with each of (N,4) boxes."""
-    iw = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
-    ih = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
-    inter = iw * ih
-    union = (box[2] - box[0]) * (box[3] - box[1]) + (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
-
-
 def _pick_near(box: np.ndarray, cand: np.ndarray) -> int | None:
     """The candidate that overlaps ``box`` most, else the nearest of a similar size (within
     1.5x) whose centre is within NEAR_MAX_SHIFT sides of the box's; None when there is none."""
     if len(cand) == 0:
         return None
-    iou = _iou_one(box, cand)
+    iou = iou_matrix(box[None], cand)[0]
     if iou.max() > 0:
         return int(iou.argmax())
     side = max(box[2] - box[0], box[3] - box[1], 1.0)

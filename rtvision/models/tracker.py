@@ -199,13 +199,13 @@ class FaceTracker:
         e.g. a face turning, blurred or moved further than the flow could follow) keeps its
         flow-moved box and flow confidence; :meth:`relocate` then decides its fate."""
         act = [t for t in self.tracks if t.active]
-        for i, (t, box, score, good) in enumerate(zip(act, faces.xyxy, faces.scores, ok)):
+        for i, (t, good) in enumerate(zip(act, ok)):
             if good:  # the detector's own last stage confirms the face: full confidence again
-                self._confirm(t, box, float(score), None if faces.landmarks is None else faces.landmarks[i])
+                self._confirm(t, faces, i)
 
     def relocate(self, positions: Sequence[int], faces: Faces, found: np.ndarray, min_confidence: float) -> None:
-        """Results of a local search (``detect_near``) for the reported tracks at ``positions``
-        (indices into ``faces()`` order): a found face that is not another track's becomes the
+        """Results of a local search (``detect_near``, its first rows) for the reported tracks at
+        ``positions`` (indices into ``faces()`` order): a found face that is not another track's becomes the
         track's box (full confidence, velocity from its last confirmed box); a track not found
         whose flow confidence is below ``min_confidence`` stops being reported and coasts until
         a detection re-finds it or drops it; one the flow still follows well stays reported on
@@ -214,7 +214,7 @@ class FaceTracker:
         for k, p in enumerate(positions):
             t = act[int(p)]
             if found[k] and not self._taken(faces.xyxy[k], t):
-                self._confirm(t, faces.xyxy[k], float(faces.scores[k]), None if faces.landmarks is None else faces.landmarks[k])
+                self._confirm(t, faces, k)
             elif t.confidence < min_confidence:
                 t.misses += 1
                 t.searches += 1
@@ -224,11 +224,12 @@ class FaceTracker:
         for a local search until the next detection re-finds them or they are dropped."""
         return [t for t in self.tracks if t.misses == 1 and t.searches < self.max_searches]
 
-    def rescue(self, tracks: Sequence[Track], faces: Faces, found: np.ndarray) -> int:
+    def rescue(self, tracks: Sequence[Track], faces: Faces, found: np.ndarray, start: int = 0) -> int:
         """Reinstate ``tracks`` (from :meth:`missed_once`) whose local search found them
-        (``found``), unless the face found is already another reported track's. Returns how many."""
+        (``faces``/``found`` rows from ``start`` on), unless the face found is already another
+        reported track's. Returns how many."""
         n = 0
-        for k, t in enumerate(tracks):
+        for k, t in enumerate(tracks, start):
             if not found[k]:
                 t.searches += 1
                 continue
@@ -236,7 +237,7 @@ class FaceTracker:
                 continue
             t.misses = 0
             t.searches = 0
-            self._confirm(t, faces.xyxy[k], float(faces.scores[k]), None if faces.landmarks is None else faces.landmarks[k])
+            self._confirm(t, faces, k)
             n += 1
         return n
 
@@ -246,15 +247,17 @@ class FaceTracker:
         others = [o.xyxy for o in self.tracks if o.active and o is not t]
         return bool(others) and float(iou_xyxy(np.asarray(box)[None], np.stack(others)).max()) >= self.iou_threshold
 
-    def _confirm(self, t: Track, box: np.ndarray, score: float, landmarks: np.ndarray | None) -> None:
-        box = np.asarray(box, np.float64)
+    def _confirm(self, t: Track, faces: Faces, k: int) -> None:
+        """Face ``k`` of ``faces`` (a re-fit or search result) is track ``t`` in its current
+        frame: its box, score and landmarks, full confidence, velocity from the last confirmed box."""
+        box = faces.xyxy[k].astype(np.float64)
         if t.confirmed_index is not None and t.index > t.confirmed_index and t.confirmed_xyxy is not None:
             t.velocity = (box - t.confirmed_xyxy) / (t.index - t.confirmed_index)
         t.xyxy = box
-        t.score = score
+        t.score = float(faces.scores[k])
         t.confidence = 1.0
-        if landmarks is not None:
-            t.landmarks = np.asarray(landmarks, np.float64)
+        if faces.landmarks is not None:
+            t.landmarks = faces.landmarks[k].astype(np.float64)
         t.confirmed_xyxy, t.confirmed_index = box.copy(), t.index
 
     # ------------------------------------------------------------ frame steps
@@ -581,10 +584,9 @@ class StridedFaceTracker:
         self.stats.searched += len(boxes)
         self.stats.relocated += int(hit.sum())
         if k:
-            self.tracker.relocate(lost, Faces(near.xyxy[:k], near.scores[:k], near.landmarks[:k]), hit[:k], self.min_confidence)
+            self.tracker.relocate(lost, near, hit, self.min_confidence)
         if missed:
-            rest = Faces(near.xyxy[k:], near.scores[k:], near.landmarks[k:])
-            self.tracker.rescue(missed, rest, hit[k:])
+            self.tracker.rescue(missed, near, hit, start=k)
         return self.tracker.faces()
 
     def _plan(self, frames: list[Any], indices: list[int]) -> list[bool]:
