@@ -13,6 +13,7 @@ from rtvision.metrics import iou_matrix, match_boxes
 from rtvision.models.fast_mtcnn import (
     FacenetMTCNN,
     FastMTCNN,
+    _MaxPool2x2Ceil,
     choose_scale,
     pyramid_scales,
 )
@@ -178,6 +179,16 @@ def test_pyramid_matches_facenet_recipe():
     assert 1080 * scales[-1] >= 12 > 1080 * scales[-1] * 0.709
     half = pyramid_scales(1080, 1920, 20, 0.709, scale=0.5)
     assert half[0] == pytest.approx(0.3) and len(half) < len(scales)
+
+
+@pytest.mark.parametrize("shape", [(1, 10, 458, 815), (1, 10, 459, 816), (3, 10, 7, 5), (2, 10, 1, 1), (1, 10, 13, 1)])
+def test_pnet_pool_is_max_pool_ceil(shape):
+    """P-Net's strided-view pool gives max_pool2d(2, 2, ceil_mode=True)'s values bit for bit,
+    even and odd sizes, in channels_last."""
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).contiguous(memory_format=torch.channels_last)
+    out = _MaxPool2x2Ceil()(x)
+    assert torch.equal(out, torch.nn.functional.max_pool2d(x, 2, 2, ceil_mode=True))
+    assert out.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_rejects_bad_input(fast):
