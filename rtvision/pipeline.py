@@ -80,6 +80,8 @@ class Pipeline:
                 live=self.live,
                 topk=cfg.model.topk,
                 cuda_sync=self.models.device.type == "cuda",
+                overlap=None if cfg.overlap else False,
+                split_threads=self.models.device.type == "cpu",
             )
         except BaseException:
             self.source.close()

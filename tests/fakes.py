@@ -47,3 +47,27 @@ class FakeFaces:
 
 def fake_models(classifier=None, faces=None) -> Models:
     return Models(torch.device("cpu"), classifier, faces, [])
+
+
+class FakeTrackedFaces(FakeFaces):
+    """A face stage with the tracking stage's three-step interface (plan, detect_planned on the
+    worker's helper thread, finish); records where and how its detections ran, and can fail."""
+
+    def __init__(self, fail_on_call: int | None = None) -> None:
+        self.fail_on_call = fail_on_call
+        self.calls: list[tuple[list[int], str, int]] = []  # (frame indices, thread name, torch threads)
+
+    def plan(self, frames: list[Frame]) -> list[int]:
+        return [f.index for f in frames]
+
+    def detect_planned(self, frames: list[Frame], plan: list[int]) -> dict[int, Faces]:
+        import threading
+
+        self.calls.append((plan, threading.current_thread().name, torch.get_num_threads()))
+        if self.fail_on_call is not None and len(self.calls) >= self.fail_on_call:
+            raise RuntimeError("fake detector failure")
+        return dict(enumerate(self.detect(frames)))
+
+    def finish(self, frames: list[Frame], plan: list[int], detections: dict[int, Faces]) -> list[Faces]:
+        assert plan == [f.index for f in frames]
+        return [detections[i] for i in range(len(frames))]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import decode_index
-from fakes import FakeClassifier, FakeFaces, fake_models
+from fakes import FakeClassifier, FakeFaces, FakeTrackedFaces, fake_models
 
 from rtvision.cli import main
 from rtvision.config import ModelConfig, RunConfig, SourceConfig
@@ -124,6 +124,72 @@ def test_worker_exception_stops_cleanly_and_reports(index_clip, tmp_path):
     rows = read_jsonl(tmp_path / "r.jsonl")
     assert [r["frame"] for r in rows] == list(range(6))  # 3 good batches of 2, then the failure
     assert count_frames(tmp_path / "v.mp4") == 6
+
+
+def test_file_mode_runs_face_detections_a_batch_ahead_on_a_helper_thread(index_clip):
+    """Files: each batch's detections run on the helper thread (ahead of the classifier's work on
+    the batch before), with torch's threads split meanwhile and restored after; every frame
+    comes out once, in order, with its own faces."""
+    threads = torch.get_num_threads()
+    faces = FakeTrackedFaces()
+    cfg = RunConfig(SourceConfig(str(index_clip), max_frames=20), ModelConfig(), batch=4, progress=False)
+    pipe = Pipeline(cfg, models=fake_models(FakeClassifier(sleep_s=0.01), faces)).start()
+    runner = Runner(cfg, pipe)
+    seen = []
+    runner.listeners.append(lambda r: seen.append((r.frame.index, decode_index(r.frame.image), "faces_wait" in r.timings_ms)))
+    s = runner.run()
+    assert s["exit_code"] == 0
+    assert [(i, i, True) for i in range(20)] == seen
+    assert [plan for plan, _, _ in faces.calls] == [list(range(k, k + 4)) for k in range(0, 20, 4)]
+    assert all(name.startswith("rtvision-faces") for _, name, _ in faces.calls)
+    assert all(n == max(1, threads // 2) for _, _, n in faces.calls)
+    assert torch.get_num_threads() == threads
+
+
+def test_no_overlap_and_live_sources_keep_one_thread(index_clip):
+    for cfg in (
+        RunConfig(SourceConfig(str(index_clip), max_frames=8), ModelConfig(), batch=4, overlap=False, progress=False),
+        RunConfig(SourceConfig(str(index_clip), max_frames=8, realtime=True), ModelConfig(), batch=2, progress=False),
+    ):
+        faces = FakeTrackedFaces()
+        pipe = Pipeline(cfg, models=fake_models(FakeClassifier(), faces)).start()
+        s = Runner(cfg, pipe).run()
+        assert s["exit_code"] == 0 and s["frames_processed"] >= 1
+        assert faces.calls == []  # detect(), on the worker itself
+
+
+def test_helper_thread_failure_stops_cleanly_and_reports(index_clip, tmp_path):
+    """A detection failing on the helper thread fails the run like a worker failure: exit 1, the
+    error named, every thread joined, the JSONL complete up to the last processed frame."""
+    cfg = RunConfig(SourceConfig(str(index_clip)), ModelConfig(), batch=2, progress=False,
+                    results_path=str(tmp_path / "r.jsonl"))
+    pipe = Pipeline(cfg, models=fake_models(FakeClassifier(), FakeTrackedFaces(fail_on_call=3))).start()
+    s = Runner(cfg, pipe).run()
+    assert s["exit_code"] == 1
+    assert "fake detector failure" in s["error"]
+    assert not pipe.capture.is_alive() and not pipe.worker.is_alive()
+    # batches 0 and 1 were finished; batch 2's detections (the third call) failed
+    assert [r["frame"] for r in read_jsonl(tmp_path / "r.jsonl")] == list(range(4))
+
+
+def test_overlap_gives_the_sequential_results_on_real_video(faces_video, resnet18_ckpt, tmp_path):
+    """The default face mode and a ResNet-18 on the 1080p clip: the overlapped loop (threads split)
+    finds the same faces, track ids and labels as one model after the other."""
+    rows = {}
+    for flag in ([], ["--no-overlap"]):
+        out = tmp_path / f"r{len(flag)}.jsonl"
+        rc = main(["--source", str(faces_video), "--headless", "--no-progress", "--max-frames", "12",
+                   "--classifier", "resnet18", "--weights", str(resnet18_ckpt), "--precision", "fp32",
+                   "--results", str(out), *flag])
+        assert rc == 0
+        rows[len(flag)] = read_jsonl(out)
+    a, b = rows[0], rows[1]
+    assert [r["frame"] for r in a] == [r["frame"] for r in b] == list(range(12))
+    for ra, rb in zip(a, b):
+        assert [f["track_id"] for f in ra["faces"]] == [f["track_id"] for f in rb["faces"]]
+        assert np.allclose([f["xyxy"] for f in ra["faces"]], [f["xyxy"] for f in rb["faces"]], atol=0.5)
+        assert [x["class_id"] for x in ra["labels"]] == [x["class_id"] for x in rb["labels"]]
+    assert sum(len(r["faces"]) for r in a) >= 12 * 5
 
 
 def test_save_writes_playable_video_with_every_frame(faces_video, tmp_path):

@@ -90,6 +90,7 @@ def run_pipeline(
             source=SourceConfig(spec=source, realtime=live, max_frames=frames),
             model=plan.model,
             batch=plan.batch,
+            overlap=plan.overlap,
             results_path=str(Path(tmp) / "results.jsonl"),
             save_path=str(Path(tmp) / "annotated.mp4") if save_video else None,
             headless=True,

@@ -59,6 +59,7 @@ class VariantPlan:
     description: str = ""
     build: Callable[[BenchContext], Models] | None = None
     check: Callable[[Models], None] | None = None  # raises VariantUnavailable after building
+    overlap: bool = True  # files: face detections a batch ahead on a helper thread (RunConfig.overlap)
 
     @property
     def is_naive(self) -> bool:
@@ -163,6 +164,14 @@ register_variant("faces-full-facenet", _derived(
     "faces-full-facenet", "facenet-pytorch's own MTCNN, full resolution, every frame", faces="full", face_backend="facenet"))
 register_variant("faces-off", _derived("faces-off", "default settings, no face detector", faces="off"))
 register_variant("batch1", _derived("batch1", "default settings, batch 1", batch=1))
+
+
+def _no_overlap(ctx: BenchContext) -> VariantPlan:
+    cfg, batch = cli_defaults(ctx)
+    return VariantPlan("no-overlap", cfg, batch, "default settings, classifier and faces one after the other (--no-overlap)", overlap=False)
+
+
+register_variant("no-overlap", _no_overlap)
 
 
 def build_variant_models(plan: VariantPlan, ctx: BenchContext) -> Models:

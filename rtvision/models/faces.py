@@ -27,7 +27,7 @@ import torch
 
 from ..types import Faces, Frame
 from .fast_mtcnn import DEFAULT_MIN_FACE_SIZE, FacenetMTCNN, FastMTCNN, choose_scale
-from .tracker import StridedFaceTracker
+from .tracker import Plan, StridedFaceTracker
 
 BACKENDS = ("fast", "facenet")
 
@@ -77,6 +77,18 @@ class TrackedFaces:
 
     def detect(self, frames: list[Frame]) -> list[Faces]:
         return self.tracker.process(frames, [f.index for f in frames])
+
+    # The same in two steps, so that the scheduled detections can run ahead on another thread
+    # (see InferenceWorker): plan() and detect_planned() for a batch, then finish() it, in
+    # frame order.
+    def plan(self, frames: list[Frame]) -> Plan:
+        return self.tracker.plan(frames, [f.index for f in frames])
+
+    def detect_planned(self, frames: list[Frame], plan: Plan) -> dict[int, Faces]:
+        return self.tracker.detect_planned(frames, plan)
+
+    def finish(self, frames: list[Frame], plan: Plan, detections: dict[int, Faces]) -> list[Faces]:
+        return self.tracker.process(frames, plan=plan, detections=detections)
 
 
 def build_face_detector(

@@ -455,7 +455,7 @@ class StridedFaceTracker:
     detector: anything with ``detect(frames) -> list[Faces]`` (e.g. FastMTCNN, FacenetMTCNN).
     stride: frames from one scheduled detection to the next (1: detect every frame).
     min_confidence: a tracked frame whose lowest track confidence falls below this is detected
-        right away (and the stride restarts there).
+        right away (an extra detection; the stride schedule is unchanged).
     max_gap: a jump in frame index larger than this (dropped frames) forces a detection;
         default ``stride``.
     refine: on tracked frames, re-fit the flow-moved boxes with the detector's ``refine``
@@ -491,9 +491,8 @@ class StridedFaceTracker:
         # stops being reported until the next scheduled detection re-finds or drops it.
         self.search = self.refine and bool(search) and hasattr(detector, "detect_near")
         self.stats = StrideStats()
-        self._last_detect: int | None = None
-        self._last_index: int | None = None
-        self._since_detect = 0  # processed frames since the last detection
+        self._last_index: int | None = None  # the last frame processed (tracked or detected)
+        self._schedule = _Schedule()
 
     @property
     def device(self):
@@ -501,41 +500,66 @@ class StridedFaceTracker:
 
     def reset(self) -> None:
         self.tracker.reset()
-        self._last_detect = None
         self._last_index = None
-        self._since_detect = 0
+        self._schedule = _Schedule()
 
     def detect(self, frames: Sequence[Any]) -> list[Faces]:
         """The detector interface: frame indices from ``Frame.index``, else consecutive."""
         return self.process(list(frames))
 
-    def process(self, frames: Sequence[Any], indices: Sequence[int] | None = None) -> list[Faces]:
-        """``Faces`` with ``track_ids`` for every frame, in order. ``indices`` are the frames'
-        positions in their source (increasing; gaps mean dropped frames)."""
+    def plan(self, frames: Sequence[Any], indices: Sequence[int] | None = None) -> Plan:
+        """Book the next frames (in order, each frame once) into the detection schedule.
+
+        The schedule depends only on frame indices and sizes, never on what was found, so the
+        frames of the next batch can be planned, and their detections run (:meth:`detect_planned`,
+        on another thread), while the tracker still works on the current batch."""
         frames = list(frames)
         if indices is None:
-            start = -1 if self._last_index is None else self._last_index
+            last = self._schedule.last
+            start = -1 if last is None else last
             indices = [int(getattr(f, "index", start + 1 + i)) for i, f in enumerate(frames)]
         indices = [int(i) for i in indices]
         if len(indices) != len(frames):
             raise ValueError(f"{len(frames)} frames but {len(indices)} indices")
+        return Plan(indices, self._schedule.book(frames, indices, self.stride, self.max_gap, self.stats))
+
+    def detect_planned(self, frames: Sequence[Any], plan: Plan) -> dict[int, Faces]:
+        """The scheduled detections of ``plan`` (positions in ``frames`` -> Faces), all in one
+        detector call. Touches no tracker state: safe on another thread than :meth:`process`."""
+        planned = [i for i, d in enumerate(plan.detect) if d]
+        if not planned:
+            return {}
+        found = self.detector.detect([frames[i] for i in planned])
+        self.stats.detect_calls += 1
+        return dict(zip(planned, found))
+
+    def process(
+        self,
+        frames: Sequence[Any],
+        indices: Sequence[int] | None = None,
+        plan: Plan | None = None,
+        detections: dict[int, Faces] | None = None,
+    ) -> list[Faces]:
+        """``Faces`` with ``track_ids`` for every frame, in order. ``indices`` are the frames'
+        positions in their source (increasing; gaps mean dropped frames). ``plan`` and
+        ``detections`` come from :meth:`plan` and :meth:`detect_planned` when the detections
+        ran ahead; by default both are done here."""
+        frames = list(frames)
+        if plan is None:
+            plan = self.plan(frames, indices)
+        if len(plan.indices) != len(frames):
+            raise ValueError(f"{len(frames)} frames but a plan for {len(plan.indices)}")
         if not frames:
             return []
-        plan = self._plan(frames, indices)
-        planned = [i for i, p in enumerate(plan) if p]
-        detections: dict[int, Faces] = {}
-        if planned:
-            found = self.detector.detect([frames[i] for i in planned])
-            self.stats.detect_calls += 1
-            detections = dict(zip(planned, found))
+        if detections is None:
+            detections = self.detect_planned(frames, plan)
         out: list[Faces] = []
-        for i, (frame, index) in enumerate(zip(frames, indices)):
+        for i, (frame, index) in enumerate(zip(frames, plan.indices)):
             self.stats.frames += 1
             if self._last_index is not None and index <= self._last_index:
                 self.tracker.reset()  # went back (a source restart): old tracks mean nothing
             if i in detections:
                 faces = self.tracker.update(index, frame, detections[i])
-                self._last_detect, self._since_detect = index, 0
                 self.stats.detected += 1
                 if self.search:
                     faces = self._search(frame, faces, np.zeros(0, np.int64))
@@ -552,14 +576,14 @@ class StridedFaceTracker:
                 elif self.refine and len(faces):
                     faces = self.tracker.faces()
                 if self.tracker.confidence < self.min_confidence:
+                    # An extra detection; the schedule stays as planned (it may already
+                    # have been booked, and its detections run, ahead of this frame).
                     dets = self.detector.detect([frame])[0]
                     self.stats.detect_calls += 1
                     faces = self.tracker.update(index, frame, dets)
-                    self._last_detect, self._since_detect = index, 0
                     self.stats.detected += 1
                     self.stats.early += 1
                 else:
-                    self._since_detect += 1
                     self.stats.tracked += 1
             self._last_index = index
             out.append(faces)
@@ -589,31 +613,47 @@ class StridedFaceTracker:
             self.tracker.rescue(missed, near, hit, start=k)
         return self.tracker.faces()
 
-    def _plan(self, frames: list[Any], indices: list[int]) -> list[bool]:
+
+@dataclass
+class Plan:
+    """Frames booked into the detection schedule: their source indices and which of them get a
+    scheduled detection."""
+
+    indices: list[int]
+    detect: list[bool]
+
+
+@dataclass
+class _Schedule:
+    """Where the detection schedule stands after the frames booked so far."""
+
+    last_detect: int | None = None
+    last: int | None = None
+    since: int = 0  # booked frames since the last scheduled detection
+    wh: tuple[int, int] | None = None
+
+    def book(self, frames: list[Any], indices: list[int], stride: int, max_gap: int, stats: StrideStats) -> list[bool]:
         """Which frames get a scheduled detection (stride, gaps, size changes, restarts)."""
         plan = []
-        last_det, last = self._last_detect, self._last_index
-        since = self._since_detect
-        wh = self.tracker._frame_wh
         for frame, index in zip(frames, indices):
             h, w = _image(frame).shape[:2]
-            gap = last is not None and index - last > self.max_gap
+            gap = self.last is not None and index - self.last > max_gap
             # The stride counts processed frames: a live source that drops frames still gets
             # tracked frames between detections (a long gap forces one).
             detect = (
-                last_det is None
-                or last is None
-                or index <= last
-                or since + 1 >= self.stride
+                self.last_detect is None
+                or self.last is None
+                or index <= self.last
+                or self.since + 1 >= stride
                 or gap
-                or wh != (w, h)
+                or self.wh != (w, h)
             )
             if detect:
-                if gap and since + 1 < self.stride:
-                    self.stats.gaps += 1
-                last_det, since = index, 0
+                if gap and self.since + 1 < stride:
+                    stats.gaps += 1
+                self.last_detect, self.since = index, 0
             else:
-                since += 1
+                self.since += 1
             plan.append(detect)
-            last, wh = index, (w, h)
+            self.last, self.wh = index, (w, h)
         return plan
