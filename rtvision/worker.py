@@ -25,6 +25,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import cv2
 import torch
 
 from .buffer import RingBuffer
@@ -98,10 +99,11 @@ class InferenceWorker(threading.Thread):
         self.split_threads = bool(split_threads and self.overlap)
 
     def run(self) -> None:
-        threads = torch.get_num_threads()
+        threads, cv_threads = torch.get_num_threads(), cv2.getNumThreads()
         try:
             if self.split_threads and threads > 1:
                 torch.set_num_threads(max(1, threads // 2))
+                cv2.setNumThreads(max(1, cv_threads // 2))  # the tracker's flow and resizes
             if self.overlap:
                 self._loop_overlapped()
             else:
@@ -114,6 +116,8 @@ class InferenceWorker(threading.Thread):
         finally:
             if torch.get_num_threads() != threads:
                 torch.set_num_threads(threads)
+            if cv2.getNumThreads() != cv_threads:
+                cv2.setNumThreads(cv_threads)
             self._emit(END, force=True)
 
     def _emit(self, item, force: bool = False) -> bool:
