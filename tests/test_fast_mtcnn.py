@@ -13,6 +13,9 @@ from rtvision.metrics import iou_matrix, match_boxes
 from rtvision.models.fast_mtcnn import (
     FacenetMTCNN,
     FastMTCNN,
+    _area_crops,
+    _CropTable,
+    _integral_cpu,
     _MaxPool2x2Ceil,
     choose_scale,
     pyramid_scales,
@@ -189,6 +192,27 @@ def test_pnet_pool_is_max_pool_ceil(shape):
     out = _MaxPool2x2Ceil()(x)
     assert torch.equal(out, torch.nn.functional.max_pool2d(x, 2, 2, ceil_mode=True))
     assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_region_table_gives_the_whole_frames_crops(faces_frames):
+    """The local search's summed-area table of a region gives the whole frame's R-/O-Net crops
+    for rois inside it, and falls back to the whole frame's table for a roi that is not."""
+    frame = faces_frames[0]
+    whole = torch.from_numpy(_integral_cpu([frame]))
+    x0, y0, x1, y1 = 600, 400, 1100, 900
+    calls = []
+
+    def make_whole():
+        calls.append(1)
+        return whole
+
+    rois = torch.tensor([[0, 650, 450, 730, 530], [0, 600, 400, 1100, 900], [0, 900, 700, 960, 790]])
+    region = _CropTable(torch.from_numpy(_integral_cpu([frame[y0:y1, x0:x1]])), x0, y0, x1, y1, make_whole)
+    assert torch.equal(region.crops(rois, 24), _area_crops(whole, rois, 24))
+    assert calls == []
+    out = torch.cat([rois, torch.tensor([[0, 1090, 850, 1150, 910]])])  # reaches past x1 and y1
+    assert torch.equal(region.crops(out, 48), _area_crops(whole, out, 48))
+    assert calls == [1]
 
 
 def test_rejects_bad_input(fast):
