@@ -255,6 +255,8 @@ def write_plot(report: dict, series: dict, path: str | Path) -> None:
     else:
         ax2.text(0.5, 0.5, "no live run (--live)", ha="center", va="center", transform=ax2.transAxes)
     ax2.set_title("Live latency distribution (ms)")
+    for ax in (ax1, ax2):  # long variant names side by side
+        ax.tick_params(axis="x", labelrotation=25, labelsize=8)
     for (name, mode), s in series.items():
         if s["rss"]:
             t0 = s["rss"][0][0]
