@@ -394,12 +394,21 @@ def _area_windows(start: torch.Tensor, length: torch.Tensor, out: int) -> tuple[
 def _area_crops(integral: torch.Tensor, rois: torch.Tensor, out: int, chunk: int = 2048) -> torch.Tensor:
     """(K,3,out,out) channels_last normalized BGR crops, each roi area-resized exactly as
     ``F.interpolate(mode="area")`` of the cropped frame would (what facenet does box by box),
-    gathered from the (N, H+1, W+1, 3) summed-area table in one go: four row gathers
-    (``index_select`` on the flattened table, 2-4x cheaper than 3-D advanced indexing)."""
+    gathered from the (N, H+1, W+1, 3) summed-area table in one go: four row gathers of the
+    flattened table (2-4x cheaper than 3-D advanced indexing), with ``np.take`` on the host
+    (~1.3x faster there than ``index_select``)."""
     _, h1, w1, c = integral.shape
-    if integral.device.type == "cpu":
-        return _area_crops_np(integral.numpy(), rois.numpy(), out)
     flat = integral.reshape(-1, c)
+    if integral.device.type == "cpu":
+        host = flat.numpy()
+
+        def gather(index: torch.Tensor) -> torch.Tensor:
+            return torch.from_numpy(np.take(host, index.numpy(), axis=0))
+    else:
+
+        def gather(index: torch.Tensor) -> torch.Tensor:
+            return flat.index_select(0, index)
+
     parts = []
     for k in range(0, rois.shape[0], chunk):
         r = rois[k : k + chunk]
@@ -408,37 +417,15 @@ def _area_crops(integral: torch.Tensor, rois: torch.Tensor, out: int, chunk: int
         base = r[:, 0, None, None] * (h1 * w1)
         rs, re = (ys * w1)[:, :, None] + base, (ye * w1)[:, :, None] + base
         cs, ce = xs[:, None, :], xe[:, None, :]
-        total = flat.index_select(0, (re + ce).reshape(-1))
-        total -= flat.index_select(0, (rs + ce).reshape(-1))
-        total -= flat.index_select(0, (re + cs).reshape(-1))
-        total += flat.index_select(0, (rs + cs).reshape(-1))
+        total = gather((re + ce).reshape(-1))
+        total -= gather((rs + ce).reshape(-1))
+        total -= gather((re + cs).reshape(-1))
+        total += gather((rs + cs).reshape(-1))
         count = ((ye - ys)[:, :, None] * (xe - xs)[:, None, :]).unsqueeze(-1)
         parts.append(total.view(r.shape[0], out, out, c).float().div_(count).sub_(127.5).mul_(0.0078125))
     if not parts:
         return torch.zeros((0, 3, out, out), device=integral.device).contiguous(memory_format=torch.channels_last)
     return torch.cat(parts).permute(0, 3, 1, 2)
-
-
-def _area_crops_np(integral: np.ndarray, rois: np.ndarray, out: int) -> torch.Tensor:
-    """:func:`_area_crops` on the host: the same sums with ``np.take`` (rows of the flattened
-    table), about 1.3x faster than torch's ``index_select`` there."""
-    _, h1, w1, c = integral.shape
-    flat = integral.reshape(-1, c)
-    i = np.arange(out)
-    length = (rois[:, 4] - rois[:, 2])[:, None]
-    ys, ye = rois[:, 2, None] + (i * length) // out, rois[:, 2, None] + ((i + 1) * length + out - 1) // out
-    length = (rois[:, 3] - rois[:, 1])[:, None]
-    xs, xe = rois[:, 1, None] + (i * length) // out, rois[:, 1, None] + ((i + 1) * length + out - 1) // out
-    base = rois[:, 0, None, None] * (h1 * w1)
-    rs, re = (ys * w1)[:, :, None] + base, (ye * w1)[:, :, None] + base
-    cs, ce = xs[:, None, :], xe[:, None, :]
-    total = np.take(flat, (re + ce).reshape(-1), axis=0)
-    total -= np.take(flat, (rs + ce).reshape(-1), axis=0)
-    total -= np.take(flat, (re + cs).reshape(-1), axis=0)
-    total += np.take(flat, (rs + cs).reshape(-1), axis=0)
-    count = torch.from_numpy(((ye - ys)[:, :, None] * (xe - xs)[:, None, :])[..., None].astype(np.float32))
-    crops = torch.from_numpy(total.reshape(len(rois), out, out, c)).float().div_(count).sub_(127.5).mul_(0.0078125)
-    return crops.permute(0, 3, 1, 2)
 
 
 def _nms_min_numpy(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
