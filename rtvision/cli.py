@@ -93,8 +93,8 @@ def build_run_parser(prog: str = "rtvision") -> OneLineParser:
     g.add_argument("--batch", type=positive_int, default=None,
                    help="most frames per inference batch (default: 4 for files; 1 for live sources, for the lowest latency)")
     g.add_argument("--no-overlap", action="store_true",
-                   help="files: run the classifier and the face detector one after the other (default: the face "
-                        "detections of the next batch run on a helper thread meanwhile, with the CPU's threads split)")
+                   help="files: run the classifier and the face detector one after the other (default with --faces "
+                        "fast: the face detections of the next batch run on a helper thread meanwhile, the CPU's threads split)")
     g.add_argument("--headless", action="store_true", help="no window")
     g.add_argument("--save", default=None, help="write the annotated video (H.264, fragmented MP4)")
     g.add_argument("--results", default=None, help="write per-frame results as JSON Lines")

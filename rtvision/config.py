@@ -103,9 +103,10 @@ class RunConfig:
         worker slower than its camera then always works on the freshest frame: lowest latency).
     results_path: JSON Lines output (one object per processed frame, in frame order).
     save_path: annotated video output.
-    overlap: files: the face detections of batch k+1 run on a helper thread while the worker runs
-        the classifier and the face tracking of batch k (CPU: torch's threads split between the
-        two); False: one model after the other. Live sources never look ahead (latency).
+    overlap: files in the tracking face mode (``fast``): the face detections of batch k+1 run on a
+        helper thread while the worker runs the classifier and the face tracking of batch k (CPU:
+        torch's threads split between the two); False: one model after the other. Live sources
+        never look ahead (latency); ``--faces full`` would not gain (its detector is most of the work).
     """
 
     source: SourceConfig = field(default_factory=SourceConfig)

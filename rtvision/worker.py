@@ -5,8 +5,9 @@ and never wait long for more (latency matters). Results go to a small bounded qu
 order; when the consumer is slow the worker waits, the ring buffer fills, and a live source
 drops at the buffer: no queue anywhere grows without bound.
 
-Files also overlap the two models (``overlap``): the face detections of batch k+1 run on a helper
-thread (``rtvision-faces``) while the worker runs the classifier and the face tracking of batch k.
+Files with a tracking face stage (``--faces fast``) also overlap the two models (``overlap``): the
+face detections of batch k+1 run on a helper thread (``rtvision-faces``) while the worker runs the
+classifier and the face tracking of batch k.
 Both threads then do useful work all the time; on the CPU torch's intra-op threads are split
 between them (2 cores: one each), which measured faster than both models one after the other
 with two intra-op threads each (a detection scales only ~1.5x from one thread to two, and the
@@ -51,7 +52,7 @@ class _Ahead:
 
     frames: list[Frame]
     wait_ms: float
-    plan: Any  # the face stage's Plan, or None for a detector without tracking
+    plan: Any  # the face stage's Plan
     detections: Future  # -> (detections, ms)
 
 
@@ -78,7 +79,7 @@ class InferenceWorker(threading.Thread):
         split_threads: bool = False,
     ) -> None:
         """overlap: run each batch's face detections a batch ahead on a helper thread (default:
-        for files with a face stage). split_threads: meanwhile, halve torch's intra-op threads
+        for files with a tracking face stage). split_threads: meanwhile, halve torch's intra-op threads
         (CPU models: the two threads share the cores instead of contending for them)."""
         super().__init__(name="rtvision-worker", daemon=True)
         self.buffer = buffer
@@ -95,7 +96,11 @@ class InferenceWorker(threading.Thread):
         self.processed = 0
         self.batches = 0
         self.paused = threading.Event()  # set: hold (the window's pause on a file)
-        self.overlap = (not live and faces is not None) if overlap is None else bool(overlap and faces is not None)
+        # The overlap needs a face stage that plans its detections ahead (tracking: --faces fast).
+        # With a detector on every frame (--faces full) it would not pay: the detector is ~10x
+        # the classifier's work and would run on half the cores.
+        plans = faces is not None and hasattr(faces, "plan")
+        self.overlap = (not live and plans) if overlap is None else bool(overlap and plans)
         self.split_threads = bool(split_threads and self.overlap)
 
     def run(self) -> None:
@@ -181,20 +186,17 @@ class InferenceWorker(threading.Thread):
         return all(self._emit(r) for r in results)
 
     def _start(self, pool: ThreadPoolExecutor, frames: list[Frame], wait_ms: float) -> _Ahead:
-        faces = self.faces
-        if hasattr(faces, "plan"):  # a tracking stage: only its scheduled detections run ahead
-            plan = faces.plan(frames)
-            return _Ahead(frames, wait_ms, plan, pool.submit(_timed, faces.detect_planned, frames, plan))
-        return _Ahead(frames, wait_ms, None, pool.submit(_timed, faces.detect, frames))
+        """Book the batch into the face stage's schedule and start its detections."""
+        plan = self.faces.plan(frames)
+        return _Ahead(frames, wait_ms, plan, pool.submit(_timed, self.faces.detect_planned, frames, plan))
 
     def _finish(self, a: _Ahead) -> list[Result]:
         def faces_of(frames: list[Frame]) -> tuple[list[Faces], float, float]:
             t0 = time.perf_counter()
             detections, detect_ms = a.detections.result()
             t1 = time.perf_counter()
-            if a.plan is not None:
-                detections = self.faces.finish(frames, a.plan, detections)
-            return detections, detect_ms + (time.perf_counter() - t1) * 1000.0, (t1 - t0) * 1000.0
+            faces = self.faces.finish(frames, a.plan, detections)
+            return faces, detect_ms + (time.perf_counter() - t1) * 1000.0, (t1 - t0) * 1000.0
 
         return self.process(a.frames, a.wait_ms, faces_of)
 

@@ -37,11 +37,14 @@ class FakeClassifier:
 
 
 class FakeFaces:
-    """One fixed box per frame."""
+    """One fixed box per frame; records the threads its detect() ran on."""
 
     description = "fake faces"
 
     def detect(self, frames: list[Frame]) -> list[Faces]:
+        import threading
+
+        self.__dict__.setdefault("threads", []).append(threading.current_thread().name)
         return [Faces(np.array([[10, 20, 50, 80]], np.float32), np.array([0.99], np.float32)) for _ in frames]
 
 

@@ -146,6 +146,19 @@ def test_file_mode_runs_face_detections_a_batch_ahead_on_a_helper_thread(index_c
     assert torch.get_num_threads() == threads
 
 
+def test_a_detector_on_every_frame_stays_on_the_worker(index_clip):
+    """--faces full (a detector without a schedule): no helper thread, no thread split; its
+    detector is most of the work and keeps all the cores."""
+    threads = torch.get_num_threads()
+    faces = FakeFaces()
+    cfg = RunConfig(SourceConfig(str(index_clip), max_frames=8), ModelConfig(), batch=4, progress=False)
+    pipe = Pipeline(cfg, models=fake_models(FakeClassifier(), faces)).start()
+    s = Runner(cfg, pipe).run()
+    assert s["exit_code"] == 0 and s["frames_processed"] == 8
+    assert faces.threads == ["rtvision-worker"] * 2
+    assert torch.get_num_threads() == threads
+
+
 def test_no_overlap_and_live_sources_keep_one_thread(index_clip):
     for cfg in (
         RunConfig(SourceConfig(str(index_clip), max_frames=8), ModelConfig(), batch=4, overlap=False, progress=False),
