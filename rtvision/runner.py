@@ -41,6 +41,7 @@ class LiveStats:
     stage_ms_total: dict[str, float] = field(default_factory=lambda: {k: 0.0 for k in STAGES})
     started_at: float = field(default_factory=time.monotonic)
     first_result_at: float | None = None
+    first_batch: int = 0  # results of the first batch (written together, at first_result_at)
     last_result_at: float | None = None
     last_batch: int = 0
     rss_samples: collections.deque = field(default_factory=lambda: collections.deque(maxlen=4096))  # (processed, t, MB)
@@ -53,7 +54,7 @@ class LiveStats:
         self.latency.add(r.latency_ms)
         self.infer_rate.tick(1, now)
         if self.first_result_at is None:
-            self.first_result_at = now
+            self.first_result_at, self.first_batch = now, r.batch_size
         self.last_result_at = now
         for k in ("decode", "queue_wait", "preprocess", "classifier", "faces"):
             self.stage_ms_total[k] += r.timings_ms.get(k, 0.0)
@@ -215,9 +216,11 @@ class Runner:
         read = cap.read if cap else 0
         dropped = p.frames_dropped
         elapsed = (s.last_result_at or time.monotonic()) - s.started_at
+        # From the first result on: the frames of the batches after the first one (the first
+        # batch's results are all written at first_result_at; counting them would inflate it).
         steady = (
-            (s.processed - 1) / (s.last_result_at - s.first_result_at)
-            if s.processed > 1 and s.last_result_at and s.last_result_at > s.first_result_at
+            (s.processed - s.first_batch) / (s.last_result_at - s.first_result_at)
+            if s.processed > s.first_batch and s.last_result_at and s.last_result_at > s.first_result_at
             else float("nan")
         )
         models = p.models

@@ -71,7 +71,9 @@ def test_short_bench_writes_json_markdown_and_plot(small_faces_clip, resnet18_ck
     assert [v["name"] for v in report["variants"]] == ["naive", "default", "fp32"]
     by = {v["name"]: v for v in report["variants"]}
     assert by["naive"]["throughput"]["runs"][0]["frames_measured"] == 2  # 3 frames, 1 warmup
-    assert by["default"]["throughput"]["runs"][0]["frames_measured"] == 5
+    # 6 frames in batches of 4, warmup 1: the measurement starts after the warm-up's whole batch
+    assert by["default"]["throughput"]["runs"][0]["frames_measured"] == 2
+    assert by["default"]["throughput"]["runs"][0]["warmup_results"] == 4
     for v in report["variants"]:
         tp = v["throughput"]
         assert tp["summary"]["fps"]["median"] > 0
@@ -230,3 +232,23 @@ def test_latency_drift_reports_every_window():
     assert (round(d["window_p99_min_ms"]), round(d["window_p99_max_ms"])) == (100, 200)
     short = latency_drift(recs[:900])  # under two minutes: quarters, no windows
     assert short["basis"] == "first vs last quarter of results" and "window_p99_ms" not in short
+
+
+def test_fps_counts_whole_batches_after_the_warmup():
+    """Results of a batch are written together: 4 frames every 0.2 s is 20 fps, and a warm-up
+    that ends inside a batch must not count that batch's other frames in no time."""
+    from rtvision.benchmark.record import ResultRecord, RunRecording, summarize
+
+    rec = RunRecording(capacity=64, keep_faces=False)
+    for i in range(40):
+        b = i // 4
+        rec.add(ResultRecord(i, 10.0 + 0.2 * (b + 1) + 1e-6 * (i % 4), 50.0, {}, None, None, batch=b))
+    s = summarize(rec, warmup=5, live=False)
+    assert s["warmup_results"] == 8 and s["frames_measured"] == 32
+    assert s["fps"] == pytest.approx(20.0, rel=1e-3)
+    # without batch numbers (batch 1 loops), the warm-up is taken as given
+    one = RunRecording(capacity=64, keep_faces=False)
+    for i in range(40):
+        one.add(ResultRecord(i, 10.0 + 0.05 * (i + 1), 50.0, {}, None, None))
+    s1 = summarize(one, warmup=5, live=False)
+    assert s1["warmup_results"] == 5 and s1["fps"] == pytest.approx(20.0, rel=1e-3)

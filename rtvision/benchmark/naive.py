@@ -150,7 +150,7 @@ class NaiveLoop:
                         latency = (now - (t_start + index / cap.fps)) * 1e3
                     else:
                         latency = (d1 - d0) * 1e3 + (now - decoded_at) * 1e3
-                    rec.add(ResultRecord(index, now, latency, ms, xyxy, top1))
+                    rec.add(ResultRecord(index, now, latency, ms, xyxy, top1, batch=index))
                     next_idx = index + 1
                     if bar is not None:
                         bar.update(next_idx - bar.n)

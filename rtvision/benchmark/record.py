@@ -34,6 +34,7 @@ class ResultRecord:
     stage_ms: per-stage time attributed to this frame (keys of STAGES).
     faces_xyxy: (N, 4) float32 face boxes, original pixels (None when the face stage is off).
     top1: the classifier's top-1 class id (None when the classifier is off).
+    batch: serial number of the batch it came from (its results are written together); -1: unknown.
     """
 
     index: int
@@ -42,6 +43,7 @@ class ResultRecord:
     stage_ms: dict[str, float]
     faces_xyxy: np.ndarray | None
     top1: int | None
+    batch: int = -1
 
 
 class RunRecording:
@@ -68,6 +70,7 @@ class RunRecording:
         self._latency = np.empty(cap, np.float64)
         self._stages = np.empty((cap, len(STAGES)), np.float32)
         self._top1 = np.empty(cap, np.int64)  # -1: no classifier
+        self._batch = np.empty(cap, np.int64)
         self._faces: list[np.ndarray | None] = []
         self._records: list[ResultRecord] | None = None  # built once after the run
 
@@ -83,6 +86,7 @@ class RunRecording:
         self._latency[i] = rec.latency_ms
         self._stages[i] = [rec.stage_ms.get(k, 0.0) for k in STAGES]
         self._top1[i] = -1 if rec.top1 is None else rec.top1
+        self._batch[i] = rec.batch
         if self.keep_faces:
             self._faces.append(rec.faces_xyxy)
         self.n = i + 1
@@ -91,7 +95,7 @@ class RunRecording:
             self.rss.append((self.n, rec.written_at, rss_mb()))
 
     def _grow(self) -> None:
-        for name in ("_index", "_written", "_latency", "_stages", "_top1"):
+        for name in ("_index", "_written", "_latency", "_stages", "_top1", "_batch"):
             a = getattr(self, name)
             b = np.empty((2 * a.shape[0], *a.shape[1:]), a.dtype)
             b[: a.shape[0]] = a
@@ -112,6 +116,7 @@ class RunRecording:
                 stage_ms={k: float(v) for k, v in zip(STAGES, self._stages[i])},
                 faces_xyxy=self._faces[i] if self.keep_faces else None,
                 top1=None if t < 0 else t,
+                batch=int(self._batch[i]),
             ))
         self._records = out
         return out
@@ -196,23 +201,29 @@ def summarize(rec: RunRecording, warmup: int, live: bool, frames_read: int | Non
               frames_dropped_total: int | None = None) -> dict:
     """Statistics of one run after the first ``warmup`` results (see module doc)."""
     records = rec.records
-    measured = records[warmup:]
+    # The warm-up ends with the batch of its last result: the results of one batch are written
+    # together, so measuring from inside a batch would count its other frames in no time.
+    first = min(warmup, len(records))
+    if first > 0:
+        while first < len(records) and records[first].batch >= 0 and records[first].batch == records[first - 1].batch:
+            first += 1
+    measured = records[first:]
     n = len(measured)
     out: dict = {
         "results_total": len(records),
-        "warmup_results": min(warmup, len(records)),
+        "warmup_results": first,
         "frames_measured": n,
     }
     if n == 0:
         out.update(fps=float("nan"), latency_ms=latency_summary([]), stage_ms={k: float("nan") for k in STAGES})
         return out
-    t_start = records[warmup - 1].written_at if warmup > 0 and len(records) >= warmup else rec.started_at
+    t_start = records[first - 1].written_at if first > 0 else rec.started_at
     span = measured[-1].written_at - t_start
     out["elapsed_s"] = span
     out["fps"] = n / span if span > 0 else float("nan")
     out["latency_ms"] = latency_summary([r.latency_ms for r in measured])
     out["stage_ms"] = {k: float(np.mean([r.stage_ms.get(k, 0.0) for r in measured])) for k in STAGES}
-    samples = [s for s in rec.rss if s[0] > warmup]
+    samples = [s for s in rec.rss if s[0] > first]
     out["rss_start_mb"] = rec.rss_start_mb
     out["rss_end_mb"] = rec.rss[-1][2] if rec.rss else float("nan")
     out["rss_peak_run_mb"] = max((s[2] for s in rec.rss), default=float("nan"))

@@ -103,6 +103,7 @@ def run_pipeline(
         pipeline.start()
         runner = Runner(cfg, pipeline)
         stage_totals = dict(runner.stats.stage_ms_total)
+        batch = {"done_at": None, "n": -1}  # results of one batch share the worker's done_at
 
         def listen(r: Result) -> None:
             now = time.monotonic()
@@ -111,6 +112,8 @@ def run_pipeline(
             stage["annotate"] = totals["annotate"] - stage_totals["annotate"]
             stage["sink"] = totals["sink"] - stage_totals["sink"]
             stage_totals.update(totals)
+            if r.done_at != batch["done_at"]:
+                batch.update(done_at=r.done_at, n=batch["n"] + 1)
             rec.add(
                 ResultRecord(
                     index=r.frame.index,
@@ -119,6 +122,7 @@ def run_pipeline(
                     stage_ms=stage,
                     faces_xyxy=r.faces.xyxy.copy() if keep_faces and models.faces is not None else None,
                     top1=int(r.labels.class_ids[0]) if models.classifier is not None and len(r.labels) else None,
+                    batch=batch["n"],
                 )
             )
             if bar is not None:
