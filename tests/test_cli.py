@@ -147,6 +147,39 @@ def test_signal_finalizes_video_and_jsonl(sig, code, faces_video, tmp_path):
     assert "Traceback" not in err
 
 
+def test_sigint_during_the_overlapped_file_loop(faces_video, tmp_path):
+    """Ctrl-C while a file runs in the default face mode (face detections a batch ahead on the
+    helper thread): exit 130, the JSONL complete and in order up to the last finished frame, the
+    video playable to the same frame, no traceback."""
+    video, results = tmp_path / "out.mp4", tmp_path / "out.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rtvision", "--source", str(faces_video), "--headless", "--no-progress",
+         "--classifier", "none", "--save", str(video), "--results", str(results)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if results.exists() and len(results.read_text().splitlines()) >= 12:
+                break
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.05)
+        else:
+            pytest.fail("no results within 120 s")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == errors.EXIT_SIGINT, err
+    rows = [json.loads(line) for line in results.read_text().splitlines()]
+    assert 12 <= len(rows) < 105, len(rows)
+    assert [r["frame"] for r in rows] == list(range(len(rows)))
+    assert all(len(r["faces"]) >= 1 for r in rows)
+    assert _frames(video) == len(rows)
+    assert "Traceback" not in err
+
+
 def test_sigkill_mid_save_leaves_a_playable_video(faces_video, tmp_path):
     """No finalization at all (SIGKILL, like a crash of the whole process): the fragmented MP4
     still plays up to its last flushed fragment (one per second of video), and the JSONL holds
