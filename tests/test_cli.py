@@ -117,29 +117,34 @@ def _frames(path) -> int:
     return n
 
 
-@pytest.mark.parametrize("sig, code", [(signal.SIGINT, errors.EXIT_SIGINT), (signal.SIGTERM, errors.EXIT_SIGTERM)])
-def test_signal_finalizes_video_and_jsonl(sig, code, faces_video, tmp_path):
-    video, results = tmp_path / "out.mp4", tmp_path / "out.jsonl"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "rtvision", "--source", str(faces_video), "--headless", "--realtime",
-         "--classifier", "none", "--faces", "off", "--save", str(video), "--results", str(results)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
-    )
+def _signal_after_results(args: list[str], results, rows: int, sig, timeout_s: float) -> tuple[int, str]:
+    """Run ``rtvision ARGS``, send ``sig`` once ``results`` holds ``rows`` lines; (exit code, stderr)."""
+    proc = subprocess.Popen([sys.executable, "-m", "rtvision", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=REPO)
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if results.exists() and len(results.read_text().splitlines()) >= 15:
+            if results.exists() and len(results.read_text().splitlines()) >= rows:
                 break
             assert proc.poll() is None, proc.communicate()
-            time.sleep(0.1)
+            time.sleep(0.05)
         else:
-            pytest.fail("no results within 60 s")
+            pytest.fail(f"no {rows} results within {timeout_s:.0f} s")
         proc.send_signal(sig)
-        out, err = proc.communicate(timeout=30)
+        _, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == code, err
+    return proc.returncode, err
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, errors.EXIT_SIGINT), (signal.SIGTERM, errors.EXIT_SIGTERM)])
+def test_signal_finalizes_video_and_jsonl(sig, code, faces_video, tmp_path):
+    video, results = tmp_path / "out.mp4", tmp_path / "out.jsonl"
+    returncode, err = _signal_after_results(
+        ["--source", str(faces_video), "--headless", "--realtime", "--classifier", "none", "--faces", "off",
+         "--save", str(video), "--results", str(results)], results, 15, sig, timeout_s=60)
+    assert returncode == code, err
     rows = [json.loads(line) for line in results.read_text().splitlines()]  # every line is complete JSON
     assert 15 <= len(rows) < 105
     assert [r["frame"] for r in rows] == list(range(len(rows)))
@@ -152,26 +157,10 @@ def test_sigint_during_the_overlapped_file_loop(faces_video, tmp_path):
     helper thread): exit 130, the JSONL complete and in order up to the last finished frame, the
     video playable to the same frame, no traceback."""
     video, results = tmp_path / "out.mp4", tmp_path / "out.jsonl"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "rtvision", "--source", str(faces_video), "--headless", "--no-progress",
-         "--classifier", "none", "--save", str(video), "--results", str(results)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if results.exists() and len(results.read_text().splitlines()) >= 12:
-                break
-            assert proc.poll() is None, proc.communicate()
-            time.sleep(0.05)
-        else:
-            pytest.fail("no results within 120 s")
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == errors.EXIT_SIGINT, err
+    returncode, err = _signal_after_results(
+        ["--source", str(faces_video), "--headless", "--no-progress", "--classifier", "none",
+         "--save", str(video), "--results", str(results)], results, 12, signal.SIGINT, timeout_s=120)
+    assert returncode == errors.EXIT_SIGINT, err
     rows = [json.loads(line) for line in results.read_text().splitlines()]
     assert 12 <= len(rows) < 105, len(rows)
     assert [r["frame"] for r in rows] == list(range(len(rows)))
