@@ -95,6 +95,9 @@ def build_run_parser(prog: str = "rtvision") -> OneLineParser:
     g.add_argument("--no-overlap", action="store_true",
                    help="files: run the classifier and the face detector one after the other (default with --faces "
                         "fast: the face detections of the next batch run on a helper thread meanwhile, the CPU's threads split)")
+    g.add_argument("--lookahead", type=positive_int, default=RunConfig.lookahead,
+                   help="files, with the overlap: batches whose face detections may run ahead of the batch being "
+                        "finished (default: %(default)s)")
     g.add_argument("--headless", action="store_true", help="no window")
     g.add_argument("--save", default=None, help="write the annotated video (H.264, fragmented MP4)")
     g.add_argument("--results", default=None, help="write per-frame results as JSON Lines")
@@ -142,6 +145,7 @@ def run_config(a: argparse.Namespace) -> RunConfig:
         model=model_config(a),
         batch=a.batch,
         overlap=not a.no_overlap,
+        lookahead=a.lookahead,
         results_path=a.results,
         results_verbose=a.results_verbose,
         save_path=a.save,

@@ -107,12 +107,17 @@ class RunConfig:
         helper thread while the worker runs the classifier and the face tracking of batch k (CPU:
         torch's threads split between the two); False: one model after the other. Live sources
         never look ahead (latency); ``--faces full`` would not gain (its detector is most of the work).
+    lookahead: with ``overlap``, how many batches' face detections may be started ahead of the
+        batch being finished (1: just the next one). Two let the helper run on while the worker
+        has a slow batch (many local searches) and vice versa, instead of each waiting for the
+        other at every batch.
     """
 
     source: SourceConfig = field(default_factory=SourceConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     batch: int | None = None
     overlap: bool = True
+    lookahead: int = 2
     results_path: str | None = None
     results_verbose: bool = False
     save_path: str | None = None
@@ -123,3 +128,5 @@ class RunConfig:
     def __post_init__(self) -> None:
         if self.batch is not None and self.batch < 1:
             raise ValueError("batch must be >= 1")
+        if self.lookahead < 1:
+            raise ValueError("lookahead must be >= 1")

@@ -82,6 +82,7 @@ class Pipeline:
                 cuda_sync=self.models.device.type == "cuda",
                 overlap=None if cfg.overlap else False,
                 split_threads=self.models.device.type == "cpu",
+                lookahead=cfg.lookahead,
             )
         except BaseException:
             self.source.close()

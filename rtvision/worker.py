@@ -11,12 +11,15 @@ classifier and the face tracking of batch k.
 Both threads then do useful work all the time; on the CPU torch's intra-op threads are split
 between them (2 cores: one each), which measured faster than both models one after the other
 with two intra-op threads each (a detection scales only ~1.5x from one thread to two, and the
-second core idles through the single-threaded parts). Live sources keep the plain loop: looking
-a batch ahead would add a batch of latency.
+second core idles through the single-threaded parts). The detections may run ``lookahead``
+batches ahead (default 2): with one, the two threads meet at every batch and the faster one waits
+whenever the other has a slow batch. Live sources keep the plain loop: looking a batch ahead would
+add a batch of latency.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import threading
@@ -77,6 +80,7 @@ class InferenceWorker(threading.Thread):
         fill_timeout_s: float = 1.0,
         overlap: bool | None = None,
         split_threads: bool = False,
+        lookahead: int = 1,
     ) -> None:
         """overlap: run each batch's face detections a batch ahead on a helper thread (default:
         for files with a tracking face stage). split_threads: meanwhile, halve torch's intra-op threads
@@ -102,6 +106,7 @@ class InferenceWorker(threading.Thread):
         plans = faces is not None and hasattr(faces, "plan")
         self.overlap = (not live and plans) if overlap is None else bool(overlap and plans)
         self.split_threads = bool(split_threads and self.overlap)
+        self.lookahead = max(1, int(lookahead))
 
     def run(self) -> None:
         threads, cv_threads = torch.get_num_threads(), cv2.getNumThreads()
@@ -158,26 +163,32 @@ class InferenceWorker(threading.Thread):
                     return
 
     def _loop_overlapped(self) -> None:
-        """The file loop with the face detections one batch ahead (see the module docstring)."""
+        """The file loop with the face detections ``lookahead`` batches ahead (see the module
+        docstring): batch k is finished here while the detections of batches k+1..k+lookahead
+        run (or wait their turn) on the helper thread."""
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rtvision-faces")
-        ahead: _Ahead | None = None
+        ahead: collections.deque[_Ahead] = collections.deque()
+        drained = False
         try:
             while not self.stop_event.is_set():
                 if self.paused.is_set():
-                    if ahead is not None:  # finish what was taken, then hold
-                        if not self._emit_all(self._finish(ahead)):
+                    while ahead:  # finish what was taken, then hold
+                        if not self._emit_all(self._finish(ahead.popleft())):
                             return
-                        ahead = None
                     self.stop_event.wait(0.02)
                     continue
-                t_wait = time.perf_counter()
-                frames = self.buffer.get_batch(self.batch, timeout_s=0.1, fill=True, fill_timeout_s=self.fill_timeout_s)
-                wait_ms = (time.perf_counter() - t_wait) * 1000.0
-                nxt = self._start(pool, frames, wait_ms) if frames else None
-                if ahead is not None and not self._emit_all(self._finish(ahead)):
-                    return
-                ahead = nxt
-                if ahead is None and not frames and self.buffer.drained:
+                while not drained and len(ahead) <= self.lookahead:
+                    t_wait = time.perf_counter()
+                    frames = self.buffer.get_batch(self.batch, timeout_s=0.1, fill=True, fill_timeout_s=self.fill_timeout_s)
+                    wait_ms = (time.perf_counter() - t_wait) * 1000.0
+                    if not frames:
+                        drained = self.buffer.drained
+                        break  # nothing yet (or the end): finish what is in flight
+                    ahead.append(self._start(pool, frames, wait_ms))
+                if ahead:
+                    if not self._emit_all(self._finish(ahead.popleft())):
+                        return
+                elif drained:
                     return
         finally:
             pool.shutdown(wait=True, cancel_futures=True)  # the helper thread is joined here

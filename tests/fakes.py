@@ -59,8 +59,10 @@ class FakeTrackedFaces(FakeFaces):
     def __init__(self, fail_on_call: int | None = None) -> None:
         self.fail_on_call = fail_on_call
         self.calls: list[tuple[list[int], str, int]] = []  # (frame indices, thread name, torch threads)
+        self.events: list[tuple[str, int]] = []  # ("plan" | "finish", first frame index), in order
 
     def plan(self, frames: list[Frame]) -> list[int]:
+        self.events.append(("plan", frames[0].index))
         return [f.index for f in frames]
 
     def detect_planned(self, frames: list[Frame], plan: list[int]) -> dict[int, Faces]:
@@ -73,4 +75,5 @@ class FakeTrackedFaces(FakeFaces):
 
     def finish(self, frames: list[Frame], plan: list[int], detections: dict[int, Faces]) -> list[Faces]:
         assert plan == [f.index for f in frames]
+        self.events.append(("finish", frames[0].index))
         return [detections[i] for i in range(len(frames))]

@@ -49,6 +49,7 @@ def bad_files(tmp_path_factory, faces_video):
         (["--source", "webcam:57"], errors.EXIT_SOURCE_UNAVAILABLE),
         (["--source", "rtsp://user:hunter2@127.0.0.1:9/cam", "--reconnect", "0", "--stall-timeout", "1"], errors.EXIT_SOURCE_UNAVAILABLE),
         (["--source", "demo", "--batch", "0"], errors.EXIT_USAGE),
+        (["--source", "demo", "--lookahead", "0"], errors.EXIT_USAGE),
         (["--source", "demo", "--classifier", "vgg16"], errors.EXIT_USAGE),
         (["--source", "demo", "--face-scale", "3"], errors.EXIT_USAGE),
         (["--frobnicate"], errors.EXIT_USAGE),

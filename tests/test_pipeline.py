@@ -146,6 +146,26 @@ def test_file_mode_runs_face_detections_a_batch_ahead_on_a_helper_thread(index_c
     assert torch.get_num_threads() == threads
 
 
+@pytest.mark.parametrize("lookahead", [1, 2, 3])
+def test_detections_run_up_to_lookahead_batches_ahead(index_clip, lookahead):
+    """With a slow classifier the worker keeps ``lookahead`` batches' detections started beyond
+    the batch it finishes, never more; batches are planned and finished once each, in order."""
+    faces = FakeTrackedFaces()
+    cfg = RunConfig(SourceConfig(str(index_clip), max_frames=32), ModelConfig(), batch=4, lookahead=lookahead, progress=False)
+    pipe = Pipeline(cfg, models=fake_models(FakeClassifier(sleep_s=0.03), faces)).start()
+    s = Runner(cfg, pipe).run()
+    assert s["exit_code"] == 0 and s["frames_processed"] == 32
+    starts = list(range(0, 32, 4))
+    assert [i for e, i in faces.events if e == "plan"] == starts
+    assert [i for e, i in faces.events if e == "finish"] == starts
+    depth, deepest = 0, 0
+    for e, _ in faces.events:
+        depth += 1 if e == "plan" else -1
+        deepest = max(deepest, depth)
+    assert deepest == lookahead + 1  # the batch being finished and `lookahead` ahead of it
+    assert not pipe.worker.is_alive()
+
+
 def test_a_detector_on_every_frame_stays_on_the_worker(index_clip):
     """--faces full (a detector without a schedule): no helper thread, no thread split; its
     detector is most of the work and keeps all the cores."""

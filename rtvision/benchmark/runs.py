@@ -91,6 +91,7 @@ def run_pipeline(
             model=plan.model,
             batch=plan.batch,
             overlap=plan.overlap,
+            lookahead=plan.lookahead,
             results_path=str(Path(tmp) / "results.jsonl"),
             save_path=str(Path(tmp) / "annotated.mp4") if save_video else None,
             headless=True,

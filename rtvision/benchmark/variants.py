@@ -20,7 +20,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..config import ModelConfig
+from ..config import ModelConfig, RunConfig
 from ..errors import UsageError
 from ..models.build import Models
 
@@ -60,6 +60,7 @@ class VariantPlan:
     build: Callable[[BenchContext], Models] | None = None
     check: Callable[[Models], None] | None = None  # raises VariantUnavailable after building
     overlap: bool = True  # files: face detections a batch ahead on a helper thread (RunConfig.overlap)
+    lookahead: int = RunConfig.lookahead  # batches of detections that may run ahead (RunConfig.lookahead)
 
     @property
     def is_naive(self) -> bool:
@@ -172,6 +173,14 @@ def _no_overlap(ctx: BenchContext) -> VariantPlan:
 
 
 register_variant("no-overlap", _no_overlap)
+
+
+def _lookahead1(ctx: BenchContext) -> VariantPlan:
+    cfg, batch = cli_defaults(ctx)
+    return VariantPlan("lookahead1", cfg, batch, "default settings, face detections only one batch ahead (--lookahead 1)", lookahead=1)
+
+
+register_variant("lookahead1", _lookahead1)
 
 
 def build_variant_models(plan: VariantPlan, ctx: BenchContext) -> Models:
