@@ -235,6 +235,31 @@ def test_fast_face_keeps_its_id_through_local_search(detector, face_patch, backg
     assert plain.near_calls == 0 and st2.stats.early >= 2 and len(plain.calls) >= 3
 
 
+class DoubtingRefitDetector(CountingSearchDetector):
+    """The re-fit never confirms a box (a face turning away from the camera, say)."""
+
+    def refine(self, frame, xyxy):
+        faces, ok = self.inner.refine(frame, xyxy)
+        return faces, np.zeros_like(ok)
+
+
+def test_box_the_flow_follows_is_kept_without_a_search_when_the_refit_doubts_it(detector, face_patch, background):
+    """A smoothly moving face whose re-fit fails on every tracked frame: the flow still follows
+    it well, so it stays reported on its flow box, with its id, and is not searched for."""
+    centers = [smooth_path(t) for t in range(6)]
+    frames = render(background, face_patch, centers)
+    doubting = DoubtingRefitDetector(detector)
+    st = StridedFaceTracker(doubting, stride=10)
+    out = st.process(frames, list(range(len(frames))))
+    assert [len(f) for f in out] == [1] * len(frames)
+    assert len({int(f.track_ids[0]) for f in out}) == 1
+    assert doubting.near_calls == 0 and st.stats.searched == 0
+    assert st.stats.kept_on_flow == len(frames) - 1 and st.stats.early == 0
+    box0 = out[0].xyxy[0]
+    for t, faces in enumerate(out):
+        assert iou_xyxy(faces.xyxy, true_box(box0, centers[0], centers[t]))[0, 0] >= 0.7, t
+
+
 class LazyReference:
     """facenet-pytorch at full resolution, one frame at a time, each frame computed once: the
     per-frame reference, and (being deterministic) exactly what ``StridedFaceTracker`` with

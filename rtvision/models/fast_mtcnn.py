@@ -278,11 +278,12 @@ PYRAMID_ROWS = 64  # pyramid rows made at a time on the host (cache-sized)
 
 
 def _padded_batch(n: int) -> int:
-    """The batch size ``n`` crops run at: the next power of two up to PAD_STEP, then the next
-    multiple of PAD_STEP (a detection's ~40-60 O-Net crops run as 48 or 64, not always 64;
-    100 R-Net crops as 112, not 128): about 20 shapes at most for oneDNN's per-shape cache,
-    and little padding waste."""
-    return 1 << (n - 1).bit_length() if n <= PAD_STEP else -(-n // PAD_STEP) * PAD_STEP
+    """The batch size ``n`` crops run at: ``n`` itself up to PAD_STEP (a re-fit of 5 tracked
+    faces runs 5 O-Net crops, not 8: the nets' time is linear in the batch), then the next
+    multiple of PAD_STEP (a detection's ~40-60 O-Net crops run as 48 or 64; 100 R-Net crops
+    as 112): about 30 shapes per net at most for oneDNN's per-shape cache (~0.4 MB each,
+    measured), and little padding waste."""
+    return n if n <= PAD_STEP else -(-n // PAD_STEP) * PAD_STEP
 
 
 def _pnet_out_hw(h: int, w: int) -> tuple[int, int]:
@@ -740,7 +741,7 @@ class FastMTCNN:
             integral = _CropTable(table)
         x = torch.stack(crops).to(self.device).permute(0, 3, 1, 2)
         m = x.shape[0]
-        size = 1 << (m - 1).bit_length()  # pad the batch: few shapes
+        size = _padded_batch(m)  # few shapes
         if size != m:
             x = torch.cat([x, x.new_zeros((size - m, *x.shape[1:]))])
         out = self.pnet(x.contiguous(memory_format=torch.channels_last))[:m]
