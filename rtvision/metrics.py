@@ -6,6 +6,7 @@ most once (greedy, highest IoU first: the usual detection-benchmark rule).
 
 * recall    = matched reference boxes / reference boxes
 * precision = matched predicted boxes / predicted boxes
+* mean IoU  = mean IoU of the matched pairs (how exact the boxes found are)
 
 The ``min_height`` subset (faces >= 40 px tall by default) counts only reference boxes at least
 that tall for recall, and only predicted boxes at least that tall for precision (a tall
@@ -86,18 +87,25 @@ class BoxCounts:
     ref_found: int = 0  # of those, matched by a prediction
     pred: int = 0  # predicted boxes considered
     pred_correct: int = 0  # of those, matched to a reference box
+    iou_sum: float = 0.0  # IoU summed over the matched reference boxes considered
 
     def __iadd__(self, other: BoxCounts) -> BoxCounts:
         self.ref += other.ref
         self.ref_found += other.ref_found
         self.pred += other.pred
         self.pred_correct += other.pred_correct
+        self.iou_sum += other.iou_sum
         return self
 
     @property
     def recall(self) -> float:
         """Share of reference boxes found; NaN without reference boxes."""
         return self.ref_found / self.ref if self.ref else float("nan")
+
+    @property
+    def mean_iou(self) -> float:
+        """Mean IoU of the matched reference boxes with their predictions; NaN without matches."""
+        return self.iou_sum / self.ref_found if self.ref_found else float("nan")
 
     @property
     def precision(self) -> float:
@@ -108,6 +116,7 @@ class BoxCounts:
         return {
             "recall": self.recall,
             "precision": self.precision,
+            "mean_iou": self.mean_iou,
             "ref_boxes": self.ref,
             "ref_found": self.ref_found,
             "pred_boxes": self.pred,
@@ -121,7 +130,7 @@ def frame_counts(
     """Counts for one frame; with ``min_height`` only boxes at least that tall (see module doc)."""
     ref_b, pred_b = as_boxes(ref), as_boxes(pred)
     matches = match_boxes(ref_b, pred_b, iou_threshold)
-    found_r = {r for r, _, _ in matches}
+    found_r = {r: iou for r, _, iou in matches}
     correct_p = {p for _, p, _ in matches}
     ref_keep = np.ones(len(ref_b), bool)
     pred_keep = np.ones(len(pred_b), bool)
@@ -131,6 +140,7 @@ def frame_counts(
     return BoxCounts(
         ref=int(ref_keep.sum()),
         ref_found=sum(1 for r in found_r if ref_keep[r]),
+        iou_sum=sum(iou for r, iou in found_r.items() if ref_keep[r]),
         pred=int(pred_keep.sum()),
         pred_correct=sum(1 for p in correct_p if pred_keep[p]),
     )

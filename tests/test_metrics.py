@@ -49,6 +49,15 @@ def test_small_shift_above_threshold_still_matches():
     assert face_quality([(REF[:2], shifted[:2])])["overall"]["recall"] == 1.0
 
 
+def test_mean_iou_averages_the_matched_pairs_only():
+    shifted = REF[:2] + np.array([2, 2, 2, 2], np.float32)
+    q = face_quality([(REF, shifted), (REF[:1], REF[:1].copy())])  # REF[2] unmatched
+    expected = [float(iou_matrix(REF[i : i + 1], shifted[i : i + 1])[0, 0]) for i in range(2)] + [1.0]
+    assert 0.5 < min(expected[:2]) < 1.0
+    assert q["overall"]["mean_iou"] == pytest.approx(np.mean(expected))
+    assert np.isnan(face_quality([(REF, None)])["overall"]["mean_iou"])
+
+
 def test_missing_reference_face_lowers_recall_by_its_share():
     # frame 1: 3 reference faces, 2 found; frame 2: 2 reference faces, both found -> 4/5
     pairs = [(REF, REF[:2]), (REF[:2], REF[:2])]

@@ -189,11 +189,11 @@ def render_markdown(report: dict) -> str:
             o = fq["overall"] if fq else {}
             t = fq["tall"] if fq else {}
             rows.append([v["name"], mode, str(q["frames"]), f(o.get("recall"), 3), f(o.get("precision"), 3),
-                         f(t.get("recall"), 3), f(t.get("precision"), 3),
+                         f(t.get("recall"), 3), f(t.get("precision"), 3), f(o.get("mean_iou"), 3),
                          f"{o.get('ref_found', 'n/a')}/{o.get('ref_boxes', 'n/a')}", f(q.get("top1_agreement_fp32"), 3)])
     if rows:
         lines += _table(["variant", "mode", "frames", "face recall", "face precision", "recall ≥40px", "precision ≥40px",
-                         "found/reference", "top-1 agreement"], rows)
+                         "mean IoU (matched)", "found/reference", "top-1 agreement"], rows)
     else:
         lines.append("(quality not measured: --no-quality)")
     if report.get("notes"):
