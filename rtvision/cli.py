@@ -73,6 +73,10 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--face-scale", type=fraction, default=None, help="detect faces on the frame resized by this factor")
     g.add_argument("--face-stride", type=positive_int, default=None, help="run the detector every k-th frame, track in between")
     g.add_argument("--min-face", type=positive_int, default=None, help="smallest face wanted, in original pixels")
+    g.add_argument("--small-face-every", type=positive_int, default=None,
+                   help="fast mode: look for the smallest faces (--min-face up to 1.41x it: the finest pyramid level, "
+                        "about a third of a detection's work) on every N-th detection only; tracked faces of every size "
+                        "are followed on every frame (default: 2 on the CPU, 1 on CUDA)")
     g.add_argument("--face-backend", choices=("fast", "facenet"), default="fast",
                    help="MTCNN implementation: batched torch (fast) or facenet-pytorch's own (default: %(default)s)")
     g.add_argument("--calib-frames", type=positive_int, default=32, help="frames of the source used to calibrate int8")
@@ -132,6 +136,7 @@ def model_config(a: argparse.Namespace) -> ModelConfig:
         faces=a.faces,
         face_scale=a.face_scale,
         face_stride=a.face_stride,
+        small_face_every=a.small_face_every,
         min_face=a.min_face,
         face_backend=a.face_backend,
         calib_frames=a.calib_frames,

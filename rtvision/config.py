@@ -63,7 +63,8 @@ class ModelConfig:
     model_path: an optimized artifact (``.rtv``) from ``rtvision optimize``; overrides classifier/weights.
     precision: ``auto`` (int8 on CPU, fp16 on CUDA), ``fp32``, ``fp16`` (CUDA) or ``int8`` (CPU).
     faces: ``full`` (every frame, full resolution), ``fast`` (tuned for live use) or ``off``.
-    face_scale / face_stride / min_face: the knobs under the face modes (None: the mode's default).
+    face_scale / face_stride / min_face / small_face_every: the knobs under the face modes (None:
+        the mode's default); see ``rtvision.models.faces``.
     face_backend: ``fast`` (batched torch MTCNN) or ``facenet`` (facenet-pytorch's own MTCNN).
     """
 
@@ -78,6 +79,7 @@ class ModelConfig:
     face_scale: float | None = None
     face_stride: int | None = None
     min_face: int | None = None
+    small_face_every: int | None = None
     face_backend: str = "fast"
     calib_frames: int = 32
     cache_dir: str | None = None

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
 
-from rtvision.metrics import iou_matrix
+from rtvision.metrics import face_quality, iou_matrix
 from rtvision.models.faces import TrackedFaces, build_face_detector, pyramid_min_face
-from rtvision.models.fast_mtcnn import FastMTCNN
+from rtvision.models.fast_mtcnn import FacenetMTCNN, FastMTCNN
+from rtvision.types import Frame
 
 
 def test_pyramid_min_face_keeps_reference_levels():
@@ -27,6 +29,59 @@ def test_modes_build_what_they_say():
     assert fast.detector.scale == 1.0 and fast.detector.min_face_size > 20
     big = build_face_detector("fast", cpu, min_face=80, resolution_wh=(1920, 1080))
     assert big.detector.scale == 0.25  # only big faces wanted: detect on a quarter-size frame
+
+
+def test_coarse_detection_finds_every_face_but_the_smallest(faces_frames):
+    """detect_coarse skips the finest pyramid level (one P-Net pass fewer): on real frames it
+    finds every face the full detection finds that is at least 40 px tall (a face of 28-40 px
+    may go), and nothing the full detection does not find."""
+    det = FastMTCNN("cpu", min_face_size=pyramid_min_face(28))
+    passes = []
+    forward = det.pnet.forward
+    det.pnet.forward = lambda x: passes.append(tuple(x.shape[2:])) or forward(x)
+    for frame in (faces_frames[0], faces_frames[4]):
+        passes.clear()
+        full = det.detect([frame])[0]
+        full_passes = list(passes)
+        passes.clear()
+        coarse = det.detect_coarse([frame])[0]
+        assert passes == full_passes[1:]  # all levels but the finest (the first, largest)
+        assert len(full) >= 5 and len(coarse) <= len(full)
+        tall = np.flatnonzero(full.xyxy[:, 3] - full.xyxy[:, 1] >= 40)
+        assert len(tall) >= 4
+        iou = iou_matrix(full.xyxy, coarse.xyxy)
+        assert (iou[tall].max(axis=1) >= 0.5).all()
+        assert (iou.max(axis=0) >= 0.5).all()  # no face the full detection lacks
+
+
+def test_fast_mode_looks_for_the_smallest_faces_every_second_detection_on_the_cpu():
+    fast = build_face_detector("fast", torch.device("cpu"), resolution_wh=(1920, 1080))
+    assert fast.tracker.fine_every == 2 and "smallest faces every 2" in fast.description
+    assert build_face_detector("fast", torch.device("cpu"), small_face_every=1).tracker.fine_every == 1
+    facenet = build_face_detector("fast", torch.device("cpu"), backend="facenet")
+    assert facenet.tracker.fine_every == 1  # facenet-pytorch's MTCNN has no coarse detection
+
+
+def test_default_fast_mode_recall_on_real_video(faces_video):
+    """The CPU's default fast face stage (stride 4, smallest faces every second detection,
+    re-fit, local search) on 24 frames of the real video, against facenet-pytorch's MTCNN on
+    every frame: a result for every frame, ids, and recall/precision with conservative bounds
+    (the bench reports the real figures over the whole clip)."""
+    cap = cv2.VideoCapture(str(faces_video))
+    frames = [cap.read()[1] for _ in range(24)]
+    cap.release()
+    assert all(f is not None for f in frames)
+    fast = build_face_detector("fast", torch.device("cpu"), resolution_wh=(1920, 1080))
+    out = []
+    for k in range(0, 24, 4):
+        out += fast.detect([Frame(index=i, pts_s=i / 25, captured_at=0.0, image=frames[i]) for i in range(k, k + 4)])
+    assert len(out) == 24 and all(f.track_ids is not None for f in out)
+    assert fast.stats.detected == 6 and fast.stats.coarse == 3
+    reference = FacenetMTCNN("cpu")
+    q = face_quality([(reference.detect([frames[i]])[0].xyxy, out[i].xyxy) for i in range(24)])
+    assert q["tall"]["ref_boxes"] >= 100
+    assert q["tall"]["recall"] >= 0.9 and q["tall"]["precision"] >= 0.9, q
+    assert q["overall"]["recall"] >= 0.85, q
 
 
 def test_refine_recovers_boxes_moved_off_faces(faces_frames):

@@ -260,6 +260,40 @@ def test_box_the_flow_follows_is_kept_without_a_search_when_the_refit_doubts_it(
         assert iou_xyxy(faces.xyxy, true_box(box0, centers[0], centers[t]))[0, 0] >= 0.7, t
 
 
+class CoarseRecordingDetector:
+    """Records which frames (by their pixel value) got a full and which a coarse detection."""
+
+    def __init__(self) -> None:
+        self.full: list[int] = []
+        self.coarse: list[int] = []
+
+    def detect(self, frames):
+        self.full.extend(int(f[0, 0, 0]) for f in frames)
+        return [Faces.empty() for _ in frames]
+
+    def detect_coarse(self, frames):
+        self.coarse.extend(int(f[0, 0, 0]) for f in frames)
+        return [Faces.empty() for _ in frames]
+
+
+def test_only_every_fine_every_th_detection_is_full():
+    """stride 4, fine_every 2: detections at 0, 4, 8, 12 are full, coarse, full, coarse (the
+    schedule counts across batches); after a restart the first detection is full again."""
+    frames = [np.full((32, 32, 3), i, np.uint8) for i in range(16)]
+    det = CoarseRecordingDetector()
+    st = StridedFaceTracker(det, stride=4, fine_every=2)
+    for k in range(0, 16, 3):  # batches of 3 frames: the schedule does not follow the batches
+        st.process(frames[k : k + 3], list(range(k, min(k + 3, 16))))
+    assert det.full == [0, 8] and det.coarse == [4, 12]
+    assert st.stats.coarse == 2 and st.stats.detected == 4
+    st.process(frames[:5], list(range(5)))  # the source restarted
+    assert det.full == [0, 8, 0] and det.coarse == [4, 12, 4]
+    plain = CountingDetector(CoarseRecordingDetector())  # no detect_coarse: every detection is full
+    st2 = StridedFaceTracker(plain, stride=4, fine_every=2)
+    st2.process(frames, list(range(16)))
+    assert plain.inner.full == [0, 4, 8, 12] and st2.fine_every == 1 and st2.stats.coarse == 0
+
+
 class LazyReference:
     """facenet-pytorch at full resolution, one frame at a time, each frame computed once: the
     per-frame reference, and (being deterministic) exactly what ``StridedFaceTracker`` with

@@ -507,6 +507,17 @@ class FastMTCNN:
     # ---------------------------------------------------------------- public
     def detect(self, frames: Sequence[Any]) -> list[Faces]:
         """Faces for each frame (HxWx3 uint8 BGR arrays or ``Frame``s), in original pixels."""
+        return self._detect(frames, 0)
+
+    def detect_coarse(self, frames: Sequence[Any]) -> list[Faces]:
+        """``detect`` without the finest pyramid level (the one that finds only faces from
+        ``min_face_size`` to ``min_face_size / factor``, ~1.41x): about a third less work at
+        1080p (that level is the largest image P-Net runs on, and yields about a third of the
+        R-Net crops). Every other level, and so every larger face, is found as by ``detect``.
+        A pyramid of one level runs whole."""
+        return self._detect(frames, 1)
+
+    def _detect(self, frames: Sequence[Any], skip: int) -> list[Faces]:
         images = [_as_image(f) for f in frames]
         if not images:
             return []
@@ -514,7 +525,7 @@ class FastMTCNN:
         def run(group: list[np.ndarray]) -> list[Faces]:
             out: list[Faces] = []
             for i in range(0, len(group), self.max_batch):
-                out.extend(self._detect_same_size(group[i : i + self.max_batch]))
+                out.extend(self._detect_same_size(group[i : i + self.max_batch], skip))
             return out
 
         return _detect_grouped(images, run)
@@ -562,20 +573,26 @@ class FastMTCNN:
         ]
         return levels, _integral_torch(batch)
 
-    def _detect_same_size(self, images: list[np.ndarray]) -> list[Faces]:
+    def _detect_same_size(self, images: list[np.ndarray], skip: int = 0) -> list[Faces]:
         # Same recipe as FacenetMTCNN (and so the same boxes): resize on the host first (cheap,
         # and fewer bytes to upload), detect, map back with the exact per-axis factors.
         small, sx, sy = _resize_for_detection(images, self.scale)
-        return [_to_original(f, sx, sy) for f in self._detect_full(small)]
+        return [_to_original(f, sx, sy) for f in self._detect_full(small, skip)]
 
     @torch.inference_mode()
-    def _detect_full(self, images: list[np.ndarray]) -> list[Faces]:
+    def _detect_full(self, images: list[np.ndarray], skip: int = 0) -> list[Faces]:
+        """The cascade on same-size frames; ``skip``: leave out that many of the finest pyramid
+        levels (never all of them)."""
         n = len(images)
         h, w = images[0].shape[:2]
         sizes, tmpl_boxes, tmpl_levels = self._level_template(h, w)
         if not sizes:
             return [Faces.empty() for _ in range(n)]
-        levels, integral = self._pyramid(images, sizes)
+        skip = max(0, min(skip, len(sizes) - 1))
+        if skip:  # the template's cells are in level order: drop the skipped levels' cells
+            first = sum(oh * ow for oh, ow in (_pnet_out_hw(*size) for size in sizes[:skip]))
+            tmpl_boxes, tmpl_levels = tmpl_boxes[first:], tmpl_levels[first:]
+        levels, integral = self._pyramid(images, sizes[skip:])
         t1 = self.thresholds[0]
 
         # Stage 1: P-Net over the pyramid (all frames of the batch in one call per level).

@@ -453,6 +453,7 @@ class StrideStats:
     searched: int = 0  # lost tracks searched for near their expected place (detect_near)
     relocated: int = 0  # of those, found again
     kept_on_flow: int = 0  # tracked boxes the re-fit doubted, kept on their flow box (flow confident)
+    coarse: int = 0  # scheduled detections without the finest pyramid level (fine_every > 1)
 
 
 class StridedFaceTracker:
@@ -464,6 +465,12 @@ class StridedFaceTracker:
         right away (an extra detection; the stride schedule is unchanged).
     max_gap: a jump in frame index larger than this (dropped frames) forces a detection;
         default ``stride``.
+    fine_every: with a detector that offers ``detect_coarse`` (FastMTCNN: no finest pyramid
+        level, so no faces under ~1.41x its smallest), only every ``fine_every``-th scheduled
+        detection (and the first, and the first after a restart) is a full one; the others are
+        coarse. Faces already tracked are carried and re-fitted in between whatever their
+        size; a new face of the smallest sizes is found up to ``stride * fine_every`` frames
+        after it appears instead of ``stride``.
     refine: on tracked frames, re-fit the flow-moved boxes with the detector's ``refine``
         (MTCNN's O-Net) when it has one.
     search: a box the re-fit no longer calls a face, and the flow no longer follows well
@@ -480,9 +487,12 @@ class StridedFaceTracker:
         tracker: FaceTracker | None = None,
         refine: bool = True,
         search: bool = True,
+        fine_every: int = 1,
     ) -> None:
         if stride < 1:
             raise ValueError(f"stride must be >= 1, got {stride}")
+        if fine_every < 1:
+            raise ValueError(f"fine_every must be >= 1, got {fine_every}")
         self.detector = detector
         self.stride = int(stride)
         self.min_confidence = float(min_confidence)
@@ -496,6 +506,7 @@ class StridedFaceTracker:
         # a few ms, and the track keeps its id. Not found and not followed by the flow, it
         # stops being reported until the next scheduled detection re-finds or drops it.
         self.search = self.refine and bool(search) and hasattr(detector, "detect_near")
+        self.fine_every = int(fine_every) if hasattr(detector, "detect_coarse") else 1
         self.stats = StrideStats()
         self._last_index: int | None = None  # the last frame processed (tracked or detected)
         self._schedule = _Schedule()
@@ -527,17 +538,22 @@ class StridedFaceTracker:
         indices = [int(i) for i in indices]
         if len(indices) != len(frames):
             raise ValueError(f"{len(frames)} frames but {len(indices)} indices")
-        return Plan(indices, self._schedule.book(frames, indices, self.stride, self.max_gap, self.stats))
+        detect, coarse = self._schedule.book(frames, indices, self.stride, self.max_gap, self.fine_every, self.stats)
+        return Plan(indices, detect, coarse)
 
     def detect_planned(self, frames: Sequence[Any], plan: Plan) -> dict[int, Faces]:
-        """The scheduled detections of ``plan`` (positions in ``frames`` -> Faces), all in one
-        detector call. Touches no tracker state: safe on another thread than :meth:`process`."""
-        planned = [i for i, d in enumerate(plan.detect) if d]
-        if not planned:
-            return {}
-        found = self.detector.detect([frames[i] for i in planned])
-        self.stats.detect_calls += 1
-        return dict(zip(planned, found))
+        """The scheduled detections of ``plan`` (positions in ``frames`` -> Faces): one detector
+        call for the full ones, one for the coarse ones. Touches no tracker state: safe on
+        another thread than :meth:`process`."""
+        out: dict[int, Faces] = {}
+        for coarse in (False, True):
+            planned = [i for i, d in enumerate(plan.detect) if d and plan.coarse[i] == coarse]
+            if not planned:
+                continue
+            run = self.detector.detect_coarse if coarse else self.detector.detect
+            out.update(zip(planned, run([frames[i] for i in planned])))
+            self.stats.detect_calls += 1
+        return out
 
     def process(
         self,
@@ -628,11 +644,12 @@ class StridedFaceTracker:
 
 @dataclass
 class Plan:
-    """Frames booked into the detection schedule: their source indices and which of them get a
-    scheduled detection."""
+    """Frames booked into the detection schedule: their source indices, which of them get a
+    scheduled detection, and which of those are coarse (no finest pyramid level)."""
 
     indices: list[int]
     detect: list[bool]
+    coarse: list[bool]
 
 
 @dataclass
@@ -642,30 +659,33 @@ class _Schedule:
     last_detect: int | None = None
     last: int | None = None
     since: int = 0  # booked frames since the last scheduled detection
+    since_fine: int = 0  # scheduled detections since the last full one
     wh: tuple[int, int] | None = None
 
-    def book(self, frames: list[Any], indices: list[int], stride: int, max_gap: int, stats: StrideStats) -> list[bool]:
-        """Which frames get a scheduled detection (stride, gaps, size changes, restarts)."""
-        plan = []
+    def book(
+        self, frames: list[Any], indices: list[int], stride: int, max_gap: int, fine_every: int, stats: StrideStats
+    ) -> tuple[list[bool], list[bool]]:
+        """Which frames get a scheduled detection (stride, gaps, size changes, restarts), and
+        which of those are coarse (all but every ``fine_every``-th; never the first one, nor
+        the first after a restart or a size change)."""
+        plan, coarse = [], []
         for frame, index in zip(frames, indices):
             h, w = _image(frame).shape[:2]
             gap = self.last is not None and index - self.last > max_gap
             # The stride counts processed frames: a live source that drops frames still gets
             # tracked frames between detections (a long gap forces one).
-            detect = (
-                self.last_detect is None
-                or self.last is None
-                or index <= self.last
-                or self.since + 1 >= stride
-                or gap
-                or self.wh != (w, h)
-            )
+            fresh = self.last_detect is None or self.last is None or index <= self.last or self.wh != (w, h)
+            detect = fresh or self.since + 1 >= stride or gap
+            fine = fresh or self.since_fine + 1 >= fine_every
             if detect:
                 if gap and self.since + 1 < stride:
                     stats.gaps += 1
                 self.last_detect, self.since = index, 0
+                self.since_fine = 0 if fine else self.since_fine + 1
+                stats.coarse += not fine
             else:
                 self.since += 1
             plan.append(detect)
+            coarse.append(detect and not fine)
             self.last, self.wh = index, (w, h)
-        return plan
+        return plan, coarse
