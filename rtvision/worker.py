@@ -11,10 +11,11 @@ classifier and the face tracking of batch k.
 Both threads then do useful work all the time; on the CPU torch's intra-op threads are split
 between them (2 cores: one each), which measured faster than both models one after the other
 with two intra-op threads each (a detection scales only ~1.5x from one thread to two, and the
-second core idles through the single-threaded parts). The detections may run ``lookahead``
-batches ahead (default 2): with one, the two threads meet at every batch and the faster one waits
-whenever the other has a slow batch. Live sources keep the plain loop: looking a batch ahead would
-add a batch of latency.
+second core idles through the single-threaded parts). On the CPU the helper also makes the
+classifier's input batch (resize, crop, normalize) of the batches it runs ahead. The detections
+may run ``lookahead`` batches ahead (default 2): with one, the two threads meet at every batch
+and the faster one waits whenever the other has a slow batch. Live sources keep the plain loop:
+looking a batch ahead would add a batch of latency.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ class _Ahead:
     frames: list[Frame]
     wait_ms: float
     plan: Any  # the face stage's Plan
-    detections: Future  # -> (detections, ms)
+    detections: Future  # -> (detections, ms, prepared classifier batch or None, its ms)
 
 
 def _timed(fn: Callable, *args) -> tuple[Any, float]:
@@ -107,6 +108,9 @@ class InferenceWorker(threading.Thread):
         self.overlap = (not live and plans) if overlap is None else bool(overlap and plans)
         self.split_threads = bool(split_threads and self.overlap)
         self.lookahead = max(1, int(lookahead))
+        # On the CPU the helper also makes the classifier's input batch: with the coarse
+        # detections (--small-face-every) it has time to spare, and the worker has none.
+        self.prep_ahead = self.split_threads
 
     def run(self) -> None:
         threads, cv_threads = torch.get_num_threads(), cv2.getNumThreads()
@@ -199,36 +203,53 @@ class InferenceWorker(threading.Thread):
     def _start(self, pool: ThreadPoolExecutor, frames: list[Frame], wait_ms: float) -> _Ahead:
         """Book the batch into the face stage's schedule and start its detections."""
         plan = self.faces.plan(frames)
-        return _Ahead(frames, wait_ms, plan, pool.submit(_timed, self.faces.detect_planned, frames, plan))
+        return _Ahead(frames, wait_ms, plan, pool.submit(self._ahead_work, frames, plan))
+
+    def _ahead_work(self, frames: list[Frame], plan: Any) -> tuple[dict, float, Any, float]:
+        """On the helper thread: the batch's classifier input (``prep_ahead``), then its
+        scheduled face detections."""
+        prepared, prep_ms = None, 0.0
+        if self.prep_ahead and self.classifier is not None:
+            prepared, prep_ms = _timed(self.classifier.prepare, [f.image for f in frames])
+        detections, detect_ms = _timed(self.faces.detect_planned, frames, plan)
+        return detections, detect_ms, prepared, prep_ms
 
     def _finish(self, a: _Ahead) -> list[Result]:
+        t0 = time.perf_counter()
+        detections, detect_ms, prepared, prep_ms = a.detections.result()
+        waited_ms = (time.perf_counter() - t0) * 1000.0
+
         def faces_of(frames: list[Frame]) -> tuple[list[Faces], float, float]:
-            t0 = time.perf_counter()
-            detections, detect_ms = a.detections.result()
             t1 = time.perf_counter()
             faces = self.faces.finish(frames, a.plan, detections)
-            return faces, detect_ms + (time.perf_counter() - t1) * 1000.0, (t1 - t0) * 1000.0
+            return faces, detect_ms + (time.perf_counter() - t1) * 1000.0, waited_ms
 
-        return self.process(a.frames, a.wait_ms, faces_of)
+        return self.process(a.frames, a.wait_ms, faces_of, None if prepared is None else (prepared, prep_ms))
 
     def process(
         self,
         frames: list[Frame],
         wait_ms: float = 0.0,
         faces_of: Callable[[list[Frame]], tuple[list[Faces], float, float]] | None = None,
+        prepared: tuple[torch.Tensor, float] | None = None,
     ) -> list[Result]:
         """Run both models on one batch; timings of batch stages are divided over its frames.
         ``faces_of`` (overlapped loop): the face stage's results, its time (detections on the
-        helper thread plus the rest here) and the time spent waiting for the helper."""
+        helper thread plus the rest here) and the time spent waiting for the helper.
+        ``prepared``: the classifier's input batch and its time, made on the helper thread."""
         n = len(frames)
         images = [f.image for f in frames]
         timings = {"queue_wait": wait_ms / n, "preprocess": 0.0, "classifier": 0.0, "faces": 0.0}
         labels: list[Labels] = [Labels.empty()] * n
         faces: list[Faces] = [Faces.empty()] * n
         if self.classifier is not None:
-            with StageTimer(self.cuda_sync) as t:
-                batch = self.classifier.prepare(images)
-            timings["preprocess"] = t.ms / n
+            if prepared is not None:
+                batch, prep_ms = prepared
+            else:
+                with StageTimer(self.cuda_sync) as t:
+                    batch = self.classifier.prepare(images)
+                prep_ms = t.ms
+            timings["preprocess"] = prep_ms / n
             with StageTimer(self.cuda_sync) as t:
                 logits = self.classifier.logits(batch)
                 labels = self.classifier.top_k(logits, self.topk)

@@ -16,15 +16,24 @@ class FakeClassifier:
 
     variant = "fake"
 
-    def __init__(self, sleep_s: float = 0.0, fail_on_batch: int | None = None) -> None:
+    def __init__(self, sleep_s: float = 0.0, fail_on_batch: int | None = None, decode=None) -> None:
         self.sleep_s = sleep_s
         self.fail_on_batch = fail_on_batch
+        self.decode = decode  # image -> int (e.g. an index clip's frame index), carried in the batch
         self.batches = 0
+        self.prepare_threads: list[str] = []
+        self.seen: list[list[int]] = []  # per logits() call, the decoded values of its batch
 
     def prepare(self, images):
-        return torch.zeros(len(images), 1)
+        import threading
+
+        self.prepare_threads.append(threading.current_thread().name)
+        if self.decode is None:
+            return torch.zeros(len(images), 1)
+        return torch.tensor([[float(self.decode(img))] for img in images])
 
     def logits(self, batch):
+        self.seen.append([int(v) for v in batch[:, 0].tolist()])
         self.batches += 1
         if self.fail_on_batch is not None and self.batches >= self.fail_on_batch:
             raise RuntimeError("fake classifier failure")

@@ -146,6 +146,17 @@ def test_file_mode_runs_face_detections_a_batch_ahead_on_a_helper_thread(index_c
     assert torch.get_num_threads() == threads
 
 
+def test_cpu_helper_thread_also_prepares_the_classifier_batches(index_clip):
+    """On the CPU the helper makes each batch's classifier input too; every batch reaches the
+    classifier with its own frames, in order."""
+    classifier = FakeClassifier(decode=decode_index)
+    cfg = RunConfig(SourceConfig(str(index_clip), max_frames=20), ModelConfig(), batch=4, progress=False)
+    s = Runner(cfg, Pipeline(cfg, models=fake_models(classifier, FakeTrackedFaces())).start()).run()
+    assert s["exit_code"] == 0 and s["frames_processed"] == 20
+    assert all(name.startswith("rtvision-faces") for name in classifier.prepare_threads)
+    assert classifier.seen == [list(range(k, k + 4)) for k in range(0, 20, 4)]
+
+
 @pytest.mark.parametrize("lookahead", [1, 2, 3])
 def test_detections_run_up_to_lookahead_batches_ahead(index_clip, lookahead):
     """With a slow classifier the worker keeps ``lookahead`` batches' detections started beyond
