@@ -66,6 +66,9 @@ class Pipeline:
 
                 self.models = build_models(cfg.model, self.source, self.info)
             self.batch = cfg.batch or (1 if self.live else 4)
+            set_live = getattr(self.models.faces, "set_live", None)
+            if set_live is not None:
+                set_live(self.live)
             self.out = queue.Queue(maxsize=max(8, 2 * self.batch))
             capacity = cfg.source.buffer_size or (self.batch if self.live else max(8, 2 * self.batch))
             self.buffer = RingBuffer(capacity, drop_oldest=self.live)

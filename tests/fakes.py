@@ -69,6 +69,10 @@ class FakeTrackedFaces(FakeFaces):
         self.fail_on_call = fail_on_call
         self.calls: list[tuple[list[int], str, int]] = []  # (frame indices, thread name, torch threads)
         self.events: list[tuple[str, int]] = []  # ("plan" | "finish", first frame index), in order
+        self.live: bool | None = None  # what the pipeline said at start (set_live)
+
+    def set_live(self, live: bool) -> None:
+        self.live = live
 
     def plan(self, frames: list[Frame]) -> list[int]:
         self.events.append(("plan", frames[0].index))

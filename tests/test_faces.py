@@ -57,7 +57,14 @@ def test_coarse_detection_finds_every_face_but_the_smallest(faces_frames):
 def test_fast_mode_looks_for_the_smallest_faces_every_second_detection_on_the_cpu():
     fast = build_face_detector("fast", torch.device("cpu"), resolution_wh=(1920, 1080))
     assert fast.tracker.fine_every == 2 and "smallest faces every 2" in fast.description
+    fast.set_live(True)  # live sources: the full pyramid on every detection, unless asked otherwise
+    assert fast.tracker.fine_every == 1
+    fast.set_live(False)
+    assert fast.tracker.fine_every == 2
     assert build_face_detector("fast", torch.device("cpu"), small_face_every=1).tracker.fine_every == 1
+    explicit = build_face_detector("fast", torch.device("cpu"), small_face_every=3)
+    explicit.set_live(True)
+    assert explicit.tracker.fine_every == 3
     facenet = build_face_detector("fast", torch.device("cpu"), backend="facenet")
     assert facenet.tracker.fine_every == 1  # facenet-pytorch's MTCNN has no coarse detection
 

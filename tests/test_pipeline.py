@@ -200,6 +200,7 @@ def test_no_overlap_and_live_sources_keep_one_thread(index_clip):
         s = Runner(cfg, pipe).run()
         assert s["exit_code"] == 0 and s["frames_processed"] >= 1
         assert faces.calls == []  # detect(), on the worker itself
+        assert faces.live is cfg.source.realtime  # the face stage was told the source's kind
 
 
 def test_helper_thread_failure_stops_cleanly_and_reports(index_clip, tmp_path):

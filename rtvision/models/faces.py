@@ -50,7 +50,7 @@ class FastDefaults:
 
 
 FAST_DEFAULTS = {
-    "cpu": FastDefaults(min_face=28, stride=4, small_face_every=2),
+    "cpu": FastDefaults(min_face=28, stride=4, small_face_every=2),  # files; live sources: 1
     "cuda": FastDefaults(min_face=20, stride=2, small_face_every=1),
 }
 PYRAMID_FACTOR = 0.709  # MTCNN's pyramid step (facenet-pytorch's default)
@@ -69,15 +69,24 @@ def pyramid_min_face(min_face: float) -> float:
 class TrackedFaces:
     """A detector run every ``stride``-th frame with tracking in between (the stage interface)."""
 
-    def __init__(self, detector, stride: int, small_face_every: int = 1) -> None:
+    def __init__(self, detector, stride: int, small_face_every: int = 1, small_face_every_live: int | None = None) -> None:
         self.detector = detector
         # Live sources drop frames whenever the worker is slower than the camera; flow plus the
         # O-Net re-fit bridges a few dropped frames, so only a long gap forces a detection.
         self.tracker = StridedFaceTracker(detector, stride=stride, max_gap=3 * stride, fine_every=small_face_every)
         self.stride = stride
+        self._every = {False: small_face_every, True: small_face_every_live or small_face_every}
         self.description = f"{detector.description}, stride {stride} + tracking"
-        if self.tracker.fine_every > 1:
-            self.description += f", smallest faces every {self.tracker.fine_every} detections"
+        files, live = self._every[False], self._every[True]
+        if hasattr(detector, "detect_coarse") and max(files, live) > 1:
+            self.description += f", smallest faces every {files} detections" + ("" if live == files else f" (live: every {live})")
+
+    def set_live(self, live: bool) -> None:
+        """The run's source kind (the pipeline calls this at start): the smallest-face cadence
+        for files, or for live sources (whose dropped frames already space the detections out,
+        so that skipping the finest level on some of them would leave a new small face unfound
+        for longer still)."""
+        self.tracker.set_fine_every(self._every[bool(live)])
 
     @property
     def stats(self):
@@ -115,7 +124,7 @@ def build_face_detector(
     if backend not in BACKENDS:
         raise ValueError(f"face backend must be one of {BACKENDS}")
     detector_min = float(DEFAULT_MIN_FACE_SIZE)
-    every = small_face_every or 1
+    every = every_live = small_face_every or 1
     if mode == "full":
         s, k = scale or 1.0, stride or 1
     elif mode == "fast":
@@ -136,4 +145,4 @@ def build_face_detector(
     if detector_min != DEFAULT_MIN_FACE_SIZE:
         det.description += f" min face {detector_min:.0f}px"
     det.description = f"{mode}: {det.description}"
-    return TrackedFaces(det, k, every) if k > 1 else det
+    return TrackedFaces(det, k, every, every_live) if k > 1 else det

@@ -491,8 +491,6 @@ class StridedFaceTracker:
     ) -> None:
         if stride < 1:
             raise ValueError(f"stride must be >= 1, got {stride}")
-        if fine_every < 1:
-            raise ValueError(f"fine_every must be >= 1, got {fine_every}")
         self.detector = detector
         self.stride = int(stride)
         self.min_confidence = float(min_confidence)
@@ -506,7 +504,8 @@ class StridedFaceTracker:
         # a few ms, and the track keeps its id. Not found and not followed by the flow, it
         # stops being reported until the next scheduled detection re-finds or drops it.
         self.search = self.refine and bool(search) and hasattr(detector, "detect_near")
-        self.fine_every = int(fine_every) if hasattr(detector, "detect_coarse") else 1
+        self.fine_every = 1
+        self.set_fine_every(fine_every)
         self.stats = StrideStats()
         self._last_index: int | None = None  # the last frame processed (tracked or detected)
         self._schedule = _Schedule()
@@ -514,6 +513,12 @@ class StridedFaceTracker:
     @property
     def device(self):
         return getattr(self.detector, "device", None)
+
+    def set_fine_every(self, n: int) -> None:
+        """Change ``fine_every`` (see the class doc); 1 for a detector without ``detect_coarse``."""
+        if n < 1:
+            raise ValueError(f"fine_every must be >= 1, got {n}")
+        self.fine_every = int(n) if hasattr(self.detector, "detect_coarse") else 1
 
     def reset(self) -> None:
         self.tracker.reset()
