@@ -73,6 +73,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--face-scale", type=fraction, default=None, help="detect faces on the frame resized by this factor")
     g.add_argument("--face-stride", type=positive_int, default=None, help="run the detector every k-th frame, track in between")
     g.add_argument("--min-face", type=positive_int, default=None, help="smallest face wanted, in original pixels")
+    g.add_argument("--no-face-background", action="store_true",
+                   help="live sources, fast mode: run each face detection in line on the worker (default: on a helper "
+                        "thread while the next frames are tracked, merged when done)")
     g.add_argument("--small-face-every", type=positive_int, default=None,
                    help="fast mode: look for the smallest faces (--min-face up to 1.41x it: the finest pyramid level, "
                         "about a third of a detection's work) on every N-th detection only; tracked faces of every size "
@@ -137,6 +140,7 @@ def model_config(a: argparse.Namespace) -> ModelConfig:
         face_scale=a.face_scale,
         face_stride=a.face_stride,
         small_face_every=a.small_face_every,
+        face_background=not a.no_face_background,
         min_face=a.min_face,
         face_backend=a.face_backend,
         calib_frames=a.calib_frames,

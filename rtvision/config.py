@@ -65,6 +65,8 @@ class ModelConfig:
     faces: ``full`` (every frame, full resolution), ``fast`` (tuned for live use) or ``off``.
     face_scale / face_stride / min_face / small_face_every: the knobs under the face modes (None:
         the mode's default); see ``rtvision.models.faces``.
+    face_background: live sources, tracking face mode: due detections run on a helper thread
+        while the next frames are tracked (False: in line, on the worker).
     face_backend: ``fast`` (batched torch MTCNN) or ``facenet`` (facenet-pytorch's own MTCNN).
     """
 
@@ -80,6 +82,7 @@ class ModelConfig:
     face_stride: int | None = None
     min_face: int | None = None
     small_face_every: int | None = None
+    face_background: bool = True
     face_backend: str = "fast"
     calib_frames: int = 32
     cache_dir: str | None = None

@@ -15,7 +15,9 @@ second core idles through the single-threaded parts). On the CPU the helper also
 classifier's input batch (resize, crop, normalize) of the batches it runs ahead. The detections
 may run ``lookahead`` batches ahead (default 2): with one, the two threads meet at every batch
 and the faster one waits whenever the other has a slow batch. Live sources keep the plain loop:
-looking a batch ahead would add a batch of latency.
+looking a batch ahead would add a batch of latency; their face stage detects in the background
+instead (``StridedFaceTracker.set_background``), on a helper thread of its own, which the worker
+joins (``faces.close()``) at the end, with the threads split the same way.
 """
 
 from __future__ import annotations
@@ -106,7 +108,9 @@ class InferenceWorker(threading.Thread):
         # the classifier's work and would run on half the cores.
         plans = faces is not None and hasattr(faces, "plan")
         self.overlap = (not live and plans) if overlap is None else bool(overlap and plans)
-        self.split_threads = bool(split_threads and self.overlap)
+        # A face stage detecting in the background (live sources) has a helper thread too.
+        self.background = bool(getattr(faces, "background", False))
+        self.split_threads = bool(split_threads and (self.overlap or self.background))
         self.lookahead = max(1, int(lookahead))
         # On the CPU the helper also makes the classifier's input batch: with the coarse
         # detections (--small-face-every) it has time to spare, and the worker has none.
@@ -128,6 +132,12 @@ class InferenceWorker(threading.Thread):
             self.stop_event.set()
             self.buffer.close()
         finally:
+            close = getattr(self.faces, "close", None)
+            if close is not None:
+                try:
+                    close()  # the face stage's own helper thread (background detections) is joined here
+                except BaseException as exc:  # never hides the run's own outcome
+                    log.warning("closing the face stage failed: %s", exc)
             if torch.get_num_threads() != threads:
                 torch.set_num_threads(threads)
             if cv2.getNumThreads() != cv_threads:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import cv2
 import numpy as np
@@ -235,6 +236,26 @@ def test_overlap_gives_the_sequential_results_on_real_video(faces_video, resnet1
         assert np.allclose([f["xyxy"] for f in ra["faces"]], [f["xyxy"] for f in rb["faces"]], atol=0.5)
         assert [x["class_id"] for x in ra["labels"]] == [x["class_id"] for x in rb["labels"]]
     assert sum(len(r["faces"]) for r in a) >= 12 * 5
+
+
+def test_live_source_detects_faces_in_the_background(faces_video, tmp_path):
+    """A live source (the 1080p clip paced at its fps) in the default face mode: detections on
+    the face stage's helper thread, merged into the tracks; faces with track ids on the frames,
+    in order, and every thread joined and torch's threads restored at the end."""
+    threads = torch.get_num_threads()
+    out = tmp_path / "r.jsonl"
+    rc = main(["--source", str(faces_video), "--realtime", "--headless", "--no-progress", "--max-frames", "40",
+               "--classifier", "none", "--results", str(out)])
+    assert rc == 0
+    rows = read_jsonl(out)
+    frames = [r["frame"] for r in rows]
+    assert len(rows) >= 10 and frames == sorted(set(frames))
+    assert rows[0]["faces"]  # the first frame is detected in line
+    with_faces = [r for r in rows if r["faces"]]
+    assert len(with_faces) >= 0.8 * len(rows)
+    assert all("track_id" in f for r in with_faces for f in r["faces"])
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("rtvision-")]
+    assert torch.get_num_threads() == threads
 
 
 def test_save_writes_playable_video_with_every_frame(faces_video, tmp_path):

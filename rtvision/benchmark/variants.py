@@ -165,6 +165,9 @@ register_variant("faces-full-facenet", _derived(
     "faces-full-facenet", "facenet-pytorch's own MTCNN, full resolution, every frame", faces="full", face_backend="facenet"))
 register_variant("faces-off", _derived("faces-off", "default settings, no face detector", faces="off"))
 register_variant("batch1", _derived("batch1", "default settings, batch 1", batch=1))
+register_variant("face-inline", _derived(
+    "face-inline", "default settings, live face detections in line on the worker (--no-face-background)",
+    face_background=False))
 register_variant("small-faces-always", _derived(
     "small-faces-always", "default settings, the smallest faces looked for on every detection (--small-face-every 1)",
     small_face_every=1))

@@ -133,6 +133,6 @@ def build_models(cfg: ModelConfig, source=None, info=None) -> Models:
     faces = build_face_detector(
         cfg.faces, device, cfg.face_scale, cfg.face_stride, cfg.min_face,
         resolution_wh=info.resolution_wh if info is not None else None, backend=cfg.face_backend,
-        small_face_every=cfg.small_face_every,
+        small_face_every=cfg.small_face_every, background=cfg.face_background,
     )
     return Models(device, classifier, faces, warnings)

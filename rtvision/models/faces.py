@@ -10,7 +10,10 @@
             stage (O-Net), a local search (``FastMTCNN.detect_near``) for faces the re-fit or
             a detection lost, and stable track ids. ``--small-face-every N``: only every N-th
             detection runs the finest pyramid level (the smallest faces, ``--min-face`` to
-            1.41x it); the others skip it, about a third of a detection's work at 1080p.
+            1.41x it); the others skip it, about a third of a detection's work at 1080p (files;
+            live sources run it every time). Live sources detect in the background (a helper
+            thread; each detection merged into the tracks when done) unless
+            ``--no-face-background``.
             ``--face-scale`` instead detects on a resized frame (``choose_scale`` picks one from
             the frame size and ``--min-face``): cheaper, but its boxes differ from the reference.
 * ``off``   no face stage.
@@ -69,8 +72,11 @@ def pyramid_min_face(min_face: float) -> float:
 class TrackedFaces:
     """A detector run every ``stride``-th frame with tracking in between (the stage interface)."""
 
-    def __init__(self, detector, stride: int, small_face_every: int = 1, small_face_every_live: int | None = None) -> None:
+    def __init__(
+        self, detector, stride: int, small_face_every: int = 1, small_face_every_live: int | None = None, background: bool = True
+    ) -> None:
         self.detector = detector
+        self._background = background
         # Live sources drop frames whenever the worker is slower than the camera; flow plus the
         # O-Net re-fit bridges a few dropped frames, so only a long gap forces a detection.
         self.tracker = StridedFaceTracker(detector, stride=stride, max_gap=3 * stride, fine_every=small_face_every)
@@ -85,8 +91,19 @@ class TrackedFaces:
         """The run's source kind (the pipeline calls this at start): the smallest-face cadence
         for files, or for live sources (whose dropped frames already space the detections out,
         so that skipping the finest level on some of them would leave a new small face unfound
-        for longer still)."""
+        for longer still), and, live, detections in the background (see
+        ``StridedFaceTracker.set_background``) unless built with ``background=False``."""
         self.tracker.set_fine_every(self._every[bool(live)])
+        self.tracker.set_background(bool(live) and self._background)
+
+    @property
+    def background(self) -> bool:
+        """Whether detections run on a helper thread of the face stage's own (live sources)."""
+        return self.tracker.background
+
+    def close(self) -> None:
+        """End of a run: join the background detection thread, if any."""
+        self.tracker.close()
 
     @property
     def stats(self):
@@ -117,6 +134,7 @@ def build_face_detector(
     resolution_wh: tuple[int, int] | None = None,
     backend: str = "fast",
     small_face_every: int | None = None,
+    background: bool = True,
 ) -> FaceDetector | None:
     """The face stage for ``--faces full|fast|off`` (None when off); explicit knobs win over the mode."""
     if mode == "off":
@@ -145,4 +163,4 @@ def build_face_detector(
     if detector_min != DEFAULT_MIN_FACE_SIZE:
         det.description += f" min face {detector_min:.0f}px"
     det.description = f"{mode}: {det.description}"
-    return TrackedFaces(det, k, every, every_live) if k > 1 else det
+    return TrackedFaces(det, k, every, every_live, background) if k > 1 else det

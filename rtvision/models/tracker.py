@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -101,6 +102,7 @@ class Track:
     searches: int = 0  # local searches that failed since this track was last missed
     confirmed_xyxy: np.ndarray | None = None  # box at the last detection / re-fit / search hit
     confirmed_index: int | None = None
+    unconfirmed: int = 0  # frames processed since then (moved by the flow alone)
 
     @property
     def active(self) -> bool:
@@ -182,6 +184,11 @@ class FaceTracker:
         """The reported tracks' flow confidences, in ``faces()`` order."""
         return np.array([t.confidence for t in self.tracks if t.active], np.float64)
 
+    def unconfirmed(self) -> np.ndarray:
+        """Per reported track, in ``faces()`` order, the frames it has been moved by the flow
+        alone (since its last detection, re-fit or search hit)."""
+        return np.array([t.unconfirmed for t in self.tracks if t.active], np.int64)
+
     def faces(self) -> Faces:
         """The reported (active) tracks as a ``Faces`` record with ``track_ids``."""
         act = [t for t in self.tracks if t.active]
@@ -208,19 +215,20 @@ class FaceTracker:
             if good:  # the detector's own last stage confirms the face: full confidence again
                 self._confirm(t, faces, i)
 
-    def relocate(self, positions: Sequence[int], faces: Faces, found: np.ndarray, min_confidence: float) -> None:
+    def relocate(self, positions: Sequence[int], faces: Faces, found: np.ndarray, min_confidence: float, max_unconfirmed: int | None = None) -> None:
         """Results of a local search (``detect_near``, its first rows) for the reported tracks at
         ``positions`` (indices into ``faces()`` order): a found face that is not another track's becomes the
         track's box (full confidence, velocity from its last confirmed box); a track not found
         whose flow confidence is below ``min_confidence`` stops being reported and coasts until
         a detection re-finds it or drops it; one the flow still follows well stays reported on
-        its flow box (:class:`StridedFaceTracker` does not search for those at all)."""
+        its flow box (:class:`StridedFaceTracker` does not search for those at all), unless the
+        flow alone has moved it for more than ``max_unconfirmed`` frames."""
         act = [t for t in self.tracks if t.active]
         for k, p in enumerate(positions):
             t = act[int(p)]
             if found[k] and not self._taken(faces.xyxy[k], t):
                 self._confirm(t, faces, k)
-            elif t.confidence < min_confidence:
+            elif t.confidence < min_confidence or (max_unconfirmed is not None and t.unconfirmed > max_unconfirmed):
                 t.misses += 1
                 t.searches += 1
 
@@ -264,6 +272,7 @@ class FaceTracker:
         if faces.landmarks is not None:
             t.landmarks = faces.landmarks[k].astype(np.float64)
         t.confirmed_xyxy, t.confirmed_index = box.copy(), t.index
+        t.unconfirmed = 0
 
     # ------------------------------------------------------------ frame steps
     def track(self, index: int, frame: Any) -> Faces:
@@ -297,6 +306,7 @@ class FaceTracker:
             t.searches = 0
             t.hits += 1
             t.confirmed_xyxy, t.confirmed_index = box.copy(), index
+            t.unconfirmed = 0
             ids[di] = t.track_id
             matched_tracks.add(ti)
         kept = []
@@ -324,6 +334,89 @@ class FaceTracker:
             self.tracks.append(t)
             ids[di] = t.track_id
         return Faces(dets.xyxy, dets.scores, dets.landmarks, ids)
+
+    def merge_late(self, grays: Sequence[np.ndarray], snapshot: list[tuple[int, np.ndarray]], detections: Faces) -> int:
+        """Merge ``detections`` of an earlier frame (a detection that ran in the background)
+        into the tracks, which have already been moved into the current frame.
+
+        ``snapshot``: (track id, box) of every track at that earlier frame; ``grays``: the flow
+        images of the frames processed since, that one first and the current one last.
+        Detections are associated with the snapshot's boxes (IoU, as in :meth:`update`): a
+        matched track counts as detected (a coasting one is re-found); a track of the snapshot
+        that no detection matched misses once (dropped after ``max_misses``). A detection of a
+        new face, and of a re-found coasting track, is carried into the current frame by the
+        flow from frame to frame, as the tracks were (one jump over several frames loses a
+        fast face); where the flow fails it keeps its last box, which the re-fit or the search
+        corrects. Returns the number of new tracks."""
+        if self._prev_gray is None or self._prev_index is None:
+            return 0
+        ids = [i for i, _ in snapshot]
+        boxes = np.array([b for _, b in snapshot], np.float64).reshape(-1, 4)
+        pairs = greedy_match(iou_xyxy(boxes, detections.xyxy), self.iou_threshold)
+        by_id = {t.track_id: t for t in self.tracks}
+        seen: set[int] = set()
+        matched_dets: set[int] = set()
+        refound: list[tuple[Track, int]] = []
+        for ti, di in pairs:
+            matched_dets.add(di)
+            t = by_id.get(ids[ti])
+            if t is None:  # dropped since (it left the frame)
+                continue
+            seen.add(t.track_id)
+            t.hits += 1
+            t.searches = 0
+            if t.misses > 0:
+                refound.append((t, di))
+            t.misses = 0
+        snap_ids = set(ids)
+        kept = []
+        for t in self.tracks:
+            if t.track_id in snap_ids and t.track_id not in seen:
+                t.misses += 1
+                if t.misses > self.max_misses:
+                    continue
+            kept.append(t)
+        self.tracks = kept
+        new = [di for di in range(len(detections)) if di not in matched_dets]
+        carry = [di for _, di in refound] + new
+        if not carry:
+            return 0
+        start = [detections.xyxy[di].astype(np.float64) for di in carry]
+        boxes_now, confs = list(start), [1.0] * len(carry)
+        for a, b in zip(grays[:-1], grays[1:]):
+            for k, m in enumerate(self._flow(a, b, boxes_now)):
+                if m is None:
+                    confs[k] = 0.0
+                else:
+                    boxes_now[k] = m[0]
+                    confs[k] = min(confs[k], m[1])
+        now = []
+        for di, det_box, box, conf in zip(carry, start, boxes_now, confs):
+            lm = None if detections.landmarks is None else _move_landmarks(detections.landmarks[di].astype(np.float64), det_box, box)
+            now.append((box, conf, lm))
+        index = self._prev_index
+        for (t, di), (box, conf, lm) in zip(refound, now):
+            t.xyxy, t.confidence, t.landmarks, t.index = box, conf, lm, index
+            t.velocity = np.zeros(4)
+            t.score = float(detections.scores[di])
+            t.confirmed_xyxy, t.confirmed_index = box.copy(), index
+            t.unconfirmed = 0
+        for di, (box, conf, lm) in zip(new, now[len(refound):]):
+            self.tracks.append(Track(
+                track_id=self._next_id, xyxy=box, score=float(detections.scores[di]), landmarks=lm, index=index,
+                confidence=conf, confirmed_xyxy=box.copy(), confirmed_index=index,
+            ))
+            self._next_id += 1
+        return len(new)
+
+    def snapshot(self) -> list[tuple[int, np.ndarray]]:
+        """(track id, box) of every track (reported or coasting) in the current frame."""
+        return [(t.track_id, t.xyxy.copy()) for t in self.tracks]
+
+    @property
+    def gray(self) -> np.ndarray | None:
+        """The current frame's flow image."""
+        return self._prev_gray
 
     # -------------------------------------------------------------- internals
     def _gray(self, img: np.ndarray) -> np.ndarray:
@@ -360,6 +453,7 @@ class FaceTracker:
             t.landmarks = _move_landmarks(t.landmarks, old, new)
             t.xyxy = new
             t.index = index
+            t.unconfirmed += 1
         for t in self.tracks:
             if not t.active:  # coasting: constant velocity, not reported
                 t.xyxy = t.xyxy + t.velocity * dt
@@ -454,6 +548,7 @@ class StrideStats:
     relocated: int = 0  # of those, found again
     kept_on_flow: int = 0  # tracked boxes the re-fit doubted, kept on their flow box (flow confident)
     coarse: int = 0  # scheduled detections without the finest pyramid level (fine_every > 1)
+    late: int = 0  # background detections merged into a later frame (background mode)
 
 
 class StridedFaceTracker:
@@ -509,10 +604,39 @@ class StridedFaceTracker:
         self.stats = StrideStats()
         self._last_index: int | None = None  # the last frame processed (tracked or detected)
         self._schedule = _Schedule()
+        # Background mode (live sources): detections run on a helper thread, merged when done.
+        self.background = False
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: _Pending | None = None
+        self._since_submit: int | None = None  # frames processed since the last background detection
+        self._submitted = 0
 
     @property
     def device(self):
         return getattr(self.detector, "device", None)
+
+    def set_background(self, on: bool) -> None:
+        """Background mode, for live sources: a due detection runs on a helper thread
+        (``rtvision-faces``) while the following frames are tracked, and is merged into the
+        tracks of the frame at which it is done (:meth:`FaceTracker.merge_late`): no frame
+        waits for a detection, so a detection no longer costs a live frame ~100 ms of latency
+        (and the frames dropped meanwhile). A new face appears a few frames later (the
+        detection's time) and is carried to the current frame by the flow. Needs the re-fit
+        and the local search (FastMTCNN); off: every detection in line, as for files."""
+        on = bool(on) and self.search
+        if not on:
+            self.close()
+        self.background = on
+
+    def close(self) -> None:
+        """Stop background detection: drop a pending one and join the helper thread."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.future.cancel()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        self._since_submit = None
 
     def set_fine_every(self, n: int) -> None:
         """Change ``fine_every`` (see the class doc); 1 for a detector without ``detect_coarse``."""
@@ -524,6 +648,10 @@ class StridedFaceTracker:
         self.tracker.reset()
         self._last_index = None
         self._schedule = _Schedule()
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.future.cancel()
+        self._since_submit = None
 
     def detect(self, frames: Sequence[Any]) -> list[Faces]:
         """The detector interface: frame indices from ``Frame.index``, else consecutive."""
@@ -572,6 +700,8 @@ class StridedFaceTracker:
         ``detections`` come from :meth:`plan` and :meth:`detect_planned` when the detections
         ran ahead; by default both are done here."""
         frames = list(frames)
+        if self.background and plan is None and detections is None:
+            return self._process_background(frames, indices)
         if plan is None:
             plan = self.plan(frames, indices)
         if len(plan.indices) != len(frames):
@@ -591,23 +721,7 @@ class StridedFaceTracker:
                 if self.search:
                     faces = self._search(frame, faces, np.zeros(0, np.int64))
             else:
-                faces = self.tracker.track(index, frame)
-                lost = np.zeros(0, np.int64)
-                if self.refine and len(faces):
-                    refined, ok = self.detector.refine(frame, faces.xyxy)
-                    self.tracker.set_reported(refined, ok)
-                    self.stats.refined += 1
-                    # A box the re-fit doubts (a face turning, blurred) that the flow still
-                    # follows well stays on its flow box until the next detection, without a
-                    # search: on the test video this halved the searches at the same recall
-                    # (mean matched IoU 0.921 -> 0.918). Only boxes the flow lost too are searched.
-                    followed = self.tracker.confidences() >= self.min_confidence
-                    lost = np.flatnonzero(~ok & ~followed)
-                    self.stats.kept_on_flow += int((~ok & followed).sum())
-                if self.search:
-                    faces = self._search(frame, faces, lost)
-                elif self.refine and len(faces):
-                    faces = self.tracker.faces()
+                faces = self._refit(frame, self.tracker.track(index, frame))
                 if self.tracker.confidence < self.min_confidence:
                     # An extra detection; the schedule stays as planned (it may already
                     # have been booked, and its detections run, ahead of this frame).
@@ -621,6 +735,90 @@ class StridedFaceTracker:
             self._last_index = index
             out.append(faces)
         return out
+
+    def _refit(self, frame: Any, faces: Faces) -> Faces:
+        """A tracked frame after the flow: the re-fit of the reported boxes, then the local
+        search; the reported faces."""
+        lost = np.zeros(0, np.int64)
+        if self.refine and len(faces):
+            refined, ok = self.detector.refine(frame, faces.xyxy)
+            self.tracker.set_reported(refined, ok)
+            self.stats.refined += 1
+            # A box the re-fit doubts (a face turning, blurred) that the flow still follows
+            # well stays on its flow box until the next detection, without a search: on the
+            # test video this halved the searches at the same recall (mean matched IoU 0.921
+            # -> 0.918). Only boxes the flow lost too are searched.
+            # The flow alone carries a box for at most `stride` frames (a detection normally
+            # comes first; background detections come later, and a face turning away would
+            # otherwise be reported on its flow box until one does).
+            followed = (self.tracker.confidences() >= self.min_confidence) & (self.tracker.unconfirmed() <= self.stride)
+            lost = np.flatnonzero(~ok & ~followed)
+            self.stats.kept_on_flow += int((~ok & followed).sum())
+        if self.search:
+            return self._search(frame, faces, lost)
+        return self.tracker.faces() if self.refine and len(faces) else faces
+
+    def _process_background(self, frames: list[Any], indices: Sequence[int] | None) -> list[Faces]:
+        """:meth:`process` in background mode (see :meth:`set_background`)."""
+        if indices is None:
+            start = -1 if self._last_index is None else self._last_index
+            indices = [int(getattr(f, "index", start + 1 + i)) for i, f in enumerate(frames)]
+        if len(indices) != len(frames):
+            raise ValueError(f"{len(frames)} frames but {len(indices)} indices")
+        out: list[Faces] = []
+        for frame, index in zip(frames, indices):
+            index = int(index)
+            self.stats.frames += 1
+            if self._last_index is not None and index <= self._last_index:
+                self.reset()  # went back (a source restart): old tracks and detections mean nothing
+            gap = self._last_index is not None and index - self._last_index > self.max_gap
+            if self._since_submit is None and self._pending is None:
+                # The first frame (of a run, or after a restart) is detected in line: nothing is
+                # tracked yet, and a late first detection would leave several frames empty.
+                faces = self.tracker.update(index, frame, self.detector.detect([frame])[0])
+                self.stats.detect_calls += 1
+                self.stats.detected += 1
+                if self.search:
+                    faces = self._search(frame, faces, np.zeros(0, np.int64))
+                self._since_submit = 0
+                self._submitted += 1
+                self._last_index = index
+                out.append(faces)
+                continue
+            faces = self.tracker.track(index, frame)
+            p = self._pending
+            if p is not None:
+                p.grays.append(self.tracker.gray)
+                if len(p.grays) > MAX_CARRY_FRAMES:  # a very slow detection: coarser steps, bounded memory
+                    del p.grays[1]
+            if p is not None and p.future.done():
+                self._pending = None
+                self.tracker.merge_late(p.grays, p.snapshot, p.future.result())  # a failure raises here
+                self.stats.detected += 1
+                self.stats.late += 1
+                faces = self.tracker.faces()
+            faces = self._refit(frame, faces)
+            self.stats.tracked += 1
+            self._since_submit = None if self._since_submit is None else self._since_submit + 1
+            if self._pending is None and (self._since_submit is None or self._since_submit >= self.stride or gap):
+                self._submit(frame, index)
+            self._last_index = index
+            out.append(faces)
+        return out
+
+    def _submit(self, frame: Any, index: int) -> None:
+        """Start a detection of ``frame`` (the current one) on the helper thread."""
+        img = _image(frame)
+        fine = self._submitted % self.fine_every == 0
+        run = self.detector.detect if fine else self.detector.detect_coarse
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rtvision-faces")
+        future = self._pool.submit(lambda: run([img])[0])
+        self._pending = _Pending(index, [self.tracker.gray], self.tracker.snapshot(), future)
+        self._submitted += 1
+        self._since_submit = 0
+        self.stats.detect_calls += 1
+        self.stats.coarse += not fine
 
     def _search(self, frame: Any, faces: Faces, lost: np.ndarray) -> Faces:
         """One local search (``detect_near``) for two kinds of faces, then the reported faces:
@@ -641,10 +839,23 @@ class StridedFaceTracker:
         self.stats.searched += len(boxes)
         self.stats.relocated += int(hit.sum())
         if k:
-            self.tracker.relocate(lost, near, hit, self.min_confidence)
+            self.tracker.relocate(lost, near, hit, self.min_confidence, self.stride)
         if missed:
             self.tracker.rescue(missed, near, hit, start=k)
         return self.tracker.faces()
+
+
+MAX_CARRY_FRAMES = 32  # flow images kept per background detection (~0.5 MB each at 1080p)
+
+
+@dataclass
+class _Pending:
+    """A background detection of frame ``index``: the tracks and the flow image at that frame."""
+
+    index: int
+    grays: list[np.ndarray]  # flow images of that frame and of every frame processed since
+    snapshot: list[tuple[int, np.ndarray]]
+    future: Future  # -> Faces of that frame
 
 
 @dataclass
