@@ -170,6 +170,21 @@ def test_sigint_during_the_overlapped_file_loop(faces_video, tmp_path):
     assert "Traceback" not in err
 
 
+def test_sigint_while_a_live_source_detects_in_the_background(faces_video, tmp_path):
+    """Ctrl-C on a live source in the default face mode (detections on the face stage's helper
+    thread): exit 130, every JSONL line complete, frames in order, no traceback."""
+    results = tmp_path / "out.jsonl"
+    returncode, err = _signal_after_results(
+        ["--source", str(faces_video), "--headless", "--no-progress", "--realtime", "--classifier", "none",
+         "--results", str(results)], results, 10, signal.SIGINT, timeout_s=60)
+    assert returncode == errors.EXIT_SIGINT, err
+    rows = [json.loads(line) for line in results.read_text().splitlines()]
+    frames = [r["frame"] for r in rows]
+    assert len(rows) >= 10 and frames == sorted(set(frames))
+    assert sum(1 for r in rows if r["faces"]) >= 0.8 * len(rows)
+    assert "Traceback" not in err
+
+
 def test_sigkill_mid_save_leaves_a_playable_video(faces_video, tmp_path):
     """No finalization at all (SIGKILL, like a crash of the whole process): the fragmented MP4
     still plays up to its last flushed fragment (one per second of video), and the JSONL holds
