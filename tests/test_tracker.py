@@ -357,6 +357,21 @@ def test_background_detections_keep_a_face_and_find_a_new_one(detector, face_pat
     assert len(ids_b) == 1 and first_id not in ids_b
 
 
+def test_background_mode_survives_a_change_of_frame_size(detector, face_patch, background):
+    big = render(background, face_patch, [smooth_path(t) for t in range(16)])
+    small = [cv2.resize(img, (W // 2, H // 2), interpolation=cv2.INTER_AREA) for img in big[8:]]
+    st = StridedFaceTracker(SlowDetector(detector, delay=0.05), stride=2)
+    st.set_background(True)
+    out = []
+    for i, img in enumerate(big[:8] + small):
+        out += st.process([img], [i])
+        time.sleep(0.02)
+    st.close()
+    assert len(out) == 16 and all(len(f) == 1 for f in out[:8])
+    assert sum(len(f) == 1 for f in out[8:]) >= 6  # found again at the new size
+    assert all((f.xyxy[:, 2] <= W // 2 + 5).all() for f in out[9:] if len(f))
+
+
 def test_background_detection_failure_is_raised_and_the_helper_joined(detector, face_patch, background):
     frames = render(background, face_patch, [smooth_path(t) for t in range(40)])
     failing = SlowDetector(detector, delay=0.0, fail_from=2)  # the first (in line) works, the next fails

@@ -772,9 +772,17 @@ class StridedFaceTracker:
             if self._last_index is not None and index <= self._last_index:
                 self.reset()  # went back (a source restart): old tracks and detections mean nothing
             gap = self._last_index is not None and index - self._last_index > self.max_gap
-            if self._since_submit is None and self._pending is None:
-                # The first frame (of a run, or after a restart) is detected in line: nothing is
-                # tracked yet, and a late first detection would leave several frames empty.
+            faces = self.tracker.track(index, frame)
+            p = self._pending
+            if p is not None and p.grays[0].shape != self.tracker.gray.shape:
+                # The frame size changed (a stream reconnecting at another resolution): the
+                # tracker started over, and so does detection.
+                p.future.cancel()
+                self._pending = p = None
+                self._since_submit = None
+            if self._since_submit is None and p is None:
+                # The first frame (of a run, after a restart or a size change) is detected in
+                # line: nothing is tracked yet, and a late detection would leave frames empty.
                 faces = self.tracker.update(index, frame, self.detector.detect([frame])[0])
                 self.stats.detect_calls += 1
                 self.stats.detected += 1
@@ -785,8 +793,6 @@ class StridedFaceTracker:
                 self._last_index = index
                 out.append(faces)
                 continue
-            faces = self.tracker.track(index, frame)
-            p = self._pending
             if p is not None:
                 p.grays.append(self.tracker.gray)
                 if len(p.grays) > MAX_CARRY_FRAMES:  # a very slow detection: coarser steps, bounded memory
