@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 import time
 
 import cv2
@@ -170,6 +173,29 @@ def test_live_mode_reports_drops_when_the_worker_is_slow(index_clip, resnet18_ck
     assert run["latency_ms"]["p50"] >= 250
     assert {"basis", "first_p99_ms", "last_p99_ms", "ratio", "within_20pct"} <= set(run["drift"])
     assert slow["quality"] is None
+
+
+def test_sigterm_stops_the_whole_bench(faces_video, resnet18_ckpt, tmp_path):
+    """SIGTERM during a bench, wherever it lands (model building, the naive loop, a pipeline
+    run): exit 143 with one line, no report of the cut run, promptly."""
+    out = tmp_path / "b.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rtvision", "bench", "--source", str(faces_video), "--frames", "3000",
+         "--variants", "faces-off", "--classifier", "resnet18", "--weights", str(resnet18_ckpt), "--device", "cpu",
+         "--naive-frames", "6", "--warmup", "2", "--no-quality", "--no-progress", "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(12)
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGTERM)
+        t0 = time.monotonic()
+        _, err = proc.communicate(timeout=30)
+        assert time.monotonic() - t0 < 15
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err and not out.exists()
 
 
 def test_unknown_and_unavailable_variants_are_clear_usage_errors(index_clip, resnet18_ckpt, capsys):

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from ..config import RunConfig, SourceConfig
+from ..errors import EXIT_SIGINT, EXIT_SIGTERM, Interrupted
 from ..models.build import Models
 from ..pipeline import Pipeline
 from ..runner import Runner
@@ -137,6 +138,8 @@ def run_pipeline(
                 bar.close()
     if runner.error is not None:
         raise runner.error
+    if summary["exit_code"] in (EXIT_SIGINT, EXIT_SIGTERM):  # Ctrl-C / SIGTERM: stop the bench, not just this run
+        raise Interrupted(summary["exit_code"])
     stats = summarize(rec, warmup, live, summary["frames_read"], summary["frames_dropped"])
     stats["process_peak_rss_mb"] = peak_rss_mb()
     stats["runner_summary"] = {k: summary[k] for k in ("frames_read", "frames_processed", "frames_dropped", "drop_share", "throughput_fps", "elapsed_s")}
