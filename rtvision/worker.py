@@ -59,7 +59,8 @@ class _Ahead:
     frames: list[Frame]
     wait_ms: float
     plan: Any  # the face stage's Plan
-    detections: Future  # -> (detections, ms, prepared classifier batch or None, its ms)
+    detections: Future  # -> (detections, ms)
+    prepared: Future | None = None  # -> (the classifier's input batch, ms), made on the helper
 
 
 def _timed(fn: Callable, *args) -> tuple[Any, float]:
@@ -213,28 +214,20 @@ class InferenceWorker(threading.Thread):
     def _start(self, pool: ThreadPoolExecutor, frames: list[Frame], wait_ms: float) -> _Ahead:
         """Book the batch into the face stage's schedule and start its detections."""
         plan = self.faces.plan(frames)
-        return _Ahead(frames, wait_ms, plan, pool.submit(self._ahead_work, frames, plan))
-
-    def _ahead_work(self, frames: list[Frame], plan: Any) -> tuple[dict, float, Any, float]:
-        """On the helper thread: the batch's classifier input (``prep_ahead``), then its
-        scheduled face detections."""
-        prepared, prep_ms = None, 0.0
-        if self.prep_ahead and self.classifier is not None:
-            prepared, prep_ms = _timed(self.classifier.prepare, [f.image for f in frames])
-        detections, detect_ms = _timed(self.faces.detect_planned, frames, plan)
-        return detections, detect_ms, prepared, prep_ms
+        prepared = None
+        if self.prep_ahead and self.classifier is not None:  # first: the classifier needs it first
+            prepared = pool.submit(_timed, self.classifier.prepare, [f.image for f in frames])
+        return _Ahead(frames, wait_ms, plan, pool.submit(_timed, self.faces.detect_planned, frames, plan), prepared)
 
     def _finish(self, a: _Ahead) -> list[Result]:
-        t0 = time.perf_counter()
-        detections, detect_ms, prepared, prep_ms = a.detections.result()
-        waited_ms = (time.perf_counter() - t0) * 1000.0
-
         def faces_of(frames: list[Frame]) -> tuple[list[Faces], float, float]:
+            t0 = time.perf_counter()
+            detections, detect_ms = a.detections.result()
             t1 = time.perf_counter()
             faces = self.faces.finish(frames, a.plan, detections)
-            return faces, detect_ms + (time.perf_counter() - t1) * 1000.0, waited_ms
+            return faces, detect_ms + (time.perf_counter() - t1) * 1000.0, (t1 - t0) * 1000.0
 
-        return self.process(a.frames, a.wait_ms, faces_of, None if prepared is None else (prepared, prep_ms))
+        return self.process(a.frames, a.wait_ms, faces_of, None if a.prepared is None else a.prepared.result())
 
     def process(
         self,
