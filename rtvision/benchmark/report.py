@@ -114,7 +114,7 @@ def render_markdown(report: dict) -> str:
         f"- **Machine**: {fingerprint_line(report['machine'])}",
         f"- **Source**: `{src['path']}` ({src['resolution_wh'][0]}x{src['resolution_wh'][1]}, {f(src['fps'])} fps, "
         f"{src['frame_count']} frames in the file; looped by reopening when more are asked)",
-        f"- **Frames**: {s['frames']} per pipeline run, {s['naive_frames']} for naive; warmup {s['warmup']} results excluded; "
+        f"- **Frames**: {s['frames']} per pipeline run, {s['naive_frames']} for naive (throughput); warmup {s['warmup']} results excluded; "
         f"repeat {s['repeat']} (interleaved, one process){'; soak ' + f(s['soak_minutes']) + ' min' if s.get('soak_minutes') else ''}",
         f"- **Weights**: {report['weights']['note']}",
         f"- **Result written**: {s['sink']}",
