@@ -173,6 +173,9 @@ def test_live_mode_reports_drops_when_the_worker_is_slow(index_clip, resnet18_ck
     assert run["latency_ms"]["p50"] >= 250
     assert {"basis", "first_p99_ms", "last_p99_ms", "ratio", "within_20pct"} <= set(run["drift"])
     assert slow["quality"] is None
+    # the naive loop's live run is paced too: it reads --frames (40), not --naive-frames (2)
+    naive = next(v for v in report["variants"] if v["name"] == "naive")["live"]["runs"][0]
+    assert naive["frames_asked"] == 40 and naive["frames_read"] == 40
 
 
 def test_sigterm_stops_the_whole_bench(faces_video, resnet18_ckpt, tmp_path):
