@@ -716,10 +716,7 @@ class StridedFaceTracker:
             if self._last_index is not None and index <= self._last_index:
                 self.tracker.reset()  # went back (a source restart): old tracks mean nothing
             if i in detections:
-                faces = self.tracker.update(index, frame, detections[i])
-                self.stats.detected += 1
-                if self.search:
-                    faces = self._search(frame, faces, np.zeros(0, np.int64))
+                faces = self._detected(frame, index, detections[i])
             else:
                 faces = self._refit(frame, self.tracker.track(index, frame))
                 if self.tracker.confidence < self.min_confidence:
@@ -735,6 +732,15 @@ class StridedFaceTracker:
             self._last_index = index
             out.append(faces)
         return out
+
+    def _detected(self, frame: Any, index: int, detections: Faces) -> Faces:
+        """A frame with a detection of its own: the detections take over the tracks; tracks
+        that the detection missed get their local search (:meth:`_search`)."""
+        faces = self.tracker.update(index, frame, detections)
+        self.stats.detected += 1
+        if self.search:
+            faces = self._search(frame, faces, np.zeros(0, np.int64))
+        return faces
 
     def _refit(self, frame: Any, faces: Faces) -> Faces:
         """A tracked frame after the flow: the re-fit of the reported boxes, then the local
@@ -783,11 +789,8 @@ class StridedFaceTracker:
             if self._since_submit is None and p is None:
                 # The first frame (of a run, after a restart or a size change) is detected in
                 # line: nothing is tracked yet, and a late detection would leave frames empty.
-                faces = self.tracker.update(index, frame, self.detector.detect([frame])[0])
+                faces = self._detected(frame, index, self.detector.detect([frame])[0])
                 self.stats.detect_calls += 1
-                self.stats.detected += 1
-                if self.search:
-                    faces = self._search(frame, faces, np.zeros(0, np.int64))
                 self._since_submit = 0
                 self._submitted += 1
                 self._last_index = index
