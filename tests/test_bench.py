@@ -183,7 +183,7 @@ def test_sigterm_stops_the_whole_bench(faces_video, resnet18_ckpt, tmp_path):
     run): exit 143 with one line, no report of the cut run, promptly."""
     out = tmp_path / "b.json"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "rtvision", "bench", "--source", str(faces_video), "--frames", "3000",
+        [sys.executable, "-m", "rtvision", "bench", "--source", str(faces_video), "--frames", "20000",
          "--variants", "faces-off", "--classifier", "resnet18", "--weights", str(resnet18_ckpt), "--device", "cpu",
          "--naive-frames", "6", "--warmup", "2", "--no-quality", "--no-progress", "--out", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
