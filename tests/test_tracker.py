@@ -75,6 +75,15 @@ def true_box(box0: np.ndarray, c0: tuple[float, float], ct: tuple[float, float])
     return box0 + np.array([dx, dy, dx, dy], np.float32)
 
 
+def assert_one_face_followed(out: list[Faces], centers: list[tuple[float, float]], min_iou: float = 0.7) -> None:
+    """One box on every frame, one track id throughout, each box on the pasted face."""
+    assert [len(f) for f in out] == [1] * len(out)
+    assert len({int(f.track_ids[0]) for f in out}) == 1
+    box0 = out[0].xyxy[0]
+    for t, faces in enumerate(out):
+        assert iou_xyxy(faces.xyxy, true_box(box0, centers[0], centers[t]))[0, 0] >= min_iou, t
+
+
 class CountingDetector:
     """A detector wrapper that records how often, and on which frames, it was asked."""
 
@@ -221,14 +230,10 @@ def test_fast_face_keeps_its_id_through_local_search(detector, face_patch, backg
     counting = CountingSearchDetector(detector)
     st = StridedFaceTracker(counting, stride=10)
     out = st.process(frames, list(range(len(frames))))
-    assert [len(f) for f in out] == [1] * len(frames)
-    assert len({int(f.track_ids[0]) for f in out}) == 1
+    assert_one_face_followed(out, centers)
     assert counting.calls == [1], counting.calls  # the scheduled detection only
     # found once, the track knows the face's velocity: the re-fit at the predicted box holds it
     assert st.stats.early == 0 and st.stats.relocated >= 1 and counting.near_calls >= 1
-    box0 = out[0].xyxy[0]
-    for t, faces in enumerate(out):
-        assert iou_xyxy(faces.xyxy, true_box(box0, centers[0], centers[t]))[0, 0] >= 0.7, t
 
     plain = CountingSearchDetector(detector)
     st2 = StridedFaceTracker(plain, stride=10, search=False)
@@ -252,13 +257,9 @@ def test_box_the_flow_follows_is_kept_without_a_search_when_the_refit_doubts_it(
     doubting = DoubtingRefitDetector(detector)
     st = StridedFaceTracker(doubting, stride=10)
     out = st.process(frames, list(range(len(frames))))
-    assert [len(f) for f in out] == [1] * len(frames)
-    assert len({int(f.track_ids[0]) for f in out}) == 1
+    assert_one_face_followed(out, centers)
     assert doubting.near_calls == 0 and st.stats.searched == 0
     assert st.stats.kept_on_flow == len(frames) - 1 and st.stats.early == 0
-    box0 = out[0].xyxy[0]
-    for t, faces in enumerate(out):
-        assert iou_xyxy(faces.xyxy, true_box(box0, centers[0], centers[t]))[0, 0] >= 0.7, t
 
 
 class CoarseRecordingDetector:

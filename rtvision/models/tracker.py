@@ -630,12 +630,16 @@ class StridedFaceTracker:
 
     def close(self) -> None:
         """Stop background detection: drop a pending one and join the helper thread."""
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            pending.future.cancel()
+        self._drop_pending()
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+
+    def _drop_pending(self) -> None:
+        """Forget a background detection in flight; the next frame is detected in line."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.future.cancel()
         self._since_submit = None
 
     def set_fine_every(self, n: int) -> None:
@@ -648,10 +652,7 @@ class StridedFaceTracker:
         self.tracker.reset()
         self._last_index = None
         self._schedule = _Schedule()
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            pending.future.cancel()
-        self._since_submit = None
+        self._drop_pending()
 
     def detect(self, frames: Sequence[Any]) -> list[Faces]:
         """The detector interface: frame indices from ``Frame.index``, else consecutive."""
@@ -783,9 +784,8 @@ class StridedFaceTracker:
             if p is not None and p.grays[0].shape != self.tracker.gray.shape:
                 # The frame size changed (a stream reconnecting at another resolution): the
                 # tracker started over, and so does detection.
-                p.future.cancel()
-                self._pending = p = None
-                self._since_submit = None
+                self._drop_pending()
+                p = None
             if self._since_submit is None and p is None:
                 # The first frame (of a run, after a restart or a size change) is detected in
                 # line: nothing is tracked yet, and a late detection would leave frames empty.
