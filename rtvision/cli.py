@@ -176,12 +176,6 @@ def _raise_sigterm(signum, frame) -> None:
     raise Interrupted(errors.EXIT_SIGTERM)
 
 
-def display_available() -> bool:
-    if os.environ.get("QT_QPA_PLATFORM", "").startswith(("offscreen", "minimal")):
-        return True
-    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) or sys.platform in ("darwin", "win32")
-
-
 @contextlib.contextmanager
 def _signals_stop(runner):
     """While the pipeline runs, SIGINT/SIGTERM stop it cleanly (outputs finalized) instead of
@@ -203,20 +197,32 @@ def run_main(a: argparse.Namespace) -> int:
     from .runner import Runner, format_summary
 
     cfg = run_config(a)
-    use_window = not cfg.headless
-    if use_window and not display_available():
-        print("rtvision: no display available; running headless", file=sys.stderr)
-        use_window = False
-    if use_window:
-        try:
-            from .gui.window import run_window
-        except ImportError as exc:
-            print(f"rtvision: the window is unavailable ({exc}); running headless", file=sys.stderr)
-            use_window = False
+    probe = None
+    if not cfg.headless:
+        from .gui.probe import DisplayProbe
+
+        probe = DisplayProbe.start()  # a child process; it runs while the models load
+    try:
+        pipeline = Pipeline(cfg)
+        pipeline.start()
+    except BaseException:
+        if probe is not None:
+            probe.cancel()
+        raise
+    use_window = False
+    if probe is not None:
+        verdict = probe.result()
+        if verdict:
+            try:
+                from .gui.window import run_window
+
+                use_window = True
+            except ImportError as exc:
+                print(f"rtvision: the window is unavailable ({exc}); running headless", file=sys.stderr)
+        else:
+            print(f"rtvision: no window: {verdict.reason}; running headless", file=sys.stderr)
     if use_window:
         cfg = dataclasses.replace(cfg, progress=False)  # the window shows progress itself
-    pipeline = Pipeline(cfg)
-    pipeline.start()
     runner = Runner(cfg, pipeline)
     with _signals_stop(runner):
         if use_window:

@@ -41,6 +41,7 @@ from ..errors import EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM
 from .frameview import FrameView
 from .metrics import WindowMeters, banner_messages
 from .panel import StatsPanel
+from .probe import drop_foreign_plugin_path
 
 log = logging.getLogger(__name__)
 
@@ -394,6 +395,7 @@ def application() -> QApplication:
     global _APP
     app = QApplication.instance()
     if app is None:
+        drop_foreign_plugin_path()  # opencv-python's bundled Qt plugins, if that wheel is installed
         QApplication.setAttribute(Qt.AA_EnableHighDpiScaling, True)
         QApplication.setAttribute(Qt.AA_UseHighDpiPixmaps, True)
         app = QApplication([sys.argv[0] if sys.argv else "rtvision"])
