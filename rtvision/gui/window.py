@@ -343,9 +343,12 @@ class MainWindow(QMainWindow):
         while path.exists():
             path = self.snapshot_dir / f"rtvision-frame{index:06d}-{n}.png"
             n += 1
-        if not cv2.imwrite(str(path), img):
+        partial = path.with_name(f".{path.stem}.partial.png")  # complete or absent, never half-written
+        if not cv2.imwrite(str(partial), img):
+            partial.unlink(missing_ok=True)
             self.statusBar().showMessage(f"could not write {path}", 5000)
             return None
+        os.replace(partial, path)
         self.snapshots.append(path.resolve())
         self.statusBar().showMessage(f"snapshot saved: {path.resolve()}", 5000)
         return path
