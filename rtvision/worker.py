@@ -120,9 +120,13 @@ class InferenceWorker(threading.Thread):
     def run(self) -> None:
         threads, cv_threads = torch.get_num_threads(), cv2.getNumThreads()
         try:
-            if self.split_threads and threads > 1:
+            split = self.split_threads and threads > 1
+            if split:
                 torch.set_num_threads(max(1, threads // 2))
                 cv2.setNumThreads(max(1, cv_threads // 2))  # the tracker's flow and resizes
+            if self.classifier is not None and hasattr(self.classifier, "set_num_threads"):
+                # a runtime with threads of its own (OpenVINO) takes the worker's share too
+                self.classifier.set_num_threads(max(1, threads // 2) if split else None)
             if self.overlap:
                 self._loop_overlapped()
             else:

@@ -1,28 +1,31 @@
-"""Optimized classifier artifacts (``.rtv``): one file the pipeline loads and runs directly.
+"""Classifier artifacts (``.rtv``): one file that the pipeline loads and runs, verified on load.
 
-Format and why
---------------
-An artifact is ``torch.save`` of ONE dict holding only plain tensors and plain python
-(str/int/float/bool/None/list/dict, plus ``torch.dtype`` values inside quantized
-state_dicts), read back with ``torch.load(weights_only=True)``. That loader refuses every
-global outside torch's tensor/dtype allow-list, so a tampered file (a pickle with a
-``__reduce__`` payload, a pickled ``nn.Module``, any arbitrary object) fails *before*
-anything runs; we then raise ``ArtifactError`` with one line. No module object is pickled:
+Format
+------
+A ``.rtv`` file is ``torch.save`` of ``{"format": "rtvision-artifact", "version": 2, "sha256": HEX,
+"payload": uint8 tensor}``: the payload is itself a ``torch.save`` of one dict, and ``sha256`` is
+the digest of its bytes. Loading reads the outer dict with ``torch.load(weights_only=True)``,
+checks the digest, then reads the payload the same way. So:
 
-* the architecture is recorded as data: the torchvision name plus per-layer widths after
-  pruning (``compress.channel_spec``); loading rebuilds the torchvision ResNet and shrinks
-  each conv/bn/fc to those widths (``compress.rebuild_resnet``), then ``load_state_dict``
-  (strict, so any mismatch is an ``ArtifactError`` too);
-* int8 models are rebuilt the same way, then run through FX prepare/convert *without*
-  calibration (``quant_backend.quantize_skeleton``) to get the same quantized module graph,
-  and the saved quantized state_dict overwrites every weight, scale and zero point. Checked in
-  torch 2.14.1: quantized state_dicts (per-channel qint8 tensors, packed Linear params, which
-  serialize as (qtensor, bias) tuples and a dtype) load under ``weights_only=True``, so no
-  hand-written int8 format is needed. The backend (``x86``) is recorded and used for convert.
+* nothing pickled from outside ever runs: ``weights_only`` refuses every global outside torch's
+  tensor/dtype allow-list, before anything is built;
+* a damaged or tampered file (a flipped byte anywhere in the payload) fails the digest and is
+  refused with one line; non-finite weights are refused too.
 
-Keys: format, version, arch, precision (fp32|int8), backend, spec, state_dict, class_names,
-preprocess, variant, calibration {source, frames}, report, metadata, torch_version, and
-state_metadata (the state_dict's per-module versions, which quantized layers need to load).
+The payload holds only tensors and plain python. Two kinds:
+
+* ``backend: "torch"``: ``arch`` and the layer shapes (``compress.channel_spec``, pruning
+  included) rebuild the network's skeleton; ``state_dict`` (fp32, or torch.ao int8 for ResNets:
+  the skeleton goes through FX prepare/convert without calibration first) is loaded strictly.
+* ``backend: "openvino"``: the OpenVINO IR (``ir_xml`` text, ``ir_bin`` uint8 tensor), fp32 or
+  NNCF int8, pruned or not: the graph carries its own architecture.
+
+Common keys: arch, backend, precision, class_names, preprocess, variant, calibration, report,
+metadata (weights identity, cache key, pruning settings), versions.
+
+Cache entries (int8 models calibrated at start-up, converted OpenVINO models) are artifacts too;
+an entry must also carry the cache key it was written for, so a file copied onto another
+entry's name is rebuilt, never served.
 """
 
 from __future__ import annotations
@@ -34,7 +37,6 @@ import logging
 import os
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,107 +45,40 @@ import numpy as np
 import torch
 from torch import nn
 
-from rtvision.models import compress, quant_backend
+from . import compress, quant_backend
 
 log = logging.getLogger(__name__)
 
 FORMAT = "rtvision-artifact"
-VERSION = 1
+VERSION = 2
+BACKENDS = ("torch", "openvino")
 PRECISIONS = ("fp32", "int8")
 
 
 class ArtifactError(Exception):
-    """A ``.rtv`` file that is missing, unreadable, unsafe or inconsistent (one-line message)."""
+    """A ``.rtv`` file that is missing, unreadable, unsafe, damaged or inconsistent (one line)."""
 
 
-@dataclass
-class LoadedClassifier:
-    """An artifact ready to run: ``module`` is in eval mode on ``device``.
-
-    Call ``logits(frames_bgr)`` for (N, classes) float32 CPU logits, or feed ``module`` a
-    batch from ``compress.frames_to_batch(frames, preprocess)``.
-    """
-
-    module: nn.Module
-    arch: str
-    class_names: list[str]
-    preprocess: dict
-    variant: str
-    precision: str
-    backend: str | None
-    calibration: dict | None
-    report: dict | None
-    metadata: dict = field(default_factory=dict)
-    device: str = "cpu"
-
-    @torch.no_grad()
-    def logits(self, frames_bgr: list[np.ndarray]) -> torch.Tensor:
-        return compress.logits_of(self.module, compress.frames_to_batch(frames_bgr, self.preprocess))
-
-
-def variant_name(arch: str, prune_ratio: float = 0.0, precision: str = "fp32", distilled: bool = False) -> str:
-    """e.g. ``resnet50 pruned30 int8``."""
+def variant_name(arch: str, prune_ratio: float = 0.0, precision: str = "fp32", distilled: bool = False,
+                 backend: str | None = None) -> str:
+    """e.g. ``resnet50 pruned30 int8``, ``mobilenet_v2 int8 openvino``."""
     parts = [arch]
     if prune_ratio > 0:
         parts.append(f"pruned{round(prune_ratio * 100)}")
     if distilled:
         parts.append("distilled")
     parts.append(precision)
+    if backend:
+        parts.append(backend)
     return " ".join(parts)
 
 
 def _plain(value: Any, what: str) -> Any:
     """Round-trip through JSON: rejects anything that is not plain python (keeps files loadable)."""
     try:
-        return json.loads(json.dumps(value))
+        return json.loads(json.dumps(value, allow_nan=False))
     except (TypeError, ValueError) as e:
         raise ValueError(f"{what} must be JSON-like plain python: {e}") from None
-
-
-def artifact_dict(
-    model: nn.Module,
-    *,
-    arch: str,
-    class_names: list[str],
-    preprocess: dict,
-    variant: str | None = None,
-    calibration: dict | None = None,
-    report: dict | None = None,
-    metadata: dict | None = None,
-    backend: str = quant_backend.BACKEND,
-) -> dict:
-    """The plain dict that ``save_artifact`` writes (also used to measure serialized sizes)."""
-    if arch not in compress.ARCHS:
-        raise ValueError(f"unknown arch {arch!r}")
-    precision = "int8" if quant_backend.is_quantized(model) else "fp32"
-    spec = compress.channel_spec(model)
-    if len(class_names) != spec["fc"][1]:
-        raise ValueError(f"{len(class_names)} class names for a {spec['fc'][1]}-class model")
-    sd = model.state_dict()
-    state = {k: (v.detach().cpu().contiguous() if isinstance(v, torch.Tensor) else v) for k, v in sd.items()}
-    # Per-module state_dict versions: quantized Linear/Conv pick their loading code by them.
-    state_meta = {k: {mk: mv for mk, mv in v.items() if type(mv) in (int, str)} for k, v in getattr(sd, "_metadata", {}).items()}
-    if precision == "fp32":
-        state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-    data = {
-        "format": FORMAT,
-        "version": VERSION,
-        "arch": arch,
-        "precision": precision,
-        "backend": backend if precision == "int8" else None,
-        "spec": spec,
-        "state_dict": state,
-        "state_metadata": state_meta,
-        "class_names": [str(c) for c in class_names],
-        "preprocess": compress.check_preprocess(preprocess),
-        "variant": variant or variant_name(arch, 0.0, precision),
-        "calibration": _plain(calibration, "calibration"),
-        "report": _plain(report, "report"),
-        "metadata": _plain(metadata or {}, "metadata"),
-        "torch_version": str(torch.__version__),
-    }
-    _check_plain(data)
-    return data
 
 
 _PLAIN_TYPES = (str, int, float, bool, type(None), torch.dtype)
@@ -165,26 +100,101 @@ def _check_plain(obj: Any, where: str = "artifact") -> None:
         raise ValueError(f"{where}: {type(obj).__name__} cannot go into an artifact")
 
 
-def serialized_size(model: nn.Module, **kwargs) -> int:
-    """Bytes the artifact of ``model`` takes on disk."""
+def versions() -> dict[str, str]:
+    out = {"torch": str(torch.__version__)}
+    try:
+        from ..backends.openvino_runtime import versions as ov_versions
+
+        out.update(ov_versions())
+    except ImportError:
+        pass
+    return out
+
+
+def _common(arch: str, backend: str, precision: str, class_names: list[str], preprocess: dict, variant: str | None,
+            calibration: dict | None, report: dict | None, metadata: dict | None) -> dict:
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}")
+    return {
+        "arch": arch,
+        "backend": backend,
+        "precision": precision,
+        "class_names": [str(c) for c in class_names],
+        "preprocess": compress.check_preprocess(preprocess),
+        "variant": variant or variant_name(arch, 0.0, precision, backend=backend if backend != "torch" else None),
+        "calibration": _plain(calibration, "calibration"),
+        "report": _plain(report, "report"),
+        "metadata": _plain(metadata or {}, "metadata"),
+        "versions": versions(),
+    }
+
+
+def torch_payload(model: nn.Module, *, arch: str, spec: dict | None = None, class_names: list[str], preprocess: dict,
+                  variant: str | None = None, calibration: dict | None = None, report: dict | None = None,
+                  metadata: dict | None = None, qbackend: str = quant_backend.BACKEND) -> dict:
+    """The payload of a torch model (fp32, or torch.ao int8 with ``spec`` from its float model)."""
+    quantized = quant_backend.is_quantized(model)
+    if spec is None:
+        if quantized:
+            raise ValueError("an int8 model needs the spec of its float model")
+        spec = compress.channel_spec(model)
+    if len(class_names) != compress.num_classes_of(spec):
+        raise ValueError(f"{len(class_names)} class names for a {compress.num_classes_of(spec)}-class model")
+    sd = model.state_dict()
+    state = {k: (v.detach().cpu().contiguous() if isinstance(v, torch.Tensor) else v) for k, v in sd.items()}
+    # Per-module state_dict versions: quantized Linear/Conv pick their loading code by them.
+    state_meta = {k: {mk: mv for mk, mv in v.items() if type(mv) in (int, str)} for k, v in getattr(sd, "_metadata", {}).items()}
+    precision = "int8" if quantized else "fp32"
+    if precision == "fp32":
+        state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    data = _common(arch, "torch", precision, class_names, preprocess, variant, calibration, report, metadata)
+    data.update({"spec": spec, "state_dict": state, "state_metadata": state_meta,
+                 "qbackend": qbackend if precision == "int8" else None})
+    return data
+
+
+def openvino_payload(model, *, arch: str, precision: str, class_names: list[str], preprocess: dict,
+                     variant: str | None = None, calibration: dict | None = None, report: dict | None = None,
+                     metadata: dict | None = None) -> dict:
+    """The payload of an OpenVINO model WITHOUT the preprocessing (it is added at load time)."""
+    from ..backends.openvino_runtime import serialize
+
+    outputs = model.outputs[0].get_partial_shape()
+    classes = outputs[-1].get_length() if outputs[-1].is_static else None
+    if classes is not None and len(class_names) != classes:
+        raise ValueError(f"{len(class_names)} class names for a {classes}-class model")
+    xml, weights = serialize(model)
+    data = _common(arch, "openvino", precision, class_names, preprocess, variant, calibration, report, metadata)
+    data.update({"ir_xml": xml, "ir_bin": torch.from_numpy(weights)})
+    return data
+
+
+def encode(payload: dict) -> bytes:
+    """The file's bytes: the payload wrapped with its digest (see the module docstring)."""
+    _check_plain(payload)
     buf = io.BytesIO()
-    torch.save(artifact_dict(model, **kwargs), buf)
-    return buf.tell()
+    torch.save(payload, buf)
+    raw = buf.getvalue()
+    outer = {"format": FORMAT, "version": VERSION, "sha256": hashlib.sha256(raw).hexdigest(),
+             "payload": torch.frombuffer(bytearray(raw), dtype=torch.uint8)}
+    out = io.BytesIO()
+    torch.save(outer, out)
+    return out.getvalue()
 
 
-def save_artifact(path: str | os.PathLike, model: nn.Module, **kwargs) -> Path:
-    """Write ``model`` (fp32 or int8 torchvision ResNet, pruned or not) as a ``.rtv`` artifact.
-
-    kwargs: arch, class_names, preprocess (required); variant, calibration ({"source", "frames"}),
-    report, metadata, backend. Written atomically (temp file + rename).
-    """
+def write(path: str | os.PathLike, payload: dict) -> Path:
+    """Write an artifact atomically (temp file + rename): a reader sees the old file or the new one."""
     path = Path(path)
-    data = artifact_dict(model, **kwargs)
+    data = encode(payload)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")  # normal (umask) permissions
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         with open(tmp, "xb") as f:
-            torch.save(data, f)
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -192,192 +202,219 @@ def save_artifact(path: str | os.PathLike, model: nn.Module, **kwargs) -> Path:
     return path
 
 
+def save_artifact(path: str | os.PathLike, model: nn.Module, **kwargs) -> Path:
+    """A torch model as an artifact (``torch_payload``'s keywords)."""
+    return write(path, torch_payload(model, **kwargs))
+
+
+def serialized_size(payload: dict) -> int:
+    return len(encode(payload))
+
+
 def _require(cond: bool, path: Path, what: str) -> None:
     if not cond:
         raise ArtifactError(f"{path}: not a valid rtvision artifact ({what})")
 
 
-def load_artifact(path: str | os.PathLike, device: str = "cpu") -> LoadedClassifier:
-    """Load a ``.rtv`` artifact safely (``weights_only``) and rebuild a runnable eval-mode model.
-
-    Raises ArtifactError (one line) for a missing, truncated, unsafe or inconsistent file.
-    int8 artifacts run on the CPU only.
-    """
+def read_payload(path: str | os.PathLike) -> dict:
+    """The verified payload of an artifact. Raises ArtifactError (one line)."""
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"{path}: artifact not found")
     try:
         with open(path, "rb") as f:
-            data = quant_backend.safe_load(f)
+            outer = quant_backend.safe_load(f)
     except Exception as e:  # UnpicklingError (forbidden global), RuntimeError (bad zip), EOFError...
-        raise ArtifactError(
-            f"{path}: refused: not a safe rtvision artifact ({type(e).__name__}: {quant_backend.short_reason(e)})"
-        ) from None
-    _require(isinstance(data, dict) and data.get("format") == FORMAT, path, "no rtvision format tag")
-    _require(data.get("version") == VERSION, path, f"unsupported version {data.get('version')!r}")
-    arch, precision = data.get("arch"), data.get("precision")
-    _require(arch in compress.ARCHS, path, f"unknown arch {arch!r}")
-    _require(precision in PRECISIONS, path, f"unknown precision {precision!r}")
-    spec, state = data.get("spec"), data.get("state_dict")
-    _require(isinstance(spec, dict) and isinstance(state, dict), path, "missing spec or state_dict")
-    names = data.get("class_names")
-    _require(isinstance(names, list) and all(isinstance(n, str) for n in names), path, "bad class_names")
+        raise ArtifactError(f"{path}: refused: not a safe, intact rtvision artifact "
+                            f"({type(e).__name__}: {quant_backend.short_reason(e)})") from None
+    _require(isinstance(outer, dict) and outer.get("format") == FORMAT, path, "no rtvision format tag")
+    _require(outer.get("version") == VERSION, path,
+             f"version {outer.get('version')!r}, this rtvision reads {VERSION}; rebuild it with rtvision optimize")
+    raw, digest = outer.get("payload"), outer.get("sha256")
+    _require(isinstance(raw, torch.Tensor) and raw.dtype == torch.uint8 and isinstance(digest, str), path, "no payload")
+    data = raw.numpy().tobytes()
+    if hashlib.sha256(data).hexdigest() != digest:
+        raise ArtifactError(f"{path}: damaged or tampered: its content does not match its sha256 digest")
     try:
-        preprocess = compress.check_preprocess(data.get("preprocess"))
+        payload = quant_backend.safe_load(io.BytesIO(data))
+    except Exception as e:
+        raise ArtifactError(f"{path}: refused: unsafe payload ({type(e).__name__}: {quant_backend.short_reason(e)})") from None
+    _require(isinstance(payload, dict), path, "payload is not a dict")
+    _check_payload(payload, path)
+    return payload
+
+
+def _check_payload(p: dict, path: Path) -> None:
+    from .zoo import ARCHS
+
+    _require(p.get("arch") in ARCHS, path, f"unknown arch {p.get('arch')!r}")
+    _require(p.get("backend") in BACKENDS, path, f"unknown backend {p.get('backend')!r}")
+    _require(p.get("precision") in PRECISIONS, path, f"unknown precision {p.get('precision')!r}")
+    names = p.get("class_names")
+    _require(isinstance(names, list) and names and all(isinstance(n, str) for n in names), path, "bad class_names")
+    try:
+        compress.check_preprocess(p.get("preprocess"))
     except ValueError:
         raise ArtifactError(f"{path}: not a valid rtvision artifact (bad preprocess)") from None
-    backend = data.get("backend")
-    try:
-        model = compress.rebuild_resnet(arch, spec)
-        _require(len(names) == model.fc.out_features, path, "class_names do not match the model")
-        if precision == "int8":
-            _require(isinstance(backend, str) and quant_backend.supported(backend), path, f"backend {backend!r}")
-            example = torch.zeros(1, 3, preprocess["crop"], preprocess["crop"])
-            model = quant_backend.quantize_skeleton(model, example, backend)
-        state = OrderedDict(state)
-        meta = data.get("state_metadata")
-        if isinstance(meta, dict):
-            state._metadata = meta  # type: ignore[attr-defined]
-        with quant_backend.quiet():
-            model.load_state_dict(state, strict=True)
-    except ArtifactError:
-        raise
-    except Exception as e:
-        raise ArtifactError(f"{path}: artifact does not match its architecture ({quant_backend.short_reason(e)})") from None
-    model.eval()
-    if device != "cpu":
-        if precision == "int8":
-            raise ArtifactError(f"{path}: int8 artifacts run on the CPU only, not {device}")
-        model = model.to(device)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return LoadedClassifier(
-        module=model,
-        arch=arch,
-        class_names=names,
-        preprocess=preprocess,
-        variant=str(data.get("variant") or variant_name(arch, 0.0, precision)),
-        precision=precision,
-        backend=backend,
-        calibration=data.get("calibration"),
-        report=data.get("report"),
-        metadata=data.get("metadata") or {},
-        device=str(device),
-    )
+    if p["backend"] == "torch":
+        _require(isinstance(p.get("spec"), dict) and isinstance(p.get("state_dict"), dict), path, "missing spec or state_dict")
+        tensors = [v for v in p["state_dict"].values() if isinstance(v, torch.Tensor)]
+    else:
+        _require(isinstance(p.get("ir_xml"), str) and isinstance(p.get("ir_bin"), torch.Tensor), path, "missing OpenVINO IR")
+        tensors = []
+    for t in tensors:
+        values = t.dequantize() if t.is_quantized else t
+        if values.is_floating_point() and not torch.isfinite(values).all():
+            raise ArtifactError(f"{path}: refused: non-finite weights (NaN or inf)")
 
 
-# ---------------------------------------------------------------- int8 cache
+@dataclass
+class Artifact:
+    """A verified artifact (see ``read_payload``); ``torch_module()`` / ``openvino_model()`` rebuild it."""
 
+    path: Path
+    payload: dict = field(repr=False)
 
-def weights_identity(weights: str) -> str:
-    """``imagenet:<WeightsEnum>`` for ``imagenet:ARCH``/``imagenet``, else ``sha256:<hex>`` of the file."""
-    if weights.startswith("imagenet"):
-        return weights if ":" in weights else "imagenet"
-    h = hashlib.sha256()
-    with open(weights, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return "sha256:" + h.hexdigest()
+    @property
+    def arch(self) -> str:
+        return self.payload["arch"]
 
+    @property
+    def backend(self) -> str:
+        return self.payload["backend"]
 
-def cache_key(model: nn.Module, arch: str, weights_id: str, calib_key: str, n_frames: int, preprocess: dict, backend: str) -> str:
-    payload = {
-        "arch": arch,
-        "weights": weights_id,
-        "calib": calib_key,
-        "frames": int(n_frames),
-        "preprocess": compress.check_preprocess(preprocess),
-        "backend": backend,
-        "spec": compress.channel_spec(model),
-        "format": VERSION,
-        "torch": str(torch.__version__),
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+    @property
+    def precision(self) -> str:
+        return self.payload["precision"]
 
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.payload["class_names"])
 
-def cached_int8(
-    model: nn.Module,
-    arch: str,
-    weights_id: str,
-    calib_key: str,
-    calib_frames: list[np.ndarray] | Callable[[], list[np.ndarray]],
-    preprocess: dict,
-    cache_dir: str | os.PathLike,
-    *,
-    n_frames: int | None = None,
-    class_names: list[str] | None = None,
-    backend: str = quant_backend.BACKEND,
-) -> nn.Module:
-    """int8 version of ``model``, from the disk cache when the same one was built before.
+    @property
+    def preprocess(self) -> dict:
+        return dict(self.payload["preprocess"])
 
-    The key hashes arch, widths (pruning), ``weights_id`` (see ``weights_identity``),
-    ``calib_key`` (e.g. the calibration source + frame selection), the frame count,
-    preprocess, backend and torch version. The cache entry is an artifact, so loading it
-    is weights_only-safe; a broken entry is rebuilt. ``calib_frames`` may be a callable, called
-    only on a cache miss (reading frames from a source takes time); then ``n_frames`` is the
-    requested count that goes into the key.
-    """
-    if n_frames is None:
-        n_frames = len(calib_frames)  # type: ignore[arg-type]
-    key = cache_key(model, arch, weights_id, calib_key, n_frames, preprocess, backend)
-    path = Path(cache_dir) / f"{arch}-int8-{key[:20]}.rtv"
-    if path.is_file():
+    @property
+    def variant(self) -> str:
+        return str(self.payload.get("variant") or variant_name(self.arch, 0.0, self.precision))
+
+    @property
+    def metadata(self) -> dict:
+        return dict(self.payload.get("metadata") or {})
+
+    @property
+    def calibration(self) -> dict | None:
+        return self.payload.get("calibration")
+
+    @property
+    def report(self) -> dict | None:
+        return self.payload.get("report")
+
+    def torch_module(self) -> nn.Module:
+        """The eval-mode torch module (CPU). Raises ArtifactError when it does not fit its record."""
+        p = self.payload
         try:
-            loaded = load_artifact(path)
-            log.info("int8 model from cache %s", path)
-            return loaded.module
-        except ArtifactError as e:
-            log.warning("rebuilding broken int8 cache entry: %s", e)
-    if callable(calib_frames):
-        calib_frames = calib_frames()
-    if not calib_frames:
+            model = compress.rebuild(p["arch"], p["spec"])
+            if p["precision"] == "int8":
+                qb = p.get("qbackend")
+                _require(isinstance(qb, str) and quant_backend.supported(qb), self.path, f"quantization backend {qb!r}")
+                crop = int(p["preprocess"]["crop"])
+                model = quant_backend.quantize_skeleton(model, torch.zeros(1, 3, crop, crop), qb)
+            state = OrderedDict(p["state_dict"])
+            meta = p.get("state_metadata")
+            if isinstance(meta, dict):
+                state._metadata = meta  # type: ignore[attr-defined]
+            with quant_backend.quiet():
+                model.load_state_dict(state, strict=True)
+        except ArtifactError:
+            raise
+        except Exception as e:
+            raise ArtifactError(f"{self.path}: artifact does not match its architecture ({quant_backend.short_reason(e)})") from None
+        _require(len(self.class_names) == compress.num_classes_of(p["spec"]), self.path, "class_names do not match the model")
+        model.eval()
+        for param in model.parameters():
+            param.requires_grad_(False)
+        return model
+
+    def openvino_model(self):
+        """The OpenVINO model (without preprocessing). Raises ArtifactError for a broken IR."""
+        from ..backends.openvino_runtime import deserialize
+
+        try:
+            model = deserialize(self.payload["ir_xml"], self.payload["ir_bin"].numpy())
+        except Exception as e:
+            raise ArtifactError(f"{self.path}: broken OpenVINO IR ({quant_backend.short_reason(e)})") from None
+        shape = model.outputs[0].get_partial_shape()
+        _require(shape[-1].is_static and shape[-1].get_length() == len(self.class_names), self.path,
+                 "class_names do not match the model")
+        return model
+
+
+def load_artifact(path: str | os.PathLike) -> Artifact:
+    return Artifact(Path(path), read_payload(path))
+
+
+# ---------------------------------------------------------------- cache entries
+
+
+def cache_key(**parts: Any) -> str:
+    """A stable digest of what a cache entry depends on (architecture, weights identity,
+    calibration, settings, library versions)."""
+    return hashlib.sha256(json.dumps(_plain(parts, "cache key"), sort_keys=True).encode()).hexdigest()
+
+
+def read_cache_entry(path: Path, key: str) -> Artifact | None:
+    """The entry at ``path`` if it is intact and was written for ``key``; None when absent. A
+    damaged entry, or one written for another key, is reported and treated as absent (rebuilt)."""
+    if not path.is_file():
+        return None
+    try:
+        art = load_artifact(path)
+    except ArtifactError as e:
+        log.warning("rebuilding a damaged cache entry: %s", e)
+        return None
+    if art.metadata.get("cache_key") != key:
+        log.warning("rebuilding cache entry %s: it was written for another model or calibration", path)
+        return None
+    return art
+
+
+def torch_int8_cached(model: nn.Module, arch: str, weights_id: str, calib_key: str, calib_frames,
+                      preprocess: dict, cache_dir: str | os.PathLike, *, n_frames: int | None = None,
+                      class_names: list[str] | None = None, qbackend: str = quant_backend.BACKEND) -> nn.Module:
+    """torch.ao int8 version of a float ResNet ``model``, from the disk cache when the same one
+    was built before. ``calib_frames``: BGR frames, or a callable giving them (called only on a
+    miss; then ``n_frames`` is the requested count that goes into the key)."""
+    if n_frames is None:
+        n_frames = len(calib_frames)
+    spec = compress.channel_spec(model)
+    key = cache_key(kind="torch-int8", arch=arch, weights=weights_id, calib=calib_key, frames=int(n_frames),
+                    preprocess=compress.check_preprocess(preprocess), qbackend=qbackend, spec=spec, format=VERSION,
+                    torch=str(torch.__version__))
+    path = Path(cache_dir) / f"{arch}-int8-torch-{key[:20]}.rtv"
+    art = read_cache_entry(path, key)
+    if art is not None:
+        log.info("int8 model from cache %s", path)
+        return art.torch_module()
+    frames = calib_frames() if callable(calib_frames) else calib_frames
+    if not frames:
         raise ValueError("no calibration frames for int8")
-    qmodel = compress.quantize_int8(model, calib_frames, preprocess, backend=backend)
-    names = class_names or [f"class_{i}" for i in range(compress.channel_spec(model)["fc"][1])]
-    save_artifact(
-        path,
-        qmodel,
-        arch=arch,
-        class_names=names,
-        preprocess=preprocess,
-        calibration={"source": calib_key, "frames": len(calib_frames)},
-        metadata={"weights": weights_id, "cache_key": key},
-        backend=backend,
-    )
+    qmodel = compress.quantize_int8(model, frames, preprocess, backend=qbackend)
+    names = class_names or [f"class_{i}" for i in range(compress.num_classes_of(spec))]
+    write(path, torch_payload(qmodel, arch=arch, spec=spec, class_names=names, preprocess=preprocess,
+                              calibration={"source": calib_key, "frames": len(frames)},
+                              metadata={"weights": weights_id, "cache_key": key}, qbackend=qbackend))
     return qmodel
 
 
-# ---------------------------------------------------------------- pipeline adapters
+def weights_identity(weights: str) -> str:
+    """``imagenet[:NAME]`` as given, else ``sha256:<hex>`` of the file."""
+    from .zoo import file_identity, is_imagenet
+
+    return weights if is_imagenet(weights) else file_identity(weights)
 
 
-def load_for_pipeline(path: str | os.PathLike, device):
-    """An artifact as the pipeline's ``Classifier`` (``rtvision.models.classifier``).
-
-    int8 artifacts run on the CPU; fp32 ones run fp32 on the CPU, fp16 + channels_last on CUDA.
-    Raises the pipeline's ModelError (exit code 5) with one line for a bad artifact.
-    """
-    from ..errors import ModelError, UsageError
-    from .classifier import Classifier, Preprocess
-
-    device = torch.device(device)
-    try:
-        loaded = load_artifact(path)
-    except ArtifactError as e:
-        raise ModelError(str(e)) from None
-    if loaded.precision == "int8" and device.type != "cpu":
-        raise UsageError(f"{path} is an int8 artifact ({loaded.variant}): it runs on the CPU, use --device cpu")
-    precision = loaded.precision
-    module = loaded.module
-    if device.type == "cuda":
-        module, precision = compress.to_fp16_cuda(module, device), "fp16"
-    extra = {"artifact": str(path), "artifact_variant": loaded.variant, "calibration": loaded.calibration}
-    return Classifier(
-        loaded.arch,
-        module,
-        loaded.class_names,
-        Preprocess.from_dict(loaded.preprocess),
-        device,
-        precision,
-        str(loaded.metadata.get("weights", "")),
-        extra,
-    )
+def check_finite_array(values: np.ndarray, what: str) -> None:
+    if not np.isfinite(values).all():
+        raise ArtifactError(f"{what}: non-finite values")

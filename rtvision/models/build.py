@@ -1,4 +1,5 @@
-"""Build the models a run needs from its settings: device, classifier variant, face stage."""
+"""Build the models a run needs from its settings: the classifier (network, backend, precision,
+int8 calibration and the disk cache) and the face stage."""
 
 from __future__ import annotations
 
@@ -10,16 +11,30 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..backends import Target, resolve_target
 from ..config import ModelConfig, default_cache_dir
-from ..errors import UsageError
-from .classifier import Classifier, WeightsUnavailable, build_resnet, place
+from ..errors import ModelError, UsageError
+from . import artifact, compress, zoo
+from .classifier import Classifier, Preprocess, read_labels
 from .faces import FaceDetector, build_face_detector
 
 log = logging.getLogger(__name__)
 
+CALIB_CROPS_PER_FRAME = 3  # see compress.calibration_images
+# Op types NNCF leaves in float, per network: what keeps int8 within a point of fp32 top-1.
+# EfficientNet-Lite0, 500 labelled photos, calibrated on the 1080p clip: top-1 0.852 with
+# every op int8, 0.868 with the depthwise convolutions in float, against 0.870 in fp32.
+INT8_FLOAT_OPS = {"efficientnet_lite0": ("GroupConvolution",)}
+# torch.ao int8 (--backend torch) quantizes the ResNets well; on these it does not (500 photos,
+# top-1 against fp32), so it refuses them rather than serve a broken model.
+TORCH_INT8_REFUSED = {
+    "mobilenet_v2": "loses 6 points of top-1 (0.744 against 0.806)",
+    "efficientnet_lite0": "loses 19 points of top-1 (0.572 against 0.764) and runs 10x slower than fp32",
+}
+
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when available."""
+    """The face detector's device: ``auto`` picks CUDA when available."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -27,20 +42,12 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto``: fp16 on CUDA, int8 on CPU. Explicit choices must fit the device."""
-    if precision == "auto":
-        return "fp16" if device.type == "cuda" else "int8"
-    if precision == "fp16" and device.type != "cuda":
-        raise UsageError("--precision fp16 needs CUDA; on CPU use int8 or fp32")
-    if precision == "int8" and device.type != "cpu":
-        raise UsageError("--precision int8 runs on the CPU; use --device cpu, or fp16 on CUDA")
-    return precision
-
-
 @dataclass
 class Models:
-    """What the worker runs, plus what the user must be told about it."""
+    """What the worker runs, plus what the user must be told about it.
+
+    device: the face detector's device (the classifier's is ``classifier.device``).
+    """
 
     device: torch.device
     classifier: Classifier | None
@@ -65,9 +72,7 @@ def calibration_frames(source, info, n: int) -> tuple[str, Callable[[], list[np.
     if info is not None and info.kind == "file":
         path = Path(info.name).resolve()
         st = path.stat()
-        from .compress import sample_video_frames
-
-        return f"file:{path}:{st.st_size}:{int(st.st_mtime)}", lambda: sample_video_frames(str(path), n)
+        return f"file:{path}:{st.st_size}:{int(st.st_mtime)}", lambda: compress.sample_video_frames(str(path), n)
 
     def read_live() -> list[np.ndarray]:
         frames = []
@@ -82,54 +87,161 @@ def calibration_frames(source, info, n: int) -> tuple[str, Callable[[], list[np.
     return f"{info.kind}:{info.name}" if info is not None else "unknown", read_live
 
 
-def int8_cached(module, cfg: ModelConfig, weights_id: str, preprocess, calib) -> torch.nn.Module:
-    """The int8 classifier, calibrated on ``cfg.calib_frames`` frames of the source, cached on
-    disk (keyed by architecture, weights and calibration settings) so a second start is instant."""
-    from .artifact import cached_int8
+def _labels(cfg: ModelConfig, names: list[str]) -> list[str]:
+    if not cfg.labels_path:
+        return names
+    labels = read_labels(cfg.labels_path)
+    if len(labels) != len(names):
+        raise ModelError(f"{cfg.labels_path} has {len(labels)} names but the model has {len(names)} classes")
+    return labels
 
-    source, info = calib if calib is not None else (None, None)
-    if info is None or (source is None and info.kind != "file"):
-        raise UsageError("int8 needs calibration frames from a source")
-    key, frames = calibration_frames(source, info, cfg.calib_frames)
-    cache_dir = cfg.cache_dir or str(default_cache_dir())
+
+def _cache_dir(cfg: ModelConfig) -> Path:
+    return Path(cfg.cache_dir or default_cache_dir())
+
+
+def openvino_model(cfg: ModelConfig, choice: zoo.WeightsChoice, precision: str, preprocess: Preprocess, calib,
+                   cache_dir: Path):
+    """(OpenVINO model without preprocessing, class names): from the disk cache, else converted
+    from the torch network (and for int8, quantized by NNCF on calibration frames) and cached.
+    fp32 and bf16 share one cached fp32 model (bf16 is a compile-time hint)."""
+    from ..backends import openvino_runtime as ovr
+
+    stored = "int8" if precision == "int8" else "fp32"
+    calib_key, frames_fn = (None, None)
+    if stored == "int8":
+        source, info = calib if calib is not None else (None, None)
+        if info is None or (source is None and info.kind != "file"):
+            raise UsageError("int8 needs calibration frames from a source")
+        calib_key, frames_fn = calibration_frames(source, info, cfg.calib_frames)
+    key = artifact.cache_key(kind="openvino", arch=choice.arch, weights=choice.weights_id, precision=stored,
+                             calib=calib_key, frames=cfg.calib_frames if stored == "int8" else None,
+                             crops=CALIB_CROPS_PER_FRAME, float_ops=list(INT8_FLOAT_OPS.get(choice.arch, ())),
+                             preprocess=preprocess.to_dict(), format=artifact.VERSION, versions=artifact.versions())
+    path = cache_dir / f"{choice.arch}-{stored}-openvino-{key[:20]}.rtv"
+    art = artifact.read_cache_entry(path, key)
+    if art is not None:
+        log.info("%s %s OpenVINO model from cache %s", choice.arch, stored, path)
+        return art.openvino_model(), art.class_names
+    net = zoo.build_network(choice.arch, choice.weights)
+    model = ovr.export(net.module, preprocess.crop)
+    calibration = None
+    if stored == "int8":
+        frames = frames_fn()
+        if not frames:
+            raise UsageError("int8 calibration read no frames from the source")
+        images = compress.calibration_images(frames, CALIB_CROPS_PER_FRAME)
+        batch = preprocess.batch(images).numpy()
+        log.info("int8 calibration (NNCF): %d frames, %d images", len(frames), len(images))
+        model = ovr.quantize(model, batch, float_ops=INT8_FLOAT_OPS.get(choice.arch, ()))
+        calibration = {"source": calib_key, "frames": len(frames), "images": len(images)}
     try:
-        return cached_int8(module, cfg.classifier, weights_id, key, frames, preprocess.to_dict(), cache_dir, n_frames=cfg.calib_frames)
+        artifact.write(path, artifact.openvino_payload(
+            model, arch=choice.arch, precision=stored, class_names=net.categories, preprocess=preprocess.to_dict(),
+            calibration=calibration, metadata={"weights": choice.weights_id, "cache_key": key}))
     except OSError as exc:
-        log.warning("int8 cache unavailable (%s); quantizing without it", exc)
-        from .compress import quantize_int8
-
-        return quantize_int8(module, frames(), preprocess.to_dict())
+        log.warning("model cache unavailable (%s); the next start will convert again", exc)
+    return model, net.categories
 
 
-def build_classifier(cfg: ModelConfig, device: torch.device, calib=None) -> Classifier:
-    """The classifier variant for ``cfg``; raises WeightsUnavailable / ModelError / UsageError."""
-    precision = resolve_precision(cfg.precision, device)
-    module, categories, preprocess, weights_id = build_resnet(cfg.classifier, cfg.weights, cfg.labels_path)
-    if precision == "int8":
-        module = int8_cached(module, cfg, weights_id, preprocess, calib)
+def build_classifier(cfg: ModelConfig, calib=None, warn: Callable[[str], None] | None = None) -> Classifier:
+    """The classifier ``cfg`` asks for. ``calib``: (source, info) for int8 calibration.
+    ``warn``: called with what the user must be told (a fallback). Raises WeightsUnavailable,
+    ModelError or UsageError."""
+    warn = warn or log.warning
+    if cfg.model_path:
+        return load_for_pipeline(cfg.model_path, cfg)
+    target = resolve_target(cfg.device, cfg.backend, cfg.precision)
+    choice = zoo.choose_weights(cfg.classifier, cfg.weights, warn)
+    name = choice.weights.partition(":")[2] if zoo.is_imagenet(choice.weights) else ""
+    preprocess = zoo.preprocess_of(choice.arch, name or None)
+    cache_dir = _cache_dir(cfg)
+    if target.backend == "openvino":
+        from ..backends.openvino_runtime import OpenVINORuntime, with_preprocessing
+
+        model, names = openvino_model(cfg, choice, target.precision, preprocess, calib, cache_dir)
+        runtime = OpenVINORuntime(with_preprocessing(model, preprocess), preprocess, target.precision,
+                                  cache_dir=str(cache_dir / "openvino"))
+        return Classifier(choice.arch, runtime, _labels(cfg, names), preprocess, choice.weights_id,
+                          f"{choice.arch} {target.precision}")
+    return torch_classifier(cfg, target, choice, preprocess, calib, cache_dir)
+
+
+def torch_classifier(cfg: ModelConfig, target: Target, choice: zoo.WeightsChoice, preprocess: Preprocess, calib,
+                     cache_dir: Path) -> Classifier:
+    from ..backends.torch_runtime import TorchRuntime, place
+
+    net = zoo.build_network(choice.arch, choice.weights)
+    if target.precision == "int8":
+        if choice.arch in TORCH_INT8_REFUSED:
+            raise UsageError(f"torch.ao int8 cannot quantize {choice.arch} well (it {TORCH_INT8_REFUSED[choice.arch]}, "
+                             "measured on labelled photos); use --backend openvino (the default on the CPU) or fp32")
+        source, info = calib if calib is not None else (None, None)
+        if info is None or (source is None and info.kind != "file"):
+            raise UsageError("int8 needs calibration frames from a source")
+        key, frames = calibration_frames(source, info, cfg.calib_frames)
+        try:
+            module = artifact.torch_int8_cached(net.module, choice.arch, choice.weights_id, key, frames,
+                                                preprocess.to_dict(), cache_dir, n_frames=cfg.calib_frames,
+                                                class_names=net.categories)
+        except OSError as exc:
+            log.warning("int8 cache unavailable (%s); quantizing without it", exc)
+            module = compress.quantize_int8(net.module, frames(), preprocess.to_dict())
     else:
-        module = place(module, device, precision)
-    return Classifier(cfg.classifier, module, categories, preprocess, device, precision, weights_id)
+        module = place(net.module, target.device, target.precision)
+    runtime = TorchRuntime(module, preprocess, target.device, target.precision)
+    return Classifier(choice.arch, runtime, _labels(cfg, net.categories), preprocess, choice.weights_id,
+                      f"{choice.arch} {target.precision}")
+
+
+def load_for_pipeline(path: str, cfg: ModelConfig) -> Classifier:
+    """An ``--model`` artifact as the pipeline's classifier, on the backend it was built for.
+    Raises ModelError (exit 5) with one line for a bad artifact, UsageError for flags it cannot
+    run with."""
+    try:
+        art = artifact.load_artifact(path)
+    except artifact.ArtifactError as e:
+        raise ModelError(str(e)) from None
+    target = resolve_target(cfg.device, cfg.backend, cfg.precision, fixed_backend=art.backend,
+                            fixed_precision=art.precision, what=f"{path} ({art.variant})")
+    preprocess = Preprocess.from_dict(art.preprocess)
+    name = art.variant.removesuffix(" openvino").removesuffix(f" {art.precision}")
+    name = f"{name} {target.precision}"
+    extra = {"artifact": str(path), "calibration": art.calibration}
+    try:
+        if art.backend == "openvino":
+            from ..backends.openvino_runtime import OpenVINORuntime, with_preprocessing
+
+            runtime = OpenVINORuntime(with_preprocessing(art.openvino_model(), preprocess), preprocess, target.precision,
+                                      cache_dir=str(_cache_dir(cfg) / "openvino"))
+        else:
+            from ..backends.torch_runtime import TorchRuntime, place
+
+            module = art.torch_module()
+            if art.precision != "int8":
+                module = place(module, target.device, target.precision)
+            runtime = TorchRuntime(module, preprocess, target.device, target.precision)
+    except artifact.ArtifactError as e:
+        raise ModelError(str(e)) from None
+    return Classifier(art.arch, runtime, _labels(cfg, art.class_names), preprocess,
+                      str(art.metadata.get("weights", "")), name, extra)
 
 
 def build_models(cfg: ModelConfig, source=None, info=None) -> Models:
     device = resolve_device(cfg.device)
     warnings: list[str] = []
-    classifier = None
-    if cfg.model_path:
-        from .artifact import load_for_pipeline
 
-        classifier = load_for_pipeline(cfg.model_path, device)
-    elif cfg.classifier != "none":
+    def warn(msg: str) -> None:
+        log.warning(msg)
+        warnings.append(msg)
+
+    classifier = None
+    if cfg.model_path or cfg.classifier != "none":
         try:
-            classifier = build_classifier(cfg, device, calib=(source, info))
-        except WeightsUnavailable as exc:
-            msg = (
-                f"CLASSIFIER DISABLED: {exc}; running the face detector alone. "
-                f"Fix: --weights FILE (a torchvision {cfg.classifier} state_dict), or run once online to cache them."
-            )
-            log.warning(msg)
-            warnings.append(msg)
+            classifier = build_classifier(cfg, calib=(source, info), warn=warn)
+        except zoo.WeightsUnavailable as exc:
+            warn(f"CLASSIFIER DISABLED: {exc}; running the face detector alone. "
+                 f"Fix: --weights FILE (a torchvision {cfg.classifier} state_dict), or run once online to cache them.")
     faces = build_face_detector(
         cfg.faces, device, cfg.face_scale, cfg.face_stride, cfg.min_face,
         resolution_wh=info.resolution_wh if info is not None else None, backend=cfg.face_backend,

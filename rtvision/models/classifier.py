@@ -1,7 +1,6 @@
-"""ResNet image classifier built through torchvision's weights API.
-
-The classifier carries what it needs to run: the module, its preprocessing (taken from the
-weights' own transforms), its class names and a human-readable variant name.
+"""The pipeline's classifier: a runtime (``rtvision.backends``) with its preprocessing, class
+names and a human-readable variant name; also the pieces every family shares (preprocessing,
+labels files, state_dict files). The networks themselves are built in ``zoo.py``.
 """
 
 from __future__ import annotations
@@ -9,23 +8,17 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 import torch
 import torchvision
-from torch import nn
 
 from ..errors import ModelError
 from ..types import Labels
 
 log = logging.getLogger(__name__)
-
-ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101")
-
-
-class WeightsUnavailable(Exception):
-    """ImageNet weights are neither cached nor downloadable (offline)."""
 
 
 @dataclass(frozen=True)
@@ -91,11 +84,6 @@ class Preprocess:
         return t.contiguous(memory_format=torch.channels_last if device.type == "cuda" else torch.contiguous_format)
 
 
-def imagenet_categories(arch: str = "resnet50") -> list[str]:
-    """ImageNet class names, available offline in the weights' metadata."""
-    return list(torchvision.models.get_model_weights(arch).DEFAULT.meta["categories"])
-
-
 def read_labels(path: str) -> list[str]:
     p = Path(path)
     try:
@@ -129,36 +117,51 @@ def load_state_dict_file(path: str) -> dict[str, torch.Tensor]:
 
 @dataclass
 class Classifier:
-    """A ready-to-run classifier.
+    """A ready-to-run classifier: ``prepare`` frames, then ``logits``, then ``top_k``.
 
-    variant: e.g. "resnet50 fp32 cpu", "resnet50 int8 cpu", "resnet50 fp16 cuda".
+    runtime: a ``rtvision.backends.ClassifierRuntime`` (torch or OpenVINO).
+    name: the model's name without where it runs (e.g. ``mobilenet_v2 int8``,
+    ``resnet50 pruned30 int8`` for an artifact); ``variant`` adds the backend and the device.
     """
 
     arch: str
-    module: nn.Module
+    runtime: Any
     categories: list[str]
     preprocess: Preprocess
-    device: torch.device
-    precision: str = "fp32"
     weights_id: str = ""
+    name: str = ""
     extra: dict = field(default_factory=dict)
 
     @property
-    def variant(self) -> str:
-        """e.g. "resnet50 int8 cpu", "resnet50 fp16 cuda", "resnet50 pruned30 int8 cpu" (artifact)."""
-        name = self.extra.get("artifact_variant") or f"{self.arch} {self.precision}"
-        return f"{name} {self.device.type}"
+    def device(self) -> torch.device:
+        return self.runtime.device
 
     @property
-    def input_dtype(self) -> torch.dtype:
-        return torch.float16 if self.precision == "fp16" else torch.float32
+    def precision(self) -> str:
+        return self.runtime.precision
 
-    def prepare(self, images_bgr: list[np.ndarray]) -> torch.Tensor:
-        return self.preprocess.batch(images_bgr, self.device, self.input_dtype)
+    @property
+    def backend(self) -> str:
+        return self.runtime.backend
 
-    @torch.inference_mode()
-    def logits(self, batch: torch.Tensor) -> torch.Tensor:
-        return self.module(batch).float()
+    @property
+    def variant(self) -> str:
+        """e.g. "mobilenet_v2 int8 openvino cpu", "resnet50 fp16 torch cuda", "resnet50 pruned30 int8 openvino cpu"."""
+        return f"{self.name or f'{self.arch} {self.precision}'} {self.backend} {self.device.type}"
+
+    def set_num_threads(self, n: int | None) -> None:
+        self.runtime.set_num_threads(n)
+
+    def prepare(self, images_bgr: list[np.ndarray]) -> Any:
+        return self.runtime.prepare(images_bgr)
+
+    def logits(self, batch: Any) -> torch.Tensor:
+        """(N, classes) float32 logits. Raises ModelError when the model answers NaN or inf (a
+        broken model must stop the run, never write NaN scores)."""
+        out = self.runtime.run(batch)
+        if not torch.isfinite(out).all():
+            raise ModelError(f"the classifier ({self.variant}) produced non-finite outputs (NaN/inf): its weights are broken")
+        return out
 
     def top_k(self, logits: torch.Tensor, k: int) -> list[Labels]:
         probs = torch.softmax(logits, dim=1)
@@ -166,56 +169,3 @@ class Classifier:
         scores, ids = probs.topk(k, dim=1)
         scores, ids = scores.cpu().numpy(), ids.cpu().numpy()
         return [Labels(ids[i], scores[i], [self.categories[j] for j in ids[i]]) for i in range(len(ids))]
-
-
-def build_resnet(arch: str, weights: str, labels_path: str | None = None) -> tuple[nn.Module, list[str], Preprocess, str]:
-    """(module in eval mode on CPU, class names, preprocessing, weights id).
-
-    weights: ``imagenet`` (torchvision's cache, downloading with a progress bar when online) or a
-    path to a torchvision-format state_dict. Raises WeightsUnavailable when ImageNet weights cannot
-    be had, ModelError for a missing or broken file.
-    """
-    if arch not in ARCHS:
-        raise ModelError(f"unknown classifier {arch!r}; choose from {', '.join(ARCHS)}")
-    default = torchvision.models.get_model_weights(arch).DEFAULT
-    preprocess = Preprocess.from_weights(default)
-    if weights == "imagenet":
-        try:
-            state = default.get_state_dict(progress=True, check_hash=True)
-        except Exception as exc:
-            raise WeightsUnavailable(f"ImageNet weights for {arch} unavailable ({exc.__class__.__name__})") from None
-        weights_id = f"imagenet:{default}"
-    else:
-        state = load_state_dict_file(weights)
-        st = Path(weights).stat()
-        weights_id = f"file:{Path(weights).resolve()}:{st.st_size}:{int(st.st_mtime)}"
-    fc = state.get("fc.weight")
-    if fc is None or fc.ndim != 2:
-        raise ModelError(f"{weights}: no fc.weight; not a torchvision {arch} state_dict")
-    num_classes = int(fc.shape[0])
-    model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        msg = str(exc).splitlines()[0]
-        raise ModelError(f"{weights} does not fit {arch}: {msg[:200]}") from None
-    model.eval()
-    if labels_path:
-        categories = read_labels(labels_path)
-        if len(categories) != num_classes:
-            raise ModelError(f"{labels_path} has {len(categories)} names but the model has {num_classes} classes")
-    elif num_classes == len(default.meta["categories"]):
-        categories = list(default.meta["categories"])
-    else:
-        categories = [f"class_{i}" for i in range(num_classes)]
-    return model, categories, preprocess, weights_id
-
-
-def place(module: nn.Module, device: torch.device, precision: str) -> nn.Module:
-    """Move a float module to ``device``; fp16 + channels_last on CUDA."""
-    module = module.to(device)
-    if precision == "fp16":
-        if device.type != "cuda":
-            raise ModelError("fp16 needs a CUDA device")
-        module = module.half().to(memory_format=torch.channels_last)
-    return module.eval()
