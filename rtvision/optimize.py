@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rtvision.argtypes import int_at_least
-from rtvision.errors import InputError, ModelError, OutputError
+from rtvision.errors import InputError, ModelError, OutputError, UsageError
 from rtvision.models import artifact, compress
 from rtvision.models.classifier import WeightsUnavailable, build_resnet
 
@@ -304,14 +304,35 @@ def load_weights(arch: str, weights: str, labels_path: str | None = None) -> tup
 # ---------------------------------------------------------------- command
 
 
+# Every ResNet here has 64-channel layers (the stem and layer1). torch-pruning keeps
+# int(64 * (1 - ratio)) of their channels and skips a layer it would empty, so above 63/64 those
+# layers are left whole, and from 0.995 on the artifact would be labelled "pruned100".
+NARROWEST_PRUNED_LAYER = 64
+MAX_PRUNE = 1.0 - 1.0 / NARROWEST_PRUNED_LAYER  # 0.984375: one channel left in the narrowest layers
+MIN_PRUNE = 0.01  # artifacts are labelled in whole percent ("pruned30"); less would read "pruned0"
+
+
 def _ratio(text: str) -> float:
+    """``--prune``: 0 (none), or a ratio in [0.01, 63/64] that leaves every layer a channel."""
+    what = f"0 or a ratio in [{MIN_PRUNE:g}, {MAX_PRUNE:.3f}]"
     try:
         v = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
-    if not (0.0 <= v < 1.0) or math.isnan(v):
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if math.isnan(v) or not (v == 0.0 or MIN_PRUNE <= v <= MAX_PRUNE):
+        why = f" (it would leave the {NARROWEST_PRUNED_LAYER}-channel layers no channel)" if v > MAX_PRUNE else ""
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}{why}")
     return v
+
+
+def check_prune_args(prune: float, round_to: int | None) -> None:
+    """UsageError when ``--round-to`` would round the narrowest layers' kept channels to zero."""
+    if prune <= 0 or not round_to:
+        return
+    kept = int(NARROWEST_PRUNED_LAYER * (1.0 - prune))
+    if kept < round_to:
+        raise UsageError(f"--prune {prune:g} --round-to {round_to}: the {NARROWEST_PRUNED_LAYER}-channel layers keep "
+                         f"{kept} channels, which rounds to none; use a smaller --prune or --round-to")
 
 
 def add_optimize_parser(subparsers) -> argparse.ArgumentParser:
@@ -351,6 +372,7 @@ def run_optimize(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     arch = args.classifier
+    check_prune_args(args.prune, args.round_to)
     out = Path(args.out)
     if not out.parent.is_dir():
         raise OutputError(f"output folder does not exist: {out.parent}")
