@@ -133,6 +133,12 @@ def source_facts(path: str) -> dict:
     return {"path": redact_url(path), "fps": info.fps, "resolution_wh": list(info.resolution_wh), "frame_count": info.frame_count}
 
 
+def report_arguments(args: argparse.Namespace) -> dict:
+    """The plain-valued arguments as the report records them, URL secrets masked."""
+    return {k: redact_url(v) if isinstance(v, str) else v for k, v in vars(args).items()
+            if isinstance(v, (str, int, float, bool, type(None)))}
+
+
 def variant_names(text: str) -> list[str]:
     names = [n.strip() for n in text.split(",") if n.strip()]
     out = [NAIVE]
@@ -222,8 +228,7 @@ def run_bench(args: argparse.Namespace) -> int:
     report = {
         "schema_version": SCHEMA_VERSION,
         "created_utc": created,
-        "arguments": {k: redact_url(v) if isinstance(v, str) else v for k, v in vars(args).items()
-                      if isinstance(v, (str, int, float, bool, type(None)))},
+        "arguments": report_arguments(args),
         "machine": fingerprint,
         "source": source,
         "weights": weights_info,
