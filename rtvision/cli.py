@@ -247,6 +247,16 @@ def _print_summary(text: str, stream) -> None:
     except BrokenPipeError:
         silence_stdout()
         raise OutputError("cannot write the summary to standard output: the reader closed the pipe (broken pipe)") from None
+    except OSError as exc:  # a terminal that is gone (SIGHUP): EIO
+        raise OutputError(f"cannot write the summary: {exc.strerror or exc}") from None
+
+
+def _say(line: str) -> None:
+    """The one line on stderr; a stderr that is gone (the terminal closed) is not a second failure."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except OSError:
+        pass
 
 
 def output_paths(a: argparse.Namespace) -> dict[str, str | None]:
@@ -309,10 +319,13 @@ def _run_main(a: argparse.Namespace) -> int:
     summary_error: RtvisionError | None = None
     try:
         _print_summary(format_summary(summary), sys.stderr if stdout_taken else sys.stdout)
+    except OutputError as exc:
+        summary_error = exc
+    try:
         if a.summary_json:
             write_summary_json(summary, a.summary_json)
     except OutputError as exc:
-        summary_error = exc
+        summary_error = summary_error or exc
     if runner.error is not None:
         err = runner.error
         if summary_error is not None:
@@ -320,7 +333,7 @@ def _run_main(a: argparse.Namespace) -> int:
         if isinstance(err, RtvisionError):
             raise err
         raise RuntimeError(f"{err.__class__.__name__}: {err}")
-    if summary_error is not None:
+    if summary_error is not None and runner.exit_code not in STOP_SIGNALS.values():
         raise summary_error
     return runner.exit_code
 
@@ -366,18 +379,18 @@ def main(argv: list[str] | None = None) -> int:
         return func(args)
     except Interrupted as exc:  # a signal before or after the pipeline ran (nothing to finalize)
         why = {errors.EXIT_SIGHUP: "terminal closed (SIGHUP)", errors.EXIT_SIGTERM: "terminated (SIGTERM)"}
-        print(f"rtvision: {why.get(exc.exit_code, 'interrupted')}", file=sys.stderr)
+        _say(f"rtvision: {why.get(exc.exit_code, 'interrupted')}")
         return exc.exit_code
     except RtvisionError as exc:
-        print(f"rtvision: error: {redact_text(str(exc))}", file=sys.stderr)
+        _say(f"rtvision: error: {redact_text(str(exc))}")
         return exc.exit_code
     except KeyboardInterrupt:
-        print("rtvision: interrupted", file=sys.stderr)
+        _say("rtvision: interrupted")
         return errors.EXIT_SIGINT
     except Exception as exc:  # noqa: BLE001 - one line, never a traceback
         log.debug("internal error", exc_info=True)
         first = redact_text(str(exc).splitlines()[0]) if str(exc) else ""
-        print(f"rtvision: internal error: {exc.__class__.__name__}: {first}", file=sys.stderr)
+        _say(f"rtvision: internal error: {exc.__class__.__name__}: {first}")
         return errors.EXIT_INTERNAL
     finally:
         for sig, handler in old.items():
