@@ -106,11 +106,10 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
 @pytest.fixture
 def http_clip(tmp_path):
     """A fragmented MP4 (readable without seeking) served on 127.0.0.1 by a stdlib HTTP server."""
+    import cv2
     from conftest import make_index_clip
 
     from rtvision.sinks import VideoSink
-
-    import cv2
 
     src = make_index_clip(tmp_path / "src.mp4", 20)
     served = tmp_path / "www"
