@@ -35,3 +35,11 @@ def positive_float(text: str) -> float:
 def fraction(text: str) -> float:
     """A number in (0, 1]."""
     return _number(text, float, lambda v: 0 < v <= 1, "a number in (0, 1]")
+
+
+SCALE_MIN = 0.01  # a smaller factor rounds to nothing (the detector keeps 4 decimals) or to a few pixels
+
+
+def scale_fraction(text: str) -> float:
+    """A resize factor in [0.01, 1] (``--face-scale``)."""
+    return _number(text, float, lambda v: SCALE_MIN <= v <= 1, f"a number in [{SCALE_MIN:g}, 1]")

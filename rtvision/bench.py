@@ -56,6 +56,7 @@ from .benchmark.variants import (
 )
 from .config import CLASSIFIERS, DEVICES
 from .errors import UsageError
+from .specs import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,13 @@ def source_facts(path: str) -> dict:
     src = FileSource(path)
     info = src.open()
     src.close()
-    return {"path": path, "fps": info.fps, "resolution_wh": list(info.resolution_wh), "frame_count": info.frame_count}
+    return {"path": redact_url(path), "fps": info.fps, "resolution_wh": list(info.resolution_wh), "frame_count": info.frame_count}
+
+
+def report_arguments(args: argparse.Namespace) -> dict:
+    """The plain-valued arguments as the report records them, URL secrets masked."""
+    return {k: redact_url(v) if isinstance(v, str) else v for k, v in vars(args).items()
+            if isinstance(v, (str, int, float, bool, type(None)))}
 
 
 def variant_names(text: str) -> list[str]:
@@ -146,6 +153,10 @@ def variant_names(text: str) -> list[str]:
 def run_bench(args: argparse.Namespace) -> int:
     started = time.monotonic()
     created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+    unknown = [n for n in variant_names(args.variants) if n not in VARIANTS]
+    if unknown:  # before the weights are resolved (which may try a download)
+        raise UsageError(f"unknown variant{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+                         f"known: {', '.join(VARIANTS)}")
     naive_frames = args.naive_frames or args.frames
     if args.warmup >= min(args.frames, naive_frames):
         raise UsageError(f"--warmup {args.warmup} leaves nothing to measure (frames {args.frames}, naive frames {naive_frames})")
@@ -217,7 +228,7 @@ def run_bench(args: argparse.Namespace) -> int:
     report = {
         "schema_version": SCHEMA_VERSION,
         "created_utc": created,
-        "arguments": {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, type(None)))},
+        "arguments": report_arguments(args),
         "machine": fingerprint,
         "source": source,
         "weights": weights_info,

@@ -17,13 +17,14 @@ import contextlib  # noqa: E402
 import dataclasses  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
+import math  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
 from collections.abc import Callable
 
 from . import errors  # noqa: E402
-from .argtypes import fraction, non_negative_int, positive_float, positive_int  # noqa: E402
+from .argtypes import non_negative_int, positive_float, positive_int, scale_fraction  # noqa: E402
 from .config import (
     BACKENDS,
     CLASSIFIERS,
@@ -34,7 +35,8 @@ from .config import (
     RunConfig,
     SourceConfig,
 )
-from .errors import Interrupted, RtvisionError  # noqa: E402
+from .errors import Interrupted, OutputError, RtvisionError  # noqa: E402
+from .specs import redact_text  # noqa: E402
 
 log = logging.getLogger("rtvision")
 
@@ -78,7 +80,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", choices=DEVICES, default="auto", help="auto picks CUDA when available")
     g.add_argument("--topk", type=positive_int, default=5, help="labels kept per frame (default: %(default)s)")
     g.add_argument("--faces", choices=FACE_MODES, default="fast", help="face mode (default: %(default)s)")
-    g.add_argument("--face-scale", type=fraction, default=None, help="detect faces on the frame resized by this factor")
+    g.add_argument("--face-scale", type=scale_fraction, default=None,
+                   help="detect faces on the frame resized by this factor, in [0.01, 1]")
     g.add_argument("--face-stride", type=positive_int, default=None, help="run the detector every k-th frame, track in between")
     g.add_argument("--min-face", type=positive_int, default=None, help="smallest face wanted, in original pixels")
     g.add_argument("--no-face-background", action="store_true",
@@ -100,7 +103,7 @@ def build_run_parser(prog: str = "rtvision") -> OneLineParser:
         description="Real-time video recognition: face detection and image classification on a camera, "
         "stream or file. Subcommands: `rtvision optimize --help`, `rtvision bench --help`.",
         epilog="Exit codes: 0 ok, 1 internal failure, 2 usage, 3 bad input video, 4 camera/stream unavailable, "
-        "5 bad model file, 6 output error, 130 Ctrl-C, 143 SIGTERM.",
+        "5 bad model file, 6 output error, 129 SIGHUP (terminal closed), 130 Ctrl-C, 143 SIGTERM.",
     )
     add_source_args(p)
     add_model_args(p)
@@ -114,10 +117,10 @@ def build_run_parser(prog: str = "rtvision") -> OneLineParser:
                    help="files, with the overlap: batches whose face detections may run ahead of the batch being "
                         "finished (default: %(default)s)")
     g.add_argument("--headless", action="store_true", help="no window")
-    g.add_argument("--save", default=None, help="write the annotated video (H.264, fragmented MP4)")
-    g.add_argument("--results", default=None, help="write per-frame results as JSON Lines")
+    g.add_argument("--save", default=None, help="write the annotated video (H.264 in a fragmented .mp4, .m4v or .mov)")
+    g.add_argument("--results", default=None, help="write per-frame results as JSON Lines (- for standard output)")
     g.add_argument("--results-verbose", action="store_true", help="add batch_size and per-stage timings to each JSONL record")
-    g.add_argument("--summary-json", default=None, help="also write the run summary as JSON")
+    g.add_argument("--summary-json", default=None, help="also write the run summary as JSON (- for standard output)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     return p
@@ -172,27 +175,39 @@ def run_config(a: argparse.Namespace) -> RunConfig:
     )
 
 
+class RedactingFormatter(logging.Formatter):
+    """Formats a record, then masks every URL's password and secret query values in it."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_text(super().format(record))
+
+
 def setup_logging(verbosity: int) -> None:
     level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("rtvision: %(levelname)s: %(message)s"))
+    handler.setFormatter(RedactingFormatter("rtvision: %(levelname)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
 
 
-def _raise_sigterm(signum, frame) -> None:
-    raise Interrupted(errors.EXIT_SIGTERM)
+# Signals that end a run cleanly (outputs finalized), with their exit codes. SIGHUP: the terminal
+# that started rtvision was closed.
+STOP_SIGNALS = {signal.SIGINT: errors.EXIT_SIGINT, signal.SIGTERM: errors.EXIT_SIGTERM, signal.SIGHUP: errors.EXIT_SIGHUP}
+
+
+def _raise_stop(signum, frame) -> None:
+    raise Interrupted(STOP_SIGNALS[signum])
 
 
 @contextlib.contextmanager
 def _signals_stop(runner):
-    """While the pipeline runs, SIGINT/SIGTERM stop it cleanly (outputs finalized) instead of
-    raising wherever the main thread happens to be."""
+    """While the pipeline runs, SIGINT/SIGTERM/SIGHUP stop it cleanly (outputs finalized) instead
+    of raising wherever the main thread happens to be."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    codes = {signal.SIGINT: errors.EXIT_SIGINT, signal.SIGTERM: errors.EXIT_SIGTERM}
+    codes = STOP_SIGNALS
     old = {sig: signal.signal(sig, lambda signum, frame: runner.interrupt(codes[signum])) for sig in codes}
     try:
         yield
@@ -201,7 +216,73 @@ def _signals_stop(runner):
             signal.signal(sig, handler)
 
 
+def json_safe(value):
+    """``value`` with every non-finite float (NaN, inf) as None, so that the JSON is standard."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    return str(value)
+
+
+def write_summary_json(summary: dict, path: str) -> None:
+    """The summary as standard JSON (NaN -> null) to ``path`` or standard output (``-``)."""
+    from .outputs import is_stdout
+    from .sinks import silence_stdout
+
+    text = json.dumps(json_safe(summary), indent=2, allow_nan=False) + "\n"
+    try:
+        if is_stdout(path):
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        else:
+            with open(path, "w", encoding="utf-8") as fh:
+                fh.write(text)
+    except OSError as exc:
+        if isinstance(exc, BrokenPipeError):
+            silence_stdout()
+        raise OutputError(f"cannot write --summary-json {path}: {exc.strerror or exc}") from None
+
+
+def _print_summary(text: str, stream) -> None:
+    from .sinks import silence_stdout
+
+    try:
+        print(text, file=stream, flush=True)
+    except BrokenPipeError:
+        silence_stdout()
+        raise OutputError("cannot write the summary to standard output: the reader closed the pipe (broken pipe)") from None
+    except OSError as exc:  # a terminal that is gone (SIGHUP): EIO
+        raise OutputError(f"cannot write the summary: {exc.strerror or exc}") from None
+
+
+def _say(line: str) -> None:
+    """The one line on stderr; a stderr that is gone (the terminal closed) is not a second failure."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except OSError:
+        pass
+
+
+def output_paths(a: argparse.Namespace) -> dict[str, str | None]:
+    return {"--save": a.save, "--results": a.results, "--summary-json": a.summary_json}
+
+
 def run_main(a: argparse.Namespace) -> int:
+    from .outputs import OutputClaims, check_outputs
+
+    outputs = output_paths(a)
+    check_outputs(a.source, outputs)  # before anything loads: usage (2) and output (6) errors
+    with OutputClaims(outputs):
+        return _run_main(a)
+
+
+def _run_main(a: argparse.Namespace) -> int:
+    from .outputs import is_stdout
     from .pipeline import Pipeline
     from .runner import Runner, format_summary
 
@@ -238,16 +319,42 @@ def run_main(a: argparse.Namespace) -> int:
             summary = run_window(cfg, runner)
         else:
             summary = runner.run()
-    print(format_summary(summary), file=sys.stderr if cfg.results_path == "-" else sys.stdout)
-    if a.summary_json:
-        with open(a.summary_json, "w", encoding="utf-8") as fh:
-            json.dump(summary, fh, indent=2, default=str)
+    if runner.error is None and runner.exit_code == errors.EXIT_OK and not summary["frames_processed"] \
+            and not runner.stop_requested:
+        runner.error = no_frames_error(summary, pipeline)
+        runner.exit_code = summary["exit_code"] = runner.error.exit_code
+        summary["error"] = str(runner.error)
+    stdout_taken = is_stdout(cfg.results_path) or is_stdout(a.summary_json)
+    summary_error: RtvisionError | None = None
+    try:
+        _print_summary(format_summary(summary), sys.stderr if stdout_taken else sys.stdout)
+    except OutputError as exc:
+        summary_error = exc
+    try:
+        if a.summary_json:
+            write_summary_json(summary, a.summary_json)
+    except OutputError as exc:
+        summary_error = summary_error or exc
     if runner.error is not None:
         err = runner.error
+        if summary_error is not None:
+            log.debug("%s", summary_error)  # the run's own failure is the one line reported
         if isinstance(err, RtvisionError):
             raise err
         raise RuntimeError(f"{err.__class__.__name__}: {err}")
+    if summary_error is not None and runner.exit_code not in STOP_SIGNALS.values():
+        raise summary_error
     return runner.exit_code
+
+
+def no_frames_error(summary: dict, pipeline) -> RtvisionError:
+    """The bad-input error of a run that ended without processing a single frame."""
+    cap = pipeline.capture.stats if pipeline.capture is not None else None
+    read = summary["frames_read"]
+    invalid = cap.invalid if cap is not None else 0
+    why = (f"all {invalid} frames read were unusable" if invalid else
+           "the source delivered no frame" if not read else f"none of the {read} frames read was processed")
+    return errors.InputError(f"{summary['source']}: no frame processed ({why}); nothing was written")
 
 
 def _dispatch(argv: list[str]) -> tuple[Callable[[argparse.Namespace], int], argparse.Namespace]:
@@ -276,22 +383,27 @@ def main(argv: list[str] | None = None) -> int:
         return int(exc.code or 0)
     setup_logging(getattr(args, "verbose", 0) or 0)
     in_main_thread = threading.current_thread() is threading.main_thread()
-    old_term = signal.signal(signal.SIGTERM, _raise_sigterm) if in_main_thread else None
+    old = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGTERM, signal.SIGHUP)} if in_main_thread else {}
     try:
         return func(args)
+    except Interrupted as exc:  # a signal before or after the pipeline ran (nothing to finalize)
+        why = {errors.EXIT_SIGHUP: "terminal closed (SIGHUP)", errors.EXIT_SIGTERM: "terminated (SIGTERM)"}
+        _say(f"rtvision: {why.get(exc.exit_code, 'interrupted')}")
+        return exc.exit_code
     except RtvisionError as exc:
-        print(f"rtvision: error: {exc}", file=sys.stderr)
+        _say(f"rtvision: error: {redact_text(str(exc))}")
         return exc.exit_code
     except KeyboardInterrupt:
-        print("rtvision: interrupted", file=sys.stderr)
+        _say("rtvision: interrupted")
         return errors.EXIT_SIGINT
     except Exception as exc:  # noqa: BLE001 - one line, never a traceback
         log.debug("internal error", exc_info=True)
-        print(f"rtvision: internal error: {exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", file=sys.stderr)
+        first = redact_text(str(exc).splitlines()[0]) if str(exc) else ""
+        _say(f"rtvision: internal error: {exc.__class__.__name__}: {first}")
         return errors.EXIT_INTERNAL
     finally:
-        if old_term is not None:
-            signal.signal(signal.SIGTERM, old_term)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,7 +9,9 @@ Exit codes (also in the README):
 3     bad input video: missing, empty, not a video, truncated, too many corrupt frames
 4     camera or stream unavailable: does not open, or lost after all reconnect attempts
 5     bad model file: weights, labels or artifact missing, broken or unsafe
-6     output error: --save / --results cannot be written (full disk, bad path)
+6     output error: --save / --results / --summary-json cannot be written (full disk, bad path,
+      locked by another process, a closed pipe)
+129   hung up: SIGHUP (the terminal was closed); outputs finalized
 130   interrupted by SIGINT (Ctrl-C)
 143   terminated by SIGTERM
 ====  =====================================================================
@@ -24,6 +26,7 @@ EXIT_BAD_INPUT = 3
 EXIT_SOURCE_UNAVAILABLE = 4
 EXIT_BAD_MODEL = 5
 EXIT_OUTPUT = 6
+EXIT_SIGHUP = 129
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
 
@@ -55,7 +58,7 @@ class OutputError(RtvisionError):
 
 
 class Interrupted(RtvisionError):
-    """A stop requested by a signal; ``exit_code`` is 130 (SIGINT) or 143 (SIGTERM)."""
+    """A stop requested by a signal; ``exit_code`` is 129 (SIGHUP), 130 (SIGINT) or 143 (SIGTERM)."""
 
     def __init__(self, exit_code: int = EXIT_SIGINT) -> None:
         super().__init__("interrupted")

@@ -175,15 +175,41 @@ def read_frames(path: str | Path, n_calib: int, n_holdout: int) -> tuple[list[np
 
 
 
+MAX_PRUNE = 0.95  # beyond this no network here keeps a usable layer; the real limit is per network (check_prune_args)
+MIN_PRUNE = 0.01  # artifacts are labelled in whole percent ("pruned30"); less would read "pruned0"
+
+
 def _ratio(text: str) -> float:
+    """``--prune``: 0 (none), or a ratio in [0.01, 0.95]."""
+    what = f"0 or a ratio in [{MIN_PRUNE:g}, {MAX_PRUNE:g}]"
     try:
         v = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
-    if not (0.0 <= v < 1.0) or math.isnan(v):
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if math.isnan(v) or not (v == 0.0 or MIN_PRUNE <= v <= MAX_PRUNE):
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
     return v
 
+
+def narrowest_layer(model: nn.Module, head: str) -> int:
+    """Output channels of the narrowest convolution pruning shrinks (depthwise ones follow their
+    input; the head is kept whole)."""
+    widths = [m.out_channels for name, m in model.named_modules()
+              if isinstance(m, nn.Conv2d) and m.groups == 1 and name != head]
+    return min(widths)
+
+
+def check_prune_args(prune: float, round_to: int | None, model: nn.Module, head: str) -> None:
+    """UsageError when pruning would leave the narrowest layers no channel (torch-pruning would
+    then skip them, and the artifact's name would overstate what was pruned)."""
+    if prune <= 0:
+        return
+    width = narrowest_layer(model, head)
+    kept = int(width * (1.0 - prune))
+    if kept < max(1, round_to or 1):
+        extra = f" with --round-to {round_to}" if round_to else ""
+        raise UsageError(f"--prune {prune:g}{extra}: the narrowest {width}-channel layers would keep no channel; "
+                         f"use --prune <= {1 - max(1, round_to or 1) / width:.3f}")
 
 
 def read_calibration(path: str, n_calib: int, n_holdout: int, eval_dir: str | None):
@@ -209,7 +235,6 @@ def read_calibration(path: str, n_calib: int, n_holdout: int, eval_dir: str | No
         return calib, holdout, f"{len(calib)} photos of {p.name}/", used
     calib, holdout = read_frames(path, n_calib, n_holdout)
     return calib, holdout, f"{len(calib)} frames of {p.name}", set()
-
 
 
 def add_optimize_parser(subparsers) -> argparse.ArgumentParser:
@@ -267,6 +292,7 @@ def run_optimize(args: argparse.Namespace) -> int:
         net = zoo.build_network(arch, args.weights, args.labels)
     except zoo.WeightsUnavailable as e:
         raise ModelError(f"{e}; pass --weights FILE (a torchvision {arch} state_dict)") from None
+    check_prune_args(args.prune, args.round_to, net.module, net.head)
     calib, holdout, calib_source, used = read_calibration(args.calib, args.calib_frames, args.holdout_frames, args.eval_images)
     eval_set = None
     if args.eval_images:
@@ -339,6 +365,8 @@ def build_candidates(args, net: zoo.Network, backend: str, calib_images, holdout
     if args.prune > 0:
         pruned = compress.prune(net.module, args.prune, args.importance, calib_b[:1], calib_batch=calib_b[:8],
                                 teacher=net.module, round_to=args.round_to, head=net.head)
+        if compress.count_params(pruned) >= compress.count_params(net.module):
+            raise ModelError(f"--prune {args.prune:g}: torch-pruning removed nothing from {arch}")
         distilled = False
         if args.distill > 0:
             compress.distill(pruned, net.module, calib_b, args.distill, holdout=Preprocess.batch(pp, holdout))

@@ -21,6 +21,8 @@ from .config import RunConfig
 from .errors import EXIT_OK, Interrupted, RtvisionError
 from .pipeline import Pipeline
 from .sinks import JsonlSink, VideoSink
+from .specs import redact_text as redact_url_text
+from .specs import redact_url
 from .stats import LatencyHistogram, RateMeter, gpu_memory_mb, peak_rss_mb, rss_mb
 from .types import Result
 
@@ -102,12 +104,17 @@ class Runner:
         self._steps = 0
 
     def interrupt(self, exit_code: int) -> None:
-        """A signal asked us to stop: finish cleanly, then exit with ``exit_code`` (130/143).
+        """A signal asked us to stop: finish cleanly, then exit with ``exit_code`` (129/130/143).
 
         Safe to call from a signal handler: it only sets events, so no write is cut in half.
         """
         self.exit_code = exit_code
         self.request_stop()
+
+    @property
+    def stop_requested(self) -> bool:
+        """Whether the run was ended from outside (window closed, q/Esc, a signal)."""
+        return self._stop.is_set()
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -225,7 +232,7 @@ class Runner:
         )
         models = p.models
         summary = {
-            "source": p.info.name if p.info else self.cfg.source.spec,
+            "source": p.info.name if p.info else redact_url(self.cfg.source.spec),
             "live": p.live,
             "resolution_wh": list(p.info.resolution_wh) if p.info else None,
             "source_fps": p.info.fps if p.info else None,
@@ -251,7 +258,7 @@ class Runner:
             "warnings": list(models.warnings) if models else [],
             "stuck_threads": list(p.stuck_threads),
             "exit_code": self.exit_code,
-            "error": str(self.error) if self.error else None,
+            "error": redact_url_text(str(self.error)) if self.error else None,
         }
         summary.update(gpu_memory_mb())
         return summary

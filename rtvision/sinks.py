@@ -1,5 +1,7 @@
 """Outputs: the annotated video and the JSON Lines results. Both are context managers, so every
-exit path (end of stream, Ctrl-C, SIGTERM, a crash) finalizes them.
+exit path (end of stream, Ctrl-C, SIGTERM, SIGHUP, a crash) finalizes them. Both create their file
+at the first record only: a run that delivers nothing leaves no empty file (and does not truncate
+an existing one).
 
 The video is H.264 in a *fragmented* MP4 written with PyAV (FFmpeg + libx264): each keyframe
 starts a fragment and packets are flushed as they are written, so the file stays playable up to
@@ -10,51 +12,80 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from .errors import OutputError
+from .outputs import STDOUT, VIDEO_FORMATS
 from .types import Result
 
 log = logging.getLogger(__name__)
 
 
 def _output_error(path: str | Path, exc: BaseException) -> OutputError:
+    if isinstance(exc, BrokenPipeError):
+        return OutputError(f"cannot write {path}: the reader closed the pipe (broken pipe)")
     reason = getattr(exc, "strerror", None) or (str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__)
     return OutputError(f"cannot write {path}: {reason}")
 
 
+def silence_stdout() -> None:
+    """After a broken pipe on standard output: point fd 1 at /dev/null, so that the interpreter's
+    final flush does not print a second error (Python's documented recipe for SIGPIPE)."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # pragma: no cover - best effort
+        pass
+
+
 class JsonlSink:
-    """One JSON object per processed frame, in frame order, flushed per frame."""
+    """One JSON object per processed frame, in frame order, flushed per frame. ``-`` is standard
+    output. The file is created (or truncated) at the first record."""
 
     def __init__(self, path: str | Path, verbose: bool = False) -> None:
+        self.to_stdout = str(path) == STDOUT
         self.path = Path(path)
         self.verbose = verbose
         self.count = 0
         self._fh = None
 
     def __enter__(self) -> JsonlSink:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = open(self.path, "w", encoding="utf-8")
-        except OSError as exc:
-            raise _output_error(self.path, exc) from None
         return self
 
+    def _open(self) -> None:
+        if self.to_stdout:
+            self._fh = sys.stdout
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.path, "w", encoding="utf-8")
+
     def write(self, result: Result) -> None:
+        line = json.dumps(result.to_json(self.verbose), separators=(",", ":")) + "\n"
         try:
-            self._fh.write(json.dumps(result.to_json(self.verbose), separators=(",", ":")) + "\n")
+            if self._fh is None:
+                self._open()
+            self._fh.write(line)
             self._fh.flush()
         except OSError as exc:
-            raise _output_error(self.path, exc) from None
+            if isinstance(exc, BrokenPipeError) and self.to_stdout:
+                silence_stdout()
+            raise _output_error("standard output" if self.to_stdout else self.path, exc) from None
         self.count += 1
 
     def close(self) -> None:
         if self._fh is not None:
             try:
-                self._fh.close()
+                if self.to_stdout:
+                    self._fh.flush()
+                else:
+                    self._fh.close()
             except OSError:  # already reported by write
                 log.debug("closing %s failed", self.path, exc_info=True)
             self._fh = None
@@ -64,8 +95,8 @@ class JsonlSink:
 
 
 class VideoSink:
-    """Annotated video at the source's fps: H.264 in fragmented MP4 (other extensions: FFmpeg's
-    default muxer for the extension, still H.264).
+    """Annotated video at the source's fps: H.264 in a fragmented MP4 (``.mp4``, ``.m4v``) or
+    QuickTime (``.mov``) file, created at the first frame; other extensions are refused.
 
     Frames of another size than the first (a camera that reconnected at a new resolution) are
     resized to the first size.
@@ -80,14 +111,11 @@ class VideoSink:
         self._container = None
         self._stream = None
         self._size_wh: tuple[int, int] | None = None
+        self._format = VIDEO_FORMATS.get(self.path.suffix.lower())
 
     def __enter__(self) -> VideoSink:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "wb"):
-                pass  # fail early and plainly on a bad path
-        except OSError as exc:
-            raise _output_error(self.path, exc) from None
+        if self._format is None:
+            raise OutputError(f"cannot write {self.path}: unknown video extension; use one of {', '.join(VIDEO_FORMATS)}")
         return self
 
     def _open(self, w: int, h: int) -> None:
@@ -95,12 +123,10 @@ class VideoSink:
 
         import av
 
-        options = {}
-        if self.path.suffix.lower() in (".mp4", ".mov", ".m4v", ""):
-            options = {"movflags": "frag_keyframe+empty_moov+default_base_moof", "flush_packets": "1"}
-        fmt = "mp4" if self.path.suffix == "" else None
+        options = {"movflags": "frag_keyframe+empty_moov+default_base_moof", "flush_packets": "1"}
         try:
-            self._container = av.open(str(self.path), mode="w", format=fmt, options=options)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._container = av.open(str(self.path), mode="w", format=self._format, options=options)
             rate = Fraction(self.fps).limit_denominator(1001)
             stream = self._container.add_stream("libx264", rate=rate)
         except Exception as exc:

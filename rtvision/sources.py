@@ -29,19 +29,23 @@ import numpy as np
 
 from .buffer import BufferClosed, RingBuffer
 from .config import SourceConfig
-from .errors import InputError, RtvisionError, SourceUnavailable
+from .errors import InputError, RtvisionError, SourceUnavailable, UsageError
 from .types import Frame
 
 log = logging.getLogger(__name__)
 
-from .specs import URL_RE, WEBCAM_RE, redact_url  # noqa: F401 (re-exported)
+from .specs import URL_RE, WEBCAM_RE, bad_webcam_spec, redact_url  # noqa: F401 (re-exported)
+
+MIN_FRAME_PX = 2  # smallest frame side processed: H.264 4:2:0 (the annotated video) needs 2x2 pixels
+FPS_RANGE = (1.0, 240.0)  # a header fps outside this is not believed
+_warned_fps: set[str] = set()  # sources already told about a bad fps header (say it once)
 
 
 @dataclass(frozen=True)
 class SourceInfo:
     """What a source says about itself once open."""
 
-    name: str  # safe to show: passwords redacted
+    name: str  # safe to show: passwords and secret query values masked (specs.redact_url)
     kind: str  # file | webcam | stream | demo | test
     live: bool
     fps: float
@@ -69,11 +73,11 @@ class Source(Protocol):
 
 
 def valid_image(img: object, reject_black: bool = False) -> bool:
-    """A frame the models may see: HxWx3 uint8, non-empty; with ``reject_black``, not all black
-    (what some cameras send right after (re)connecting)."""
+    """A frame the models may see: HxWx3 uint8, at least MIN_FRAME_PX on each side; with
+    ``reject_black``, not all black (what some cameras send right after (re)connecting)."""
     if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
         return False
-    if img.shape[0] < 8 or img.shape[1] < 8:
+    if img.shape[0] < MIN_FRAME_PX or img.shape[1] < MIN_FRAME_PX:
         return False
     if reject_black:
         return bool(img[:: max(1, img.shape[0] // 32), :: max(1, img.shape[1] // 32)].any())
@@ -90,6 +94,7 @@ class _CvSource:
         self._target = target
         self._name = name
         self._cap: cv2.VideoCapture | None = None
+        self.fps_trusted = True  # False: the fps header was outside FPS_RANGE (30 fps assumed)
         self.info = SourceInfo(name, self.kind, self.live, 0.0, (0, 0))
 
     def _open_capture(self) -> cv2.VideoCapture:
@@ -103,7 +108,9 @@ class _CvSource:
             raise self._open_error()
         self._cap = cap
         fps = cap.get(cv2.CAP_PROP_FPS)
-        if not (fps and math.isfinite(fps) and 1.0 <= fps <= 240.0):
+        self.fps_trusted = bool(fps and math.isfinite(fps) and FPS_RANGE[0] <= fps <= FPS_RANGE[1])
+        if not self.fps_trusted:
+            self._bad_fps(fps)
             fps = 30.0
         w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
         count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if not self.live else 0
@@ -112,6 +119,17 @@ class _CvSource:
 
     def _open_error(self) -> RtvisionError:
         return SourceUnavailable(f"cannot open {self.kind} {self._name}")
+
+    def _bad_fps(self, fps: float) -> None:
+        """Say once per source that its fps header is not believed."""
+        if self.live:  # cameras and streams often report 0: nothing to say
+            log.debug("%s reports %s fps; pacing at 30", self._name, fps)
+            return
+        if self._name in _warned_fps:
+            return
+        _warned_fps.add(self._name)
+        log.warning("%s: the fps header (%s) is outside %g-%g fps; pts_s comes from the frames' own timestamps, "
+                    "and --realtime pacing and the annotated video use 30 fps", self._name, fps, *FPS_RANGE)
 
     def read(self) -> np.ndarray | None:
         if self._cap is None:
@@ -130,33 +148,51 @@ class FileSource(_CvSource):
     live = False
 
     def __init__(self, path: str) -> None:
-        super().__init__(path, path)
+        super().__init__(path, redact_url(path))
         self._path = Path(path)
         self._fails = 0
+        self.last_pts_s: float | None = None  # container timestamp of the last frame read (bad fps header only)
 
     def open(self) -> SourceInfo:
-        p = self._path
+        p, name = self._path, self._name
         if not p.exists():
-            raise InputError(f"no such file: {p}")
+            raise InputError(f"no such file: {name}")
         if not p.is_file():
-            raise InputError(f"not a file: {p}")
+            raise InputError(f"not a file: {name}")
         if not os.access(p, os.R_OK):
-            raise InputError(f"cannot read file: {p}")
+            raise InputError(f"cannot read file: {name}")
         if p.stat().st_size == 0:
-            raise InputError(f"empty file: {p}")
+            raise InputError(f"empty file: {name}")
         info = super().open()
         # A container OpenCV accepts but cannot decode (truncated, not really a video) has no frame.
-        first = super().read()
+        first = self._read_timed()
         if first is None:
             self.close()
-            raise InputError(f"not a readable video: {p}")
+            raise InputError(f"not a readable video: {name}")
+        h, w = first.shape[:2]
+        if h < MIN_FRAME_PX or w < MIN_FRAME_PX:
+            self.close()
+            raise InputError(
+                f"{name}: its frames are {w}x{h} pixels, below the {MIN_FRAME_PX}x{MIN_FRAME_PX} minimum that "
+                "rtvision processes (the annotated H.264 video needs it)"
+            )
         self._first = first
         if info.resolution_wh == (0, 0) and first is not None:
             self.info = SourceInfo(info.name, info.kind, False, info.fps, (first.shape[1], first.shape[0]), info.frame_count)
         return self.info
 
     def _open_error(self) -> RtvisionError:
-        return InputError(f"not a video, or truncated/corrupt beyond reading: {self._path}")
+        return InputError(f"not a video, or truncated/corrupt beyond reading: {self._name}")
+
+    def _read_timed(self) -> np.ndarray | None:
+        """One frame; with an unbelievable fps header, ``last_pts_s`` takes its container timestamp."""
+        ok, img = self._cap.read()
+        if not (ok and img is not None):
+            return None
+        if not self.fps_trusted:
+            ms = self._cap.get(cv2.CAP_PROP_POS_MSEC)
+            self.last_pts_s = ms / 1000.0 if ms is not None and math.isfinite(ms) and ms >= 0 else None
+        return img
 
     def read(self) -> np.ndarray | None:
         first = getattr(self, "_first", None)
@@ -165,8 +201,8 @@ class FileSource(_CvSource):
             return first
         if self._cap is None:
             return None
-        ok, img = self._cap.read()
-        if ok and img is not None:
+        img = self._read_timed()
+        if img is not None:
             self._fails = 0
             return img
         # A failed read before the advertised end is a corrupt frame, unless the decoder is stuck
@@ -276,7 +312,10 @@ def open_source(cfg: SourceConfig) -> Source:
     """Build (not open) the source named by ``cfg.spec``."""
     spec = cfg.spec.strip()
     if not spec:
-        raise InputError("empty --source")
+        raise UsageError("empty --source")
+    bad_webcam = bad_webcam_spec(spec)
+    if bad_webcam and not Path(spec).exists():
+        raise UsageError(bad_webcam)
     m = WEBCAM_RE.match(spec)
     if m:
         return WebcamSource(int(m.group(1) or 0))
@@ -392,12 +431,26 @@ class CaptureThread(threading.Thread):
                 continue
             if not valid_image(img, reject_black=info.live):
                 self.stats.invalid += 1
-                log.warning("skipped an invalid (empty or black) frame from %s", info.name)
-                if not info.live:
+                if not info.live:  # a file's frame that cannot be processed is a corrupt frame
+                    self.stats.corrupt += 1
+                    shape = "x".join(map(str, getattr(img, "shape", ()))) or type(img).__name__
+                    log.warning("skipped a frame that cannot be processed (%s; %d corrupt so far) from %s",
+                                shape, self.stats.corrupt, info.name)
+                    if self.stats.corrupt > self.cfg.max_corrupt:
+                        raise InputError(
+                            f"{info.name}: more than {self.cfg.max_corrupt} corrupt frames (last: a {shape} frame, "
+                            f"expected HxWx3 uint8 of at least {MIN_FRAME_PX}x{MIN_FRAME_PX} pixels); stopping"
+                        )
                     index += 1
+                else:
+                    log.warning("skipped an invalid (empty or black) frame from %s", info.name)
                 continue
             self._attempts = 0
-            pts_s = index / fps if not (self.live and not self.paced) else now - t0
+            if self.live and not self.paced:
+                pts_s = now - t0
+            else:
+                stamp = getattr(self.source, "last_pts_s", None)  # files whose fps header is not believed
+                pts_s = stamp if stamp is not None and not info.live else index / fps
             frame = Frame(index=index, pts_s=pts_s, captured_at=now, image=img, decode_ms=read_s * 1000.0)
             index += 1
             self.stats.read += 1

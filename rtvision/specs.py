@@ -1,11 +1,30 @@
-"""What a ``--source`` string names, without opening anything (stdlib only)."""
+"""What a ``--source`` string names, without opening anything, and how it may be shown (stdlib only).
+
+``redact_url`` is the one function that makes a source name safe to show: every log line, error,
+``SourceInfo.name``, summary, summary JSON, window title and bench report goes through it. The URL
+actually opened stays unmasked.
+"""
 
 from __future__ import annotations
 
 import re
+from urllib.parse import unquote
 
 URL_RE = re.compile(r"^(rtsp|rtsps|rtmp|http|https|udp|tcp)://", re.IGNORECASE)
 WEBCAM_RE = re.compile(r"^webcam(?::(\d+))?$")
+WEBCAM_PREFIX = "webcam:"
+
+MASK = "***"
+# Query (and fragment) keys whose values are secrets, compared case-insensitively.
+SECRET_KEYS = frozenset(
+    k.lower()
+    for k in (
+        "token", "access_token", "refresh_token", "id_token", "password", "passwd", "pwd", "pass", "key", "apikey",
+        "api_key", "api-key", "secret", "client_secret", "signature", "sig", "auth", "authorization",
+        "X-Amz-Signature", "X-Amz-Credential", "X-Amz-Security-Token", "X-Goog-Signature", "X-Goog-Credential",
+    )
+)
+_ANY_URL_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>]+")
 
 
 def is_live_spec(spec: str) -> bool:
@@ -14,6 +33,70 @@ def is_live_spec(spec: str) -> bool:
     return spec == "demo" or bool(WEBCAM_RE.match(spec) or URL_RE.match(spec))
 
 
+def is_file_spec(spec: str) -> bool:
+    """A ``--source`` that names a file (not a camera, a URL or the demo)."""
+    s = spec.strip()
+    return bool(s) and not (is_live_spec(s) or s.startswith(WEBCAM_PREFIX) or "://" in s)
+
+
+def bad_webcam_spec(spec: str) -> str | None:
+    """Why ``webcam:…`` is not a camera index (None when it is fine or not a webcam spec)."""
+    s = spec.strip()
+    if not s.startswith(WEBCAM_PREFIX) or WEBCAM_RE.match(s):
+        return None
+    return f"--source {s}: expected webcam or webcam:N with N a camera index >= 0"
+
+
+def _mask_pairs(text: str) -> str:
+    """``a=1&token=x`` -> ``a=1&token=***`` (keys compared case-insensitively, percent-decoded)."""
+    out = []
+    for part in re.split(r"([&;])", text):
+        key, eq, _ = part.partition("=")
+        if eq and unquote(key).strip().lower() in SECRET_KEYS:
+            part = f"{key}={MASK}"
+        out.append(part)
+    return "".join(out)
+
+
 def redact_url(spec: str) -> str:
-    """Hide the password of ``scheme://user:password@host`` (never log or show it)."""
-    return re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", spec)
+    """``spec`` with the password of its userinfo and the values of secret query/fragment keys
+    replaced by ``***``; anything that is not a ``scheme://`` URL is returned unchanged.
+
+    The userinfo ends at the *last* ``@`` before the query (FFmpeg too takes the last ``@``), so
+    an ``@`` in a password does not leak its tail, and a raw ``/`` in a password is masked too
+    (``urllib.parse.urlsplit`` ends the netloc at the first ``/`` and would leak it; at worst a
+    path containing ``@`` is shown with less than it has). A raw ``?`` or ``#`` in a password
+    must be percent-encoded (RFC 3986; FFmpeg also ends the authority there).
+    """
+    if not isinstance(spec, str) or "://" not in spec:
+        return spec
+    scheme, _, rest = spec.partition("://")
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.\-]*", scheme):
+        return spec
+    cut = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+    head, tail = rest[:cut], rest[cut:]
+    userinfo, at, hostpath = head.rpartition("@")
+    if at:
+        user, colon, password = userinfo.partition(":")
+        if colon and password:
+            head = f"{user}:{MASK}@{hostpath}"
+    query, hash_, fragment = tail.partition("#")
+    out = f"{scheme}://{head}"
+    if query.startswith("?"):
+        out += "?" + _mask_pairs(query[1:])
+    if hash_:
+        out += "#" + _mask_pairs(fragment)
+    return out
+
+
+def redact_text(text: str) -> str:
+    """Every URL inside free text (a log line, an error message) passed through ``redact_url``."""
+    if not isinstance(text, str) or "://" not in text:
+        return text
+
+    def one(m: re.Match) -> str:
+        url = m.group(0)
+        core = url.rstrip(".,;:)]}")  # punctuation after a URL in prose is not part of it
+        return redact_url(core) + url[len(core) :]
+
+    return _ANY_URL_RE.sub(one, text)

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from ..config import RunConfig, SourceConfig
-from ..errors import EXIT_SIGINT, EXIT_SIGTERM, Interrupted
+from ..errors import EXIT_SIGHUP, EXIT_SIGINT, EXIT_SIGTERM, Interrupted
 from ..models.build import Models
 from ..pipeline import Pipeline
 from ..runner import Runner
@@ -138,7 +138,7 @@ def run_pipeline(
                 bar.close()
     if runner.error is not None:
         raise runner.error
-    if summary["exit_code"] in (EXIT_SIGINT, EXIT_SIGTERM):  # Ctrl-C / SIGTERM: stop the bench, not just this run
+    if summary["exit_code"] in (EXIT_SIGHUP, EXIT_SIGINT, EXIT_SIGTERM):  # a stop signal: stop the bench, not just this run
         raise Interrupted(summary["exit_code"])
     stats = summarize(rec, warmup, live, summary["frames_read"], summary["frames_dropped"])
     stats["process_peak_rss_mb"] = peak_rss_mb()

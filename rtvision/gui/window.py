@@ -37,7 +37,7 @@ from PyQt5.QtWidgets import (
 
 from ..annotate import annotate
 from ..config import RunConfig
-from ..errors import EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM
+from ..errors import EXIT_OK, EXIT_SIGHUP, EXIT_SIGINT, EXIT_SIGTERM
 from .frameview import FrameView
 from .metrics import WindowMeters, banner_messages
 from .panel import StatsPanel
@@ -211,7 +211,7 @@ class MainWindow(QMainWindow):
         self.closed.emit()
 
     def interrupt(self, code: int) -> None:
-        """Close because of a signal (Ctrl-C: 130, SIGTERM: 143)."""
+        """Close because of a signal (SIGHUP: 129, Ctrl-C: 130, SIGTERM: 143)."""
         self.interrupt_code = code
         self.runner.interrupt(code)  # sets the exit code and stops the run cleanly
         self.close()
@@ -408,12 +408,12 @@ def application() -> QApplication:
 
 
 def _install_signal_handlers(window: MainWindow):
-    """Ctrl-C / SIGTERM close the window (main thread only). Returns a function that restores
+    """Ctrl-C / SIGTERM / SIGHUP close the window (main thread only). Returns a function that restores
     the previous handlers."""
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
     old = {}
-    for signum, code in ((signal.SIGINT, EXIT_SIGINT), (signal.SIGTERM, EXIT_SIGTERM)):
+    for signum, code in ((signal.SIGINT, EXIT_SIGINT), (signal.SIGTERM, EXIT_SIGTERM), (signal.SIGHUP, EXIT_SIGHUP)):
         old[signum] = signal.getsignal(signum)
         signal.signal(signum, lambda *_a, _code=code: QTimer.singleShot(0, lambda: window.interrupt(_code)))
     wake = QTimer(window)

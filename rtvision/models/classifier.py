@@ -17,6 +17,7 @@ import torchvision
 
 from ..errors import ModelError
 from ..types import Labels
+from .weights_errors import describe_load_failure
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +104,7 @@ def load_state_dict_file(path: str) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(str(p), map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling refused, truncated zip, not a checkpoint...
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        raise ModelError(f"cannot load weights {path}: {first[:200]}") from None
+        raise ModelError(describe_load_failure(path, exc)) from None
     if isinstance(obj, dict):
         for key in ("state_dict", "model", "model_state_dict"):
             if key in obj and isinstance(obj[key], dict):
