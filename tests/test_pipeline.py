@@ -14,7 +14,7 @@ from fakes import FakeClassifier, FakeFaces, FakeTrackedFaces, fake_models
 
 from rtvision.cli import main
 from rtvision.config import ModelConfig, RunConfig, SourceConfig
-from rtvision.models.classifier import imagenet_categories
+from rtvision.models.zoo import imagenet_categories
 from rtvision.pipeline import Pipeline
 from rtvision.runner import Runner
 

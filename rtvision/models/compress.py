@@ -1,9 +1,11 @@
-"""Compressed variants of the ResNet classifier: preprocessing, pruning, int8, fp16, distillation.
+"""Compressed variants of a classifier: pruning (torch-pruning, any network of ``zoo``),
+torch.ao int8 (ResNets), fp16, distillation, calibration images, and the layer-shape records
+that rebuild a pruned network.
 
-Everything works on plain torchvision ResNets (``torchvision.models.get_model(arch)``),
-pruned or not. int8 goes through ``quant_backend`` (the only module that touches
-``torch.ao.quantization``). Saving/loading lives in ``artifact.py``; the comparison
-report and the ``optimize`` command in ``rtvision/optimize.py``.
+torch.ao int8 goes through ``quant_backend`` (the only module that touches
+``torch.ao.quantization``); OpenVINO int8 through ``rtvision.backends.openvino_runtime``.
+Saving/loading lives in ``artifact.py``; the comparison report and the ``optimize`` command in
+``rtvision/optimize.py``.
 
 Shapes: frames are HxWx3 uint8 BGR (OpenCV); batches are (N,3,crop,crop) float32 RGB,
 normalized with the preprocess dict ``{"resize": int, "crop": int, "mean": [3], "std": [3]}``.
@@ -19,34 +21,16 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 
 from rtvision.models import quant_backend
 
 log = logging.getLogger(__name__)
 
-ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101")
 IMPORTANCES = ("l1", "taylor")
 
 
 # ---------------------------------------------------------------- preprocessing
-
-
-def preprocess_for(arch: str) -> dict:
-    """The torchvision DEFAULT weights' eval transform of ``arch`` as a plain dict (offline)."""
-    t = torchvision.models.get_model_weights(arch).DEFAULT.transforms()
-    return {
-        "resize": int(t.resize_size[0]),
-        "crop": int(t.crop_size[0]),
-        "mean": [float(v) for v in t.mean],
-        "std": [float(v) for v in t.std],
-    }
-
-
-def imagenet_class_names(arch: str) -> list[str]:
-    """ImageNet category names of ``arch``'s DEFAULT weights (bundled with torchvision, offline)."""
-    return list(torchvision.models.get_model_weights(arch).DEFAULT.meta["categories"])
 
 
 def check_preprocess(preprocess: dict) -> dict:
@@ -98,26 +82,6 @@ def iter_batches(batch: torch.Tensor, size: int):
 
 
 # ---------------------------------------------------------------- models
-
-
-def build_resnet(arch: str, state_dict: dict | None = None, num_classes: int | None = None) -> nn.Module:
-    """A plain torchvision ResNet in eval mode; random init unless ``state_dict`` is given.
-
-    num_classes defaults to the state_dict's ``fc.weight`` rows, else 1000.
-    Raises ValueError for an unknown arch, and for a state_dict that does not fit.
-    """
-    if arch not in ARCHS:
-        raise ValueError(f"unknown classifier {arch!r}; choose one of {', '.join(ARCHS)}")
-    if num_classes is None:
-        fc = state_dict.get("fc.weight") if isinstance(state_dict, dict) else None
-        num_classes = int(fc.shape[0]) if isinstance(fc, torch.Tensor) and fc.ndim == 2 else 1000
-    model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
-    if state_dict is not None:
-        try:
-            model.load_state_dict(state_dict, strict=True)
-        except (RuntimeError, TypeError, AttributeError) as e:
-            raise ValueError(f"state_dict does not fit {arch}: {quant_backend.short_reason(e)}") from None
-    return model.eval()
 
 
 @torch.no_grad()

@@ -34,6 +34,7 @@ from torch import nn
 from ..config import CLASSIFIERS
 from ..errors import ModelError
 from .classifier import Preprocess, load_state_dict_file, read_labels
+from .weights_errors import describe_load_failure
 
 log = logging.getLogger(__name__)
 
@@ -217,9 +218,7 @@ def _load(arch: str, state: dict[str, torch.Tensor], num_classes: int, source: s
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-        detail = "; ".join(lines[1:3]) if len(lines) > 1 else (lines[0] if lines else "")
-        raise ModelError(f"{source} does not fit {arch}: {detail[:240]}") from None
+        raise ModelError(describe_load_failure(source, exc, arch, state)) from None
     return model.eval()
 
 
