@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from .argtypes import non_negative_int, positive_float, positive_int
+from .argtypes import int_at_least, non_negative_int, positive_float, positive_int
 from .benchmark import quality as qmod
 from .benchmark.fingerprint import machine_fingerprint
 from .benchmark.naive import NaiveLoop
@@ -55,10 +55,14 @@ from .benchmark.variants import (
     plan_variant,
 )
 from .config import CLASSIFIERS, DEVICES
+from .evaluation import agreement, informative, read_labelled_images, run_all, topk_accuracy
 from .errors import UsageError
 from .specs import redact_url
 
 log = logging.getLogger(__name__)
+
+NAIVE_MIN_FRAMES = 60  # fewer frames measure the naive loop's warm-up more than its speed
+STARTUP_VARIANTS = ("default", "fp32", "int8", "pruned-int8")  # classifier settings whose start-up is measured
 
 
 def add_bench_parser(subparsers) -> argparse.ArgumentParser:
@@ -72,7 +76,9 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--source", required=True, help="a video file (looped by reopening when --frames exceeds its length)")
     p.add_argument("--frames", type=positive_int, default=100, help="frames per pipeline run (default: %(default)s)")
-    p.add_argument("--naive-frames", type=positive_int, default=None, help="frames for the naive loop's throughput run (default: --frames; its live run, paced, reads --frames)")
+    p.add_argument("--naive-frames", type=int_at_least(NAIVE_MIN_FRAMES), default=None,
+                   help=f"frames for the naive loop's throughput run (default: --frames, at least {NAIVE_MIN_FRAMES}; "
+                        "its live run, paced, reads --frames)")
     p.add_argument("--warmup", type=non_negative_int, default=5, help="first N results of each run left out of every statistic (default: %(default)s)")
     p.add_argument("--repeat", type=positive_int, default=1, help="repeat every run K times, interleaved; reports min/median/max")
     p.add_argument("--variants", default="naive,default", help="comma-separated variant names; naive is always added (default: %(default)s)")
@@ -88,6 +94,11 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", default=None, help="cache for the face reference and quantized models (default: ~/.cache/rtvision)")
     p.add_argument("--save-video", action="store_true", help="pipeline runs also write an annotated H.264 video (default: JSONL only)")
     p.add_argument("--no-quality", action="store_true", help="skip face recall/precision and classifier agreement")
+    p.add_argument("--eval-images", default=None, metavar="DIR",
+                   help="labelled photos (labels.csv: file, class_id): top-1/top-5 of every variant's classifier, "
+                        "with its agreement with fp32 and the KL divergence")
+    p.add_argument("--no-startup", action="store_true",
+                   help="skip the start-up runs (fresh processes: time to the first result, memory above the import baseline)")
     p.add_argument("--out", default=None, help="write the full report as JSON")
     p.add_argument("--md", default=None, help="write the Markdown report")
     p.add_argument("--plot", default=None, help="write a PNG: throughput per variant, live latency distribution, RSS over time")
@@ -98,30 +109,26 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
 
 # -- setup ---------------------------------------------------------------------------------------
 
-def resolve_weights(arch: str, weights: str, tmpdir: str) -> tuple[str, dict]:
-    """(weights every model uses, description). Offline ``imagenet`` becomes a random-init FILE."""
-    import torchvision
+def resolve_weights(arch: str, weights: str) -> tuple[str, str, dict]:
+    """(network, weights, description) every variant and the naive loop use: trained weights,
+    with the run's own rule when ImageNet weights of ``arch`` cannot be had (MobileNetV2, whose
+    weights ship offline; said in the report). Raises ModelError / UsageError up front."""
+    from .models import zoo
 
-    if weights != "imagenet":
-        from .models.classifier import load_state_dict_file
-
-        load_state_dict_file(weights)  # ModelError now, not in the middle of the runs
-        return weights, {"arg": weights, "kind": "file", "random_init": False, "note": f"state_dict file `{weights}`"}
-    default = torchvision.models.get_model_weights(arch).DEFAULT
+    said: list[str] = []
     try:
-        default.get_state_dict(progress=False, check_hash=True)
-        return "imagenet", {"arg": weights, "kind": "imagenet", "random_init": False, "note": f"ImageNet ({default})"}
-    except Exception as exc:  # offline: no cache, no download
-        reason = f"{exc.__class__.__name__}"
-    with torch.random.fork_rng(devices=[]):  # seeded, without touching the caller's RNG state
-        torch.manual_seed(0)
-        state = torchvision.models.get_model(arch, weights=None).state_dict()
-    path = str(Path(tmpdir) / f"random-init-{arch}.pt")
-    torch.save(state, path)
-    note = (f"**RANDOM-INIT {arch} weights** (ImageNet weights unavailable offline: {reason}; seed 0). Speed does not "
-            "depend on the weights; classifier agreement with fp32 is still meaningful, labels are not.")
-    log.warning("ImageNet weights unavailable (%s): using random-init weights", reason)
-    return path, {"arg": weights, "kind": "random-init", "random_init": True, "note": note}
+        choice = zoo.choose_weights(arch, weights, said.append)
+    except zoo.WeightsUnavailable as exc:
+        raise UsageError(f"{exc}; the bench needs trained weights: pass --weights FILE") from None
+    for msg in said:
+        log.warning(msg)
+    kind = "imagenet" if zoo.is_imagenet(choice.weights) else "file"
+    note = f"{choice.arch}: " + (f"ImageNet ({choice.weights_id.removeprefix('imagenet:')})" if kind == "imagenet"
+                                 else f"state_dict file `{choice.weights}` ({choice.weights_id[:15]}…)")
+    if said:
+        note += f" (**fallback**: {arch}'s ImageNet weights unavailable here)"
+    return choice.arch, choice.weights, {"arg": weights, "kind": kind, "arch": choice.arch, "asked": arch,
+                                         "fallback": bool(said), "note": note}
 
 
 def source_facts(path: str) -> dict:
@@ -157,63 +164,68 @@ def run_bench(args: argparse.Namespace) -> int:
     if unknown:  # before the weights are resolved (which may try a download)
         raise UsageError(f"unknown variant{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
                          f"known: {', '.join(VARIANTS)}")
-    naive_frames = args.naive_frames or args.frames
+    naive_frames = args.naive_frames or max(args.frames, NAIVE_MIN_FRAMES)
     if args.warmup >= min(args.frames, naive_frames):
         raise UsageError(f"--warmup {args.warmup} leaves nothing to measure (frames {args.frames}, naive frames {naive_frames})")
     modes = (["throughput"] if not args.live_only else []) + (["live"] if (args.live or args.live_only or args.soak) else [])
-    with tempfile.TemporaryDirectory(prefix="rtvision-bench-") as tmp:
-        source = source_facts(args.source)
-        fps = source["fps"] or 25.0
-        file_frames = source["frame_count"] or args.frames
-        weights, weights_info = resolve_weights(args.classifier, args.weights, tmp)
-        ctx = BenchContext(args.source, args.classifier, weights, args.device, args.model, args.cache_dir)
-        plans = [plan_variant(n, ctx) for n in variant_names(args.variants)]
-        fingerprint = machine_fingerprint()
-        models = {}
-        for plan in plans:  # every model before any measurement: an unavailable variant fails fast
-            log.info("building %s", plan.name)
-            if plan.is_naive:
-                from .models.build import resolve_device
+    source = source_facts(args.source)
+    fps = source["fps"] or 25.0
+    file_frames = source["frame_count"] or args.frames
+    arch, weights, weights_info = resolve_weights(args.classifier, args.weights)
+    eval_set = read_labelled_images(args.eval_images) if args.eval_images else None
+    ctx = BenchContext(args.source, arch, weights, args.device, args.model, args.cache_dir)
+    plans = [plan_variant(n, ctx) for n in variant_names(args.variants)]
+    fingerprint = machine_fingerprint()
+    models = {}
+    for plan in plans:  # every model before any measurement: an unavailable variant fails fast
+        log.info("building %s", plan.name)
+        if plan.is_naive:
+            from .models.build import resolve_device
 
-                models[plan.name] = NaiveLoop(args.classifier, weights, str(resolve_device(args.device)))
-            else:
-                models[plan.name] = build_variant_models(plan, ctx)
-        soak_frames = int(round(args.soak * 60 * fps)) if args.soak else None
-        runs: dict[tuple[str, str], list[dict]] = {}
-        first_rec = {}
-        for rep in range(args.repeat):
-            for mode in modes:
-                live = mode == "live"
-                for plan in plans:
-                    # The naive live run is paced by the source (its length costs the same time
-                    # whatever the loop's speed): it reads --frames, like the variants.
-                    if plan.is_naive:
-                        n = args.frames if live else naive_frames
-                    else:
-                        n = soak_frames if live and soak_frames else args.frames
-                    desc = None if args.no_progress else f"{plan.name} {mode} {rep + 1}/{args.repeat}"
-                    if plan.is_naive:
-                        stats, rec = models[plan.name].run(args.source, n, live, args.warmup, desc)
-                    else:
-                        stats, rec = run_pipeline(plan, models[plan.name], args.source, n, live, args.warmup, args.save_video, desc,
-                                                  keep_faces=not args.no_quality)
-                    stats["repeat"] = rep
-                    stats["frames_asked"] = n
-                    runs.setdefault((plan.name, mode), []).append(stats)
-                    if rep == 0:
-                        first_rec[(plan.name, mode)] = rec
-                    else:
-                        del rec
-        quality, ref_info = ({}, None)
-        if not args.no_quality:
-            quality, ref_info = measure_quality(args, plans, models, first_rec, file_frames, weights)
+            models[plan.name] = NaiveLoop(arch, weights, str(resolve_device(args.device)))
+        else:
+            models[plan.name] = build_variant_models(plan, ctx)
+    soak_frames = int(round(args.soak * 60 * fps)) if args.soak else None
+    same_live = live_duplicates(plans)
+    runs: dict[tuple[str, str], list[dict]] = {}
+    first_rec = {}
+    for rep in range(args.repeat):
+        for mode in modes:
+            live = mode == "live"
+            for plan in plans:
+                if live and same_live.get(plan.name):
+                    continue  # the same configuration as an earlier variant in live mode: not run twice
+                # The naive live run is paced by the source (its length costs the same time
+                # whatever the loop's speed): it reads --frames, like the variants.
+                if plan.is_naive:
+                    n = args.frames if live else naive_frames
+                else:
+                    n = soak_frames if live and soak_frames else args.frames
+                desc = None if args.no_progress else f"{plan.name} {mode} {rep + 1}/{args.repeat}"
+                if plan.is_naive:
+                    stats, rec = models[plan.name].run(args.source, n, live, args.warmup, desc)
+                else:
+                    stats, rec = run_pipeline(plan, models[plan.name], args.source, n, live, args.warmup, args.save_video, desc,
+                                              keep_faces=not args.no_quality)
+                stats["repeat"] = rep
+                stats["frames_asked"] = n
+                runs.setdefault((plan.name, mode), []).append(stats)
+                if rep == 0:
+                    first_rec[(plan.name, mode)] = rec
+                else:
+                    del rec
+    quality, ref_info = ({}, None)
+    if not args.no_quality:
+        quality, ref_info = measure_quality(args, arch, plans, models, first_rec, file_frames, weights)
+    accuracy = measure_accuracy(arch, weights, plans, models, eval_set) if eval_set is not None else None
+    startup = measure_startup(args, ctx, plans) if not args.no_startup else None
     variants = []
     for plan in plans:
         m = models[plan.name]
         v = {
             "name": plan.name,
             "description": plan.description,
-            "classifier": f"{args.classifier} fp32 (torchvision)" if plan.is_naive else m.classifier_variant,
+            "classifier": f"{arch} fp32 torch (textbook transforms)" if plan.is_naive else m.classifier_variant,
             "faces": "facenet-mtcnn full res" if plan.is_naive else m.face_mode,
             "batch": plan.batch or "auto (4 file, 1 live)",
             "config": dataclasses.asdict(plan.model) if plan.model is not None else None,
@@ -223,6 +235,12 @@ def run_bench(args: argparse.Namespace) -> int:
         for mode in ("throughput", "live"):
             r = runs.get((plan.name, mode))
             v[mode] = {"runs": r, "summary": aggregate(r)} if r else None
+        if same_live.get(plan.name) and "live" in modes:
+            v["live_same_as"] = same_live[plan.name]
+        if accuracy is not None and plan.name in accuracy["variants"]:
+            v["accuracy"] = accuracy["variants"][plan.name]
+        if startup is not None and plan.name in startup:
+            v["startup"] = startup[plan.name]
         variants.append(v)
     add_ratios(variants)
     report = {
@@ -241,6 +259,7 @@ def run_bench(args: argparse.Namespace) -> int:
             "process": "one process, variants interleaved (repeat → mode → variant), models built once",
         },
         "reference": ref_info,
+        "eval": {k: v for k, v in accuracy.items() if k != "variants"} if accuracy is not None else None,
         "variants": variants,
         "notes": _notes(args, weights_info, modes),
         "wall_s": time.monotonic() - started,
@@ -258,7 +277,8 @@ def run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def measure_quality(args, plans: list[VariantPlan], models: dict, recs: dict, file_frames: int, weights: str) -> tuple[dict, dict]:
+def measure_quality(args, arch: str, plans: list[VariantPlan], models: dict, recs: dict, file_frames: int,
+                    weights: str) -> tuple[dict, dict]:
     """Quality per variant and mode from the first repeat's records."""
     from .models.build import resolve_device
 
@@ -271,7 +291,7 @@ def measure_quality(args, plans: list[VariantPlan], models: dict, recs: dict, fi
         if any(r.top1 is not None for r in rec.records):
             label_frames |= ids
     device = resolve_device(args.device)
-    fp32 = qmod.FP32Labels(args.classifier, weights, device) if label_frames else None
+    fp32 = qmod.FP32Labels(arch, weights, device) if label_frames else None
     ref_faces, ref_top1, info = qmod.compute_references(
         args.source, face_frames, label_frames, args.cache_dir, fp32, device, progress=not args.no_progress
     )
@@ -281,16 +301,95 @@ def measure_quality(args, plans: list[VariantPlan], models: dict, recs: dict, fi
     return out, info
 
 
+def live_duplicates(plans: list[VariantPlan]) -> dict[str, str]:
+    """{variant: the earlier variant it is identical to in live mode}. Live sources never overlap
+    the models or look ahead, run batch 1 by default and look for the smallest faces on every
+    detection, so variants that differ only there are one configuration live: measured once."""
+    seen: dict[tuple, str] = {}
+    out = {}
+    for plan in plans:
+        if plan.model is None:
+            continue
+        cfg = plan.model
+        every = cfg.small_face_every if cfg.small_face_every not in (None, 1) else None
+        key = (dataclasses.replace(cfg, small_face_every=every), plan.batch or 1, plan.build)
+        if key in seen:
+            out[plan.name] = seen[key]
+        else:
+            seen[key] = plan.name
+    return out
+
+
+def measure_accuracy(arch: str, weights: str, plans: list[VariantPlan], models: dict, eval_set) -> dict:
+    """Top-1/top-5 of every variant's classifier against the labels, its agreement with fp32
+    (same network and weights, torch) and the KL divergence; variants that run the same
+    classifier are measured once."""
+    from .backends.torch_runtime import TorchRuntime
+    from .models.zoo import build_network
+
+    net = build_network(arch, weights)
+    ref = run_all(TorchRuntime(net.module, net.preprocess, torch.device("cpu"), "fp32"), eval_set.images)
+    out = {"folder": str(eval_set.root), "images": len(eval_set), "fp32": topk_accuracy(ref, eval_set.class_ids),
+           "informative": informative(ref), "variants": {}}
+    by_classifier: dict[str, dict] = {}
+    for plan in plans:
+        clf = None if plan.is_naive else models[plan.name].classifier
+        if clf is None:
+            continue
+        if clf.variant not in by_classifier:
+            logits = run_all(clf.runtime, eval_set.images)
+            by_classifier[clf.variant] = {"classifier": clf.variant, **topk_accuracy(logits, eval_set.class_ids),
+                                          "agreement": agreement(ref, logits)}
+        out["variants"][plan.name] = by_classifier[clf.variant]
+    return out
+
+
+def measure_startup(args, ctx: BenchContext, plans: list[VariantPlan]) -> dict:
+    """Fresh ``rtvision`` processes on the source with ``--max-frames 1``, twice per classifier
+    setting (the first fills the model cache, the second is the measured start), interleaved:
+    time from process start to the first result, and peak memory above the import baseline."""
+    import json
+    import subprocess
+    import sys
+
+    chosen = [p for p in plans if p.name in STARTUP_VARIANTS and p.model is not None and p.build is None]
+    out: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="rtvision-startup-") as tmp:
+        for attempt in ("first", "second"):
+            for plan in chosen:
+                cfg = plan.model
+                summary = Path(tmp) / f"{plan.name}-{attempt}.json"
+                argv = [sys.executable, "-m", "rtvision", "--source", args.source, "--headless", "--max-frames", "1",
+                        "--no-progress", "--classifier", cfg.classifier, "--weights", cfg.weights, "--device", cfg.device,
+                        "--backend", cfg.backend, "--precision", cfg.precision, "--faces", cfg.faces,
+                        "--summary-json", str(summary)]
+                if cfg.model_path:
+                    argv += ["--model", cfg.model_path]
+                if cfg.cache_dir:
+                    argv += ["--cache-dir", cfg.cache_dir]
+                proc = subprocess.run(argv, capture_output=True, text=True, timeout=900)
+                if proc.returncode != 0 or not summary.is_file():
+                    log.warning("start-up run of %s failed (exit %d): %s", plan.name, proc.returncode,
+                                (proc.stderr.strip().splitlines() or ["no output"])[-1])
+                    continue
+                s = json.loads(summary.read_text())
+                out.setdefault(plan.name, {})[attempt] = {k: s.get(k) for k in (
+                    "first_result_s", "import_baseline_mb", "peak_rss_mb", "peak_above_baseline_mb", "classifier")}
+    return out
+
+
 def _notes(args, weights_info: dict, modes: list[str]) -> list[str]:
     notes = []
-    if weights_info["random_init"]:
-        notes.append("Random-init classifier weights: all speed numbers hold for real weights; top-1 agreement with fp32 "
-                     "is measured on the same random weights (a random net often predicts few classes, so agreement can look high).")
+    if weights_info.get("fallback"):
+        notes.append(f"{weights_info['asked']}'s ImageNet weights are not available on this machine: every variant and the naive "
+                     f"loop run {weights_info['arch']} instead, as a plain run does (its weights ship offline).")
     notes.append("naive = the textbook loop (one Python thread, batch 1, no buffer, torchvision transforms, MTCNN full res); "
                  "ratios to naive are measured in this same run and process.")
     if "live" in modes:
-        notes.append("Live latency = frame due (decode start) → result written; naive live takes the newest due frame "
-                     "(missed frames are decoded and dropped) like a camera.")
+        notes.append("Live latency = frame due (when a camera would have taken it) → result written, for the pipeline as for "
+                     "the naive loop, so a capture that falls behind counts; naive live takes the newest due frame "
+                     "(missed frames are decoded and dropped) like a camera. Variants that are one configuration in live "
+                     "mode (overlap, lookahead and the smallest-face cadence are file-only) are measured once.")
     notes.append("Per-stage times of batched stages are divided over the frames of the batch; queue_wait is the worker "
                  "waiting for frames (idle time, not work). In file mode the face detections run on a helper thread "
                  "while the worker runs the classifier (no-overlap: one after the other), so the stages add up to more "

@@ -286,6 +286,11 @@ def _run_main(a: argparse.Namespace) -> int:
     from .pipeline import Pipeline
     from .runner import Runner, format_summary
 
+    import torchvision  # noqa: F401 - part of the import baseline (torch, torchvision, OpenCV), as for every run
+
+    from .stats import rss_mb
+
+    import_baseline_mb = rss_mb()
     cfg = run_config(a)
     probe = None
     if not cfg.headless:
@@ -313,7 +318,7 @@ def _run_main(a: argparse.Namespace) -> int:
             print(f"rtvision: no window: {verdict.reason}; running headless", file=sys.stderr)
     if use_window:
         cfg = dataclasses.replace(cfg, progress=False)  # the window shows progress itself
-    runner = Runner(cfg, pipeline)
+    runner = Runner(cfg, pipeline, import_baseline_mb)
     with _signals_stop(runner):
         if use_window:
             summary = run_window(cfg, runner)

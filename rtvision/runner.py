@@ -23,7 +23,7 @@ from .pipeline import Pipeline
 from .sinks import JsonlSink, VideoSink
 from .specs import redact_text as redact_url_text
 from .specs import redact_url
-from .stats import LatencyHistogram, RateMeter, gpu_memory_mb, peak_rss_mb, rss_mb
+from .stats import LatencyHistogram, RateMeter, gpu_memory_mb, peak_rss_mb, process_age_s, rss_mb
 from .types import Result
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,7 @@ class LiveStats:
     stage_ms_total: dict[str, float] = field(default_factory=lambda: {k: 0.0 for k in STAGES})
     started_at: float = field(default_factory=time.monotonic)
     first_result_at: float | None = None
+    first_result_age_s: float | None = None  # seconds from process start to the first result
     first_batch: int = 0  # results of the first batch (written together, at first_result_at)
     last_result_at: float | None = None
     last_batch: int = 0
@@ -57,6 +58,7 @@ class LiveStats:
         self.infer_rate.tick(1, now)
         if self.first_result_at is None:
             self.first_result_at, self.first_batch = now, r.batch_size
+            self.first_result_age_s = process_age_s()
         self.last_result_at = now
         for k in ("decode", "queue_wait", "preprocess", "classifier", "faces"):
             self.stage_ms_total[k] += r.timings_ms.get(k, 0.0)
@@ -86,7 +88,9 @@ def rss_slope_mb_per_1000(samples) -> float:
 class Runner:
     """Consumes a started pipeline. ``request_stop()`` ends the run cleanly from any thread."""
 
-    def __init__(self, cfg: RunConfig, pipeline: Pipeline) -> None:
+    def __init__(self, cfg: RunConfig, pipeline: Pipeline, import_baseline_mb: float | None = None) -> None:
+        """import_baseline_mb: RSS once torch, torchvision and OpenCV are imported, before any
+        model is built (the summary reports memory above it); default: RSS now."""
         self.cfg = cfg
         self.pipeline = pipeline
         self.stats = LiveStats()
@@ -97,6 +101,7 @@ class Runner:
         self.exit_code = EXIT_OK
         self.summary: dict | None = None
         self.rss_start_mb = rss_mb()
+        self.import_baseline_mb = import_baseline_mb if import_baseline_mb is not None else self.rss_start_mb
         self.listeners: list[Callable[[Result], None]] = []  # called per result on the consumer thread
         self._stop = threading.Event()
         self._gate = threading.Condition()
@@ -251,9 +256,12 @@ class Runner:
             "steady_fps": steady,
             "latency_ms": s.latency.summary(),
             "stage_ms": {k: v / s.processed for k, v in s.stage_ms_total.items()} if s.processed else {},
+            "first_result_s": s.first_result_age_s,
+            "import_baseline_mb": self.import_baseline_mb,
             "rss_start_mb": self.rss_start_mb,
             "rss_end_mb": rss_mb(),
             "peak_rss_mb": peak_rss_mb(),
+            "peak_above_baseline_mb": peak_rss_mb() - self.import_baseline_mb,
             "rss_slope_mb_per_1000": rss_slope_mb_per_1000(s.rss_samples),
             "warnings": list(models.warnings) if models else [],
             "stuck_threads": list(p.stuck_threads),
@@ -278,7 +286,9 @@ def format_summary(s: dict) -> str:
         f"  throughput  {f(s['throughput_fps'])} fps over {f(s['elapsed_s'])} s (steady {f(s['steady_fps'])} fps)",
         f"  latency     p50 {f(lat.get('p50'))} | p95 {f(lat.get('p95'))} | p99 {f(lat.get('p99'))} | max {f(lat.get('max'))} ms",
         "  stages ms   " + " | ".join(f"{k} {f(v, 2)}" for k, v in s.get("stage_ms", {}).items()),
-        f"  memory      peak RSS {f(s['peak_rss_mb'], 0)} MB (start {f(s['rss_start_mb'], 0)}, end {f(s['rss_end_mb'], 0)})",
+        f"  start-up    first result {f(s.get('first_result_s'), 2)} s after the process started",
+        f"  memory      peak RSS {f(s['peak_rss_mb'], 0)} MB, {f(s.get('peak_above_baseline_mb'), 0)} MB above the import "
+        f"baseline {f(s.get('import_baseline_mb'), 0)} MB (start {f(s['rss_start_mb'], 0)}, end {f(s['rss_end_mb'], 0)})",
     ]
     if "gpu_peak_allocated_mb" in s:
         lines.append(

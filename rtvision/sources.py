@@ -451,7 +451,11 @@ class CaptureThread(threading.Thread):
             else:
                 stamp = getattr(self.source, "last_pts_s", None)  # files whose fps header is not believed
                 pts_s = stamp if stamp is not None and not info.live else index / fps
-            frame = Frame(index=index, pts_s=pts_s, captured_at=now, image=img, decode_ms=read_s * 1000.0)
+            # A paced file stands in for a camera, which would have taken the frame when it fell due:
+            # latency counts from then, also when capture falls behind. Other sources: from the
+            # moment the read began (decoding is part of the latency).
+            captured_at = due if self.paced else start
+            frame = Frame(index=index, pts_s=pts_s, captured_at=captured_at, image=img, decode_ms=read_s * 1000.0)
             index += 1
             self.stats.read += 1
             self.stats.decode_ms_total += read_s * 1000.0

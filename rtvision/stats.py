@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import math
 import resource
+import sys
 import threading
 import time
 
@@ -102,9 +103,26 @@ def rss_mb() -> float:
     return _PROC.memory_info().rss / 2**20
 
 
+def process_age_s() -> float:
+    """Seconds since this process started (what a user waits, imports included)."""
+    return max(0.0, time.time() - _PROC.create_time())
+
+
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    """Peak resident set size of this process, in MB.
+
+    Linux: ``VmHWM`` of /proc/self/status, the peak of this program's own memory.
+    ``getrusage``'s ``ru_maxrss`` survives ``exec``, so a process started by a big one (the
+    bench's start-up runs) would report its parent's peak; it is the fallback elsewhere.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024.0 if sys.platform != "darwin" else 2**20)
 
 
 def gpu_memory_mb() -> dict[str, float]:

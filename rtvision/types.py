@@ -18,7 +18,8 @@ class Frame:
 
     index: 0-based position in its source (gaps mean dropped or skipped frames).
     pts_s: source timestamp in seconds (file position, or wall time since start for live sources).
-    captured_at: ``time.monotonic()`` when the frame was read.
+    captured_at: ``time.monotonic()`` when the frame was taken: when it fell due for a paced
+        source (a file standing in for a camera), else when its read began.
     image: HxWx3 uint8, BGR as OpenCV gives it.
     """
 

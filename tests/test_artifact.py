@@ -1,20 +1,31 @@
-""".rtv artifacts: round trip in a new process, refusal of tampered files, the int8 disk cache."""
+""".rtv artifacts (format v2): round trip in a new process, the pipeline's loader, refusal of damaged,
+tampered, unsafe and non-finite files, and the int8 disk cache (damaged or swapped entries are
+rebuilt, never served)."""
 
 from __future__ import annotations
 
+import hashlib
+import io
+import logging
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from rtvision.models import artifact, compress
+from rtvision import errors
+from rtvision.config import ModelConfig
+from rtvision.errors import ModelError, UsageError
+from rtvision.models import artifact, compress, zoo
 from rtvision.models.artifact import ArtifactError, load_artifact, save_artifact
+from rtvision.models.build import build_classifier, load_for_pipeline
+from rtvision.sources import SourceInfo
 
 REPO = Path(__file__).resolve().parents[1]
 PP = {"resize": 128, "crop": 112, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
@@ -25,28 +36,72 @@ NAMES = [f"class_{i}" for i in range(1000)]
 def models(faces_frames):
     torch.manual_seed(0)
     batch = compress.frames_to_batch(faces_frames, PP)
-    fp32 = compress.reestimate_bn(compress.build_resnet("resnet18"), batch)
+    fp32 = compress.reestimate_bn(zoo.empty_module("resnet18"), batch)
     pruned = compress.prune(fp32, 0.3, "l1", batch[:1])
     return {"fp32": fp32, "pruned": pruned, "pruned_int8": compress.quantize_int8(pruned, faces_frames[:4], PP)}
 
 
-def _save(path, model, variant):
+def _save(path, model, variant, spec=None, **extra):
     return save_artifact(
         path,
         model,
         arch="resnet18",
+        spec=spec,
         class_names=NAMES,
         preprocess=PP,
         variant=variant,
-        calibration={"source": "faces_1080p.mp4", "frames": 4},
-        report={"variants": [{"name": variant, "top1": 1.0}]},
+        calibration={"source": "4 frames of faces_1080p.mp4", "images": 16},
+        report={"variants": [{"name": variant, "kl": 0.01}]},
+        **extra,
     )
+
+
+def _save_int8(path, models):
+    return _save(path, models["pruned_int8"], "resnet18 pruned30 int8", spec=compress.channel_spec(models["pruned"]),
+                 metadata={"weights": "sha256:test", "prune": 0.3})
+
+
+def _cfg(tmp_path, **kw) -> ModelConfig:
+    return ModelConfig(device="cpu", faces="off", cache_dir=str(tmp_path / "cache"), **kw)
+
+
+def _flip(path: Path, n: int, at: float = 0.5, out: Path | None = None) -> Path:
+    """XOR ``n`` bytes at the relative position ``at`` of the file (written to ``out`` or in place)."""
+    data = bytearray(path.read_bytes())
+    i = int(len(data) * at)
+    data[i : i + n] = bytes(b ^ 0xA5 for b in data[i : i + n])
+    out = out or path
+    out.write_bytes(bytes(data))
+    return out
+
+
+def _one_line(msg: str) -> str:
+    assert "\n" not in msg and 0 < len(msg) < 400, msg
+    return msg
+
+
+def _assert_refused(path: Path, match: str = "refused") -> str:
+    with pytest.raises(ArtifactError, match=match) as ei:
+        load_artifact(path)
+    return _one_line(str(ei.value))
+
+
+def _encode_raw(payload_bytes: bytes, **outer) -> bytes:
+    """An outer v2 container around arbitrary payload bytes, with their correct digest."""
+    wrapper = {"format": artifact.FORMAT, "version": artifact.VERSION, "sha256": hashlib.sha256(payload_bytes).hexdigest(),
+               "payload": torch.frombuffer(bytearray(payload_bytes), dtype=torch.uint8), **outer}
+    buf = io.BytesIO()
+    torch.save(wrapper, buf)
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------- round trips
 
 
 def test_round_trip_in_a_new_process(models, faces_frames, tmp_path):
     paths = {
         "pruned": _save(tmp_path / "p.rtv", models["pruned"], "resnet18 pruned30 fp32"),
-        "pruned_int8": _save(tmp_path / "q.rtv", models["pruned_int8"], "resnet18 pruned30 int8"),
+        "pruned_int8": _save_int8(tmp_path / "q.rtv", models),
     }
     batch = compress.frames_to_batch(faces_frames[:3], PP)
     torch.save(batch, tmp_path / "batch.pt")
@@ -57,17 +112,19 @@ def test_round_trip_in_a_new_process(models, faces_frames, tmp_path):
         from rtvision.models.artifact import load_artifact
         batch = torch.load(sys.argv[1], weights_only=True)
         out = {}
-        for key in ("pruned", "pruned_int8"):
-            m = load_artifact({"pruned": sys.argv[2], "pruned_int8": sys.argv[3]}[key])
-            assert not m.module.training
+        for key, path in (("pruned", sys.argv[2]), ("pruned_int8", sys.argv[3])):
+            art = load_artifact(path)
+            m = art.torch_module()
+            assert not m.training
             with torch.no_grad():
-                out[key] = m.module(batch)
-            out[key + "_variant"] = m.variant
+                out[key] = m(batch)
+            out[key + "_variant"] = art.variant
         torch.save(out, sys.argv[4])
         """
     )
     res = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path / "batch.pt"), str(paths["pruned"]), str(paths["pruned_int8"]), str(tmp_path / "out.pt")],
+        [sys.executable, "-c", script, str(tmp_path / "batch.pt"), str(paths["pruned"]), str(paths["pruned_int8"]),
+         str(tmp_path / "out.pt")],
         cwd=REPO,
         env={**os.environ, "PYTHONPATH": str(REPO)},
         capture_output=True,
@@ -78,24 +135,56 @@ def test_round_trip_in_a_new_process(models, faces_frames, tmp_path):
     out = torch.load(tmp_path / "out.pt", weights_only=True)
     with torch.no_grad():
         for key in ("pruned", "pruned_int8"):
-            assert torch.allclose(out[key], models[key](batch), atol=1e-4, rtol=0), key
+            assert torch.equal(out[key], models[key](batch)), key
     assert out["pruned_int8_variant"] == "resnet18 pruned30 int8"
 
 
-def test_loaded_classifier_carries_everything(models, faces_frames, tmp_path):
+def test_loaded_artifact_carries_everything(models, faces_frames, tmp_path):
     engine = torch.backends.quantized.engine
-    path = _save(tmp_path / "q.rtv", models["pruned_int8"], "resnet18 pruned30 int8")
-    m = load_artifact(path)
+    path = _save_int8(tmp_path / "q.rtv", models)
+    assert not [p.name for p in tmp_path.iterdir() if p.name != "q.rtv"]  # atomic write: no temp file left
+    art = load_artifact(path)
+    m = art.torch_module()
     assert torch.backends.quantized.engine == engine
-    assert (m.arch, m.precision, m.backend, m.variant) == ("resnet18", "int8", "x86", "resnet18 pruned30 int8")
-    assert m.class_names == NAMES and m.preprocess == PP
-    assert m.calibration == {"source": "faces_1080p.mp4", "frames": 4}
-    assert m.report["variants"][0]["top1"] == 1.0
-    assert compress.channel_spec(m.module) == compress.channel_spec(models["pruned"])
-    logits = m.logits(faces_frames[:2])
-    assert logits.shape == (2, 1000)
+    assert (art.arch, art.precision, art.backend, art.variant) == ("resnet18", "int8", "torch", "resnet18 pruned30 int8")
+    assert art.class_names == NAMES and art.preprocess == PP
+    assert art.calibration == {"source": "4 frames of faces_1080p.mp4", "images": 16}
+    assert art.report["variants"][0]["name"] == "resnet18 pruned30 int8"
+    assert art.metadata == {"weights": "sha256:test", "prune": 0.3}
+    assert art.payload["spec"] == compress.channel_spec(models["pruned"])
+    assert not m.training and not any(p.requires_grad for p in m.parameters())
+    batch = compress.frames_to_batch(faces_frames[:2], PP)
     with torch.no_grad():
-        assert torch.equal(logits, models["pruned_int8"](compress.frames_to_batch(faces_frames[:2], PP)))
+        assert torch.equal(m(batch), models["pruned_int8"](batch))
+
+
+def test_load_for_pipeline_runs_the_artifact_on_real_frames(models, faces_frames, tmp_path):
+    batch = compress.frames_to_batch(faces_frames[:3], PP)
+    cases = {
+        "int8": (_save_int8(tmp_path / "q.rtv", models), models["pruned_int8"], "resnet18 pruned30 int8 torch cpu"),
+        "fp32": (_save(tmp_path / "p.rtv", models["pruned"], "resnet18 pruned30 fp32"), models["pruned"],
+                 "resnet18 pruned30 fp32 torch cpu"),
+    }
+    for key, (path, model, variant) in cases.items():
+        clf = load_for_pipeline(str(path), _cfg(tmp_path))
+        assert clf.variant == variant and clf.arch == "resnet18" and clf.categories == NAMES, key
+        assert clf.weights_id == ("sha256:test" if key == "int8" else "")
+        logits = clf.logits(clf.prepare(faces_frames[:3]))
+        with torch.no_grad():
+            assert torch.equal(logits, model(batch)), key
+        top = clf.top_k(logits, 3)
+        assert len(top) == 3 and all(len(t.names) == 3 for t in top)
+    int8_path = cases["int8"][0]
+    for bad in ({"device": "cuda"}, {"precision": "fp32"}, {"backend": "openvino"}):
+        with pytest.raises(UsageError):
+            load_for_pipeline(str(int8_path), ModelConfig(faces="off", **{"device": "cpu", **bad}))
+    labels = tmp_path / "labels.txt"
+    labels.write_text("cat\ndog\n")
+    with pytest.raises(ModelError, match="2 names"):
+        load_for_pipeline(str(cases["fp32"][0]), _cfg(tmp_path, labels_path=str(labels)))
+
+
+# ---------------------------------------------------------------- refused files
 
 
 class _Payload:
@@ -108,14 +197,6 @@ class _Payload:
         return (os.system, (f"touch {self.marker}",))
 
 
-def _assert_refused(path: Path, match: str = "refused") -> str:
-    with pytest.raises(ArtifactError, match=match) as ei:
-        load_artifact(path)
-    msg = str(ei.value)
-    assert "\n" not in msg and len(msg) < 400
-    return msg
-
-
 def test_tampered_pickle_is_refused_and_payload_does_not_run(tmp_path):
     marker = tmp_path / "pwned"
     raw = tmp_path / "raw.rtv"
@@ -123,13 +204,100 @@ def test_tampered_pickle_is_refused_and_payload_does_not_run(tmp_path):
     msg = _assert_refused(raw)
     assert "forbidden global" in msg or "Unpickl" in msg
     zipped = tmp_path / "zipped.rtv"
-    torch.save({"format": artifact.FORMAT, "version": 1, "x": _Payload(marker)}, zipped)
+    torch.save({"format": artifact.FORMAT, "version": artifact.VERSION, "x": _Payload(marker)}, zipped)
     assert "forbidden global" in _assert_refused(zipped)
+    # inside a well-formed v2 container whose digest matches: the payload is loaded safely too
+    inner = io.BytesIO()
+    torch.save({"arch": "resnet18", "x": _Payload(marker)}, inner)
+    wrapped = tmp_path / "wrapped.rtv"
+    wrapped.write_bytes(_encode_raw(inner.getvalue()))
+    assert "forbidden global" in _assert_refused(wrapped, "unsafe payload")
+    with pytest.raises(ModelError, match="forbidden global"):
+        load_for_pipeline(str(wrapped), _cfg(tmp_path))
     assert not marker.exists()
     # the payload is real: an unsafe load would have run it
     with open(zipped, "rb") as f:
         torch.load(f, weights_only=False)
     assert marker.exists()
+
+
+def test_flipped_bytes_are_refused_as_damaged(models, faces_video, tmp_path, capsys):
+    good = _save(tmp_path / "good.rtv", models["pruned"], "resnet18 pruned30 fp32")
+    load_artifact(good)  # intact: loads
+    for at in (0.5, 0.25, 0.9):
+        bad = _flip(good, 100, at, tmp_path / f"bad{at}.rtv")
+        msg = _assert_refused(bad, "damaged or tampered")
+        assert str(bad) in msg
+    bad = tmp_path / "bad0.5.rtv"
+    with pytest.raises(ModelError, match="damaged or tampered") as ei:
+        load_for_pipeline(str(bad), _cfg(tmp_path))
+    _one_line(str(ei.value))
+    # through the command line: exit 5 with one line on stderr, nothing run
+    from rtvision.cli import main
+
+    capsys.readouterr()
+    code = main(["--model", str(bad), "--source", str(faces_video), "--headless", "--max-frames", "2", "--faces", "off",
+                 "--no-progress", "--cache-dir", str(tmp_path / "cache")])
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == errors.EXIT_BAD_MODEL, err
+    assert len(lines) == 1 and "damaged or tampered" in lines[0] and "Traceback" not in err, err
+
+
+def test_non_finite_weights_are_refused_at_load(models, tmp_path):
+    for key, value in (("fc.weight", float("nan")), ("layer1.0.bn1.running_var", float("inf"))):
+        payload = artifact.torch_payload(models["pruned"], arch="resnet18", class_names=NAMES, preprocess=PP)
+        bad = payload["state_dict"][key].clone()  # the payload's tensors share the model's memory
+        bad.view(-1)[0] = value
+        payload["state_dict"][key] = bad
+        path = artifact.write(tmp_path / "nan.rtv", payload)
+        _assert_refused(path, "non-finite")
+        with pytest.raises(ModelError, match="non-finite"):
+            load_for_pipeline(str(path), _cfg(tmp_path))
+
+
+def test_openvino_artifact_with_nan_weights_is_refused_at_load(tmp_path):
+    """The same rule for the OpenVINO kind: a NaN in the IR's weights is refused at load, not at the
+    first frame. (A tiny graph with the classifier's input and output: no conversion needed.)"""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    x = ops.parameter([-1, 3, 112, 112], np.float32, name="x")
+    w = np.random.default_rng(0).standard_normal((3, 1000)).astype(np.float32)
+    for bad in (False, True):
+        w[0, 5] = np.nan if bad else 0.5
+        y = ops.matmul(ops.reduce_mean(x, np.array([2, 3]), keep_dims=False), ops.constant(w.copy()), False, False)
+        payload = artifact.openvino_payload(ov.Model([y], [x], "tiny"), arch="resnet18", precision="fp32",
+                                            class_names=NAMES, preprocess=PP)
+        path = artifact.write(tmp_path / f"ov{int(bad)}.rtv", payload)
+        if not bad:
+            assert load_artifact(path).openvino_model().outputs[0].get_partial_shape()[-1].get_length() == 1000
+            continue
+        _assert_refused(path, "non-finite")
+
+
+def test_old_and_undigested_files_are_refused_with_one_line(models, tmp_path):
+    # a version-1 file (the old format: the model's dict saved directly, no digest)
+    v1 = tmp_path / "v1.rtv"
+    torch.save({"format": artifact.FORMAT, "version": 1, "arch": "resnet18", "precision": "fp32",
+                "spec": compress.channel_spec(models["pruned"]), "state_dict": models["pruned"].state_dict(),
+                "class_names": NAMES, "preprocess": PP}, v1)
+    msg = _assert_refused(v1, "version 1")
+    assert "rtvision optimize" in msg
+    # the current version without its digest
+    good = _save(tmp_path / "good.rtv", models["pruned"], "resnet18 pruned30 fp32")
+    outer = torch.load(good, weights_only=True)
+    del outer["sha256"]
+    torch.save(outer, tmp_path / "nodigest.rtv")
+    _assert_refused(tmp_path / "nodigest.rtv", "not a valid rtvision artifact")
+    # a digest that does not match (another file's)
+    outer["sha256"] = hashlib.sha256(b"something else").hexdigest()
+    torch.save(outer, tmp_path / "wrongdigest.rtv")
+    _assert_refused(tmp_path / "wrongdigest.rtv", "damaged or tampered")
+    for name in ("v1.rtv", "nodigest.rtv"):
+        with pytest.raises(ModelError) as ei:
+            load_for_pipeline(str(tmp_path / name), _cfg(tmp_path))
+        _one_line(str(ei.value))
 
 
 def test_arbitrary_objects_and_broken_files_are_refused(models, tmp_path):
@@ -143,43 +311,135 @@ def test_arbitrary_objects_and_broken_files_are_refused(models, tmp_path):
     truncated = tmp_path / "truncated.rtv"
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     _assert_refused(truncated)
+    empty = tmp_path / "empty.rtv"
+    empty.write_bytes(b"")
+    _assert_refused(empty)
     with pytest.raises(ArtifactError, match="not found"):
         load_artifact(tmp_path / "missing.rtv")
-    # consistent-looking file whose widths do not match its weights
-    data = torch.load(good, weights_only=True)
-    data["spec"]["convs"]["conv1"][1] += 1
-    torch.save(data, tmp_path / "mismatch.rtv")
-    _assert_refused(tmp_path / "mismatch.rtv", "does not match")
+    with pytest.raises(ModelError, match="not found"):
+        load_for_pipeline(str(tmp_path / "missing.rtv"), _cfg(tmp_path))
+    # an intact file (valid digest) whose layer widths do not match its weights
+    payload = artifact.read_payload(good)
+    payload["spec"]["conv"]["conv1"][1] += 1
+    mismatch = artifact.write(tmp_path / "mismatch.rtv", payload)
+    art = load_artifact(mismatch)
+    with pytest.raises(ArtifactError, match="does not match") as ei:
+        art.torch_module()
+    _one_line(str(ei.value))
+    with pytest.raises(ModelError, match="does not match"):
+        load_for_pipeline(str(mismatch), _cfg(tmp_path))
+    # an unknown architecture name
+    payload = artifact.read_payload(good)
+    payload["arch"] = "vgg16"
+    _assert_refused(artifact.write(tmp_path / "vgg.rtv", payload), "unknown arch")
 
 
 def test_save_rejects_non_plain_metadata(models, tmp_path):
     with pytest.raises(ValueError):
-        save_artifact(tmp_path / "x.rtv", models["fp32"], arch="resnet18", class_names=NAMES, preprocess=PP, metadata={"p": Path("x")})
+        save_artifact(tmp_path / "x.rtv", models["fp32"], arch="resnet18", class_names=NAMES, preprocess=PP,
+                      metadata={"p": Path("x")})
     with pytest.raises(ValueError):
         save_artifact(tmp_path / "x.rtv", models["fp32"], arch="resnet18", class_names=NAMES[:10], preprocess=PP)
+    with pytest.raises(ValueError, match="spec"):  # an int8 model cannot describe its own widths
+        save_artifact(tmp_path / "x.rtv", models["pruned_int8"], arch="resnet18", class_names=NAMES, preprocess=PP)
+    with pytest.raises(ValueError):
+        save_artifact(tmp_path / "x.rtv", models["fp32"], arch="resnet18", class_names=NAMES, preprocess={"crop": 1})
     assert not list(tmp_path.iterdir())
 
 
-def test_cached_int8_second_start_loads_from_disk(models, faces_frames, tmp_path, monkeypatch):
-    args = ("resnet18", "sha256:test", "faces_1080p.mp4:first4", faces_frames[:4], PP, tmp_path)
-    first = artifact.cached_int8(models["pruned"], *args)
-    files = list(tmp_path.glob("*.rtv"))
-    assert len(files) == 1
+# ---------------------------------------------------------------- the int8 cache
 
-    def no_quantize(*a, **k):
-        raise AssertionError("should have come from the cache")
 
-    monkeypatch.setattr(compress, "quantize_int8", no_quantize)
-    t0 = time.perf_counter()
-    second = artifact.cached_int8(models["pruned"], *args)
-    assert time.perf_counter() - t0 < 10
-    batch = compress.frames_to_batch(faces_frames[:2], PP)
+class _CountingQuantize:
+    def __init__(self, monkeypatch):
+        self.calls = 0
+        self._real = compress.quantize_int8
+        monkeypatch.setattr(compress, "quantize_int8", self)
+
+    def __call__(self, *a, **k):
+        self.calls += 1
+        return self._real(*a, **k)
+
+
+def _logits(model, batch):
     with torch.no_grad():
-        assert torch.equal(first(batch), second(batch))
-    # another calibration key is another entry
-    monkeypatch.undo()
-    artifact.cached_int8(models["pruned"], "resnet18", "sha256:test", "other", faces_frames[:2], PP, tmp_path)
-    assert len(list(tmp_path.glob("*.rtv"))) == 2
+        return model(batch)
+
+
+def test_damaged_cache_entry_is_rebuilt_not_loaded(models, faces_frames, tmp_path, monkeypatch, caplog):
+    quantize = _CountingQuantize(monkeypatch)
+    args = ("resnet18", "sha256:test", "faces_1080p.mp4:first4", faces_frames[:4], PP, tmp_path)
+    batch = compress.frames_to_batch(faces_frames[:3], PP)
+    first = artifact.torch_int8_cached(models["pruned"], *args)
+    (entry,) = tmp_path.glob("resnet18-int8-torch-*.rtv")
+    assert quantize.calls == 1
+    ref = _logits(first, batch)
+    # the second start reads it from disk
+    assert torch.equal(_logits(artifact.torch_int8_cached(models["pruned"], *args), batch), ref)
+    assert quantize.calls == 1
+    # 4,000 bytes damaged in the middle of the file: reported, rebuilt, not served
+    _flip(entry, 4000, 0.5)
+    with pytest.raises(ArtifactError, match="damaged"):
+        load_artifact(entry)
+    with caplog.at_level(logging.WARNING, logger="rtvision.models.artifact"):
+        rebuilt = artifact.torch_int8_cached(models["pruned"], *args)
+    assert quantize.calls == 2
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and "damaged" in warned[0] and str(entry) in warned[0], warned
+    assert torch.equal(_logits(rebuilt, batch), ref)
+    # the rebuilt entry is intact, and the next start serves it again
+    assert torch.equal(_logits(load_artifact(entry).torch_module(), batch), ref)
+    assert torch.equal(_logits(artifact.torch_int8_cached(models["pruned"], *args), batch), ref)
+    assert quantize.calls == 2 and [p.name for p in tmp_path.iterdir()] == [entry.name]
+
+
+def test_cache_entry_written_for_another_key_is_rebuilt(models, faces_frames, tmp_path, monkeypatch, caplog):
+    quantize = _CountingQuantize(monkeypatch)
+    batch = compress.frames_to_batch(faces_frames[:3], PP)
+    a = artifact.torch_int8_cached(models["pruned"], "resnet18", "sha256:test", "calib-A", faces_frames[:4], PP, tmp_path)
+    b = artifact.torch_int8_cached(models["pruned"], "resnet18", "sha256:test", "calib-B", faces_frames[4:], PP, tmp_path)
+    entries = sorted(tmp_path.glob("*.rtv"), key=lambda p: p.stat().st_mtime_ns)
+    assert len(entries) == 2 and quantize.calls == 2  # another calibration is another entry
+    ref_a, ref_b = _logits(a, batch), _logits(b, batch)
+    assert not torch.equal(ref_a, ref_b)  # the two calibrations give different models
+    entry_a, entry_b = entries
+    shutil.copyfile(entry_b, entry_a)  # a valid artifact, under entry A's name
+    load_artifact(entry_a)  # intact as a file...
+    with caplog.at_level(logging.WARNING, logger="rtvision.models.artifact"):
+        again = artifact.torch_int8_cached(models["pruned"], "resnet18", "sha256:test", "calib-A", faces_frames[:4], PP,
+                                           tmp_path)
+    assert quantize.calls == 3  # ...but rebuilt, not served
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and "written for another" in warned[0], warned
+    assert torch.equal(_logits(again, batch), ref_a)
+    assert torch.equal(_logits(load_artifact(entry_a).torch_module(), batch), ref_a)
+    # read_cache_entry itself: None for a missing entry, for another key, the artifact for its own key
+    key_a = load_artifact(entry_a).metadata["cache_key"]
+    assert artifact.read_cache_entry(tmp_path / "missing.rtv", key_a) is None
+    assert artifact.read_cache_entry(entry_b, key_a) is None
+    assert artifact.read_cache_entry(entry_a, key_a).metadata["cache_key"] == key_a
+    assert artifact.cache_key(a=1, b=[1, 2]) == artifact.cache_key(b=[1, 2], a=1) != artifact.cache_key(a=2, b=[1, 2])
+
+
+def test_torch_int8_classifier_is_cached_across_starts(resnet18_ckpt, faces_video, faces_frames, tmp_path, monkeypatch):
+    """``--backend torch --precision int8``: calibrated on the source's own frames at the first
+    start, from the cache at the next."""
+    cfg = ModelConfig(classifier="resnet18", weights=str(resnet18_ckpt), backend="torch", precision="int8", device="cpu",
+                      calib_frames=3, cache_dir=str(tmp_path / "cache"), faces="off")
+    info = SourceInfo(name=str(faces_video), kind="file", live=False, fps=25.0, resolution_wh=(1920, 1080), frame_count=105)
+    quantize = _CountingQuantize(monkeypatch)
+    first = build_classifier(cfg, calib=(None, info))
+    assert first.variant == "resnet18 int8 torch cpu" and quantize.calls == 1
+    entries = list((tmp_path / "cache").glob("resnet18-int8-torch-*.rtv"))
+    assert len(entries) == 1
+    art = load_artifact(entries[0])
+    assert art.calibration["frames"] == 3 and art.metadata["weights"] == zoo.file_identity(resnet18_ckpt)
+    second = build_classifier(cfg, calib=(None, info))
+    assert quantize.calls == 1
+    x = first.prepare(faces_frames[:2])
+    assert torch.equal(first.logits(x), second.logits(second.prepare(faces_frames[:2])))
+    with pytest.raises(UsageError, match="calibration"):
+        build_classifier(cfg, calib=None)
 
 
 def test_weights_identity(tmp_path):
@@ -187,29 +447,3 @@ def test_weights_identity(tmp_path):
     f.write_bytes(b"abc")
     assert artifact.weights_identity(str(f)).startswith("sha256:ba7816bf")
     assert artifact.weights_identity("imagenet:ResNet50_Weights.IMAGENET1K_V2") == "imagenet:ResNet50_Weights.IMAGENET1K_V2"
-
-
-def test_pipeline_adapters(models, faces_frames, faces_video, tmp_path):
-    classifier_mod = pytest.importorskip("rtvision.models.classifier")
-    from rtvision.config import ModelConfig
-    from rtvision.errors import ModelError
-    from rtvision.sources import SourceInfo
-
-    path = _save(tmp_path / "q.rtv", models["pruned_int8"], "resnet18 pruned30 int8")
-    clf = artifact.load_for_pipeline(path, "cpu")
-    assert isinstance(clf, classifier_mod.Classifier) and clf.precision == "int8"
-    assert clf.extra["artifact_variant"] == "resnet18 pruned30 int8"
-    assert clf.logits(clf.prepare(faces_frames[:2])).shape == (2, 1000)
-    bad = tmp_path / "bad.rtv"
-    bad.write_bytes(b"junk")
-    with pytest.raises(ModelError):
-        artifact.load_for_pipeline(bad, "cpu")
-
-    cfg = ModelConfig(classifier="resnet18", weights="x.pt", calib_frames=3, cache_dir=str(tmp_path / "cache"))
-    info = SourceInfo(name=str(faces_video), kind="file", live=False, fps=25.0, resolution_wh=(1920, 1080), frame_count=105)
-    pp = classifier_mod.Preprocess(resize=128, crop=112)
-    from rtvision.models.build import int8_cached
-
-    q = int8_cached(models["pruned"], cfg, "sha256:test", pp, (None, info))
-    assert compress.channel_spec(q) == compress.channel_spec(models["pruned"])
-    assert len(list((tmp_path / "cache").glob("resnet18-int8-*.rtv"))) == 1

@@ -214,7 +214,7 @@ def test_agreement_identical_high_corrupted_low(small):
     assert a["top1"] <= max(0.25, majority) and a["kl"] > 0.05
     # answers for the wrong images (rows rolled) agree far less than the same model
     rolled = agreement(ref, ref.roll(1, dims=0))
-    assert rolled["top1"] < 0.75 and rolled["kl"] > 100 * same["kl"]
+    assert rolled["top1"] < 0.5 and rolled["kl"] > 100 * same["kl"]
 
 
 def test_measure_speed_and_run_all_on_real_frames(variants, faces_frames, batch):
@@ -232,7 +232,18 @@ def test_measure_speed_and_run_all_on_real_frames(variants, faces_frames, batch)
         assert torch.equal(logits, variants["pruned_int8"](batch))
 
 
-def test_distillation_reduces_kl_to_the_teacher(small):
+@pytest.fixture
+def one_thread():
+    """Training on a CPU that other processes share: with 2 intra-op threads, torch's backward
+    passes wait on each other (measured 40 s instead of 1.6 s for the same 15 steps on a busy
+    2-core machine); the result does not depend on the thread count."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_distillation_reduces_kl_to_the_teacher(small, one_thread):
     teacher, b, t_logits = small["teacher"], small["batch"], small["logits"]
     student = compress.reestimate_bn(compress.prune(teacher, 0.3, "l1", b[:1]), b)
     bn_before = {k: v.clone() for k, v in student.state_dict().items() if "running" in k}
@@ -273,7 +284,9 @@ def test_channel_spec_rebuild_round_trip_resnet(variants, batch):
     with pytest.raises(ValueError, match="does not have"):
         compress.rebuild("resnet18", broken)
     with pytest.raises(ValueError, match="malformed"):
-        compress.rebuild("resnet18", {"conv": {}, "linear": spec["linear"]})
+        compress.rebuild("resnet18", {"conv": spec["conv"], "linear": spec["linear"]})  # no "bn"
+    with pytest.raises(ValueError, match="malformed"):
+        compress.rebuild("resnet18", {**spec, "conv": {**spec["conv"], "conv1": "wide"}})
 
 
 @pytest.mark.parametrize("arch", ["mobilenet_v2", "efficientnet_lite0"])

@@ -1,20 +1,29 @@
-"""``rtvision optimize`` end to end on the real clip with a random-init ResNet-18 state_dict file."""
+"""``rtvision optimize`` end to end on the real clip with a random-init ResNet-18 state_dict file,
+for both backends (torch: fp32 + torch.ao int8; openvino, the default: fp32/bf16/NNCF int8), and
+its error paths (one line, documented exit code)."""
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 
+import cv2
 import numpy as np
 import pytest
 import torch
 import torchvision
 
-from rtvision import errors
+from rtvision import errors, evaluation, optimize
+from rtvision.config import ModelConfig
+from rtvision.errors import UsageError
+from rtvision.models import artifact, compress, zoo
 from rtvision.models.artifact import load_artifact
-from rtvision.optimize import add_optimize_parser, read_frames
+from rtvision.models.build import load_for_pipeline
+from rtvision.optimize import add_optimize_parser, check_prune_args, read_frames
 
 FAST = ["--bench-repeats", "1", "--bench-iters", "1", "--batch", "2"]
+SMALL = ["--calib-frames", "3", "--holdout-frames", "2"]  # 3 calibration frames -> 12 calibration images
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,8 +39,6 @@ def _run(argv: list[str]) -> int:
     return main(argv)
 
 
-
-
 def _one_error_line(err: str) -> str:
     lines = [line for line in err.strip().splitlines() if line.strip()]
     assert len(lines) == 1, err
@@ -39,25 +46,110 @@ def _one_error_line(err: str) -> str:
     return lines[0]
 
 
-def test_end_to_end_prune_and_int8(resnet18_ckpt, faces_video, tmp_path, capsys):
-    out = tmp_path / "r18.rtv"
-    argv = ["optimize", "--classifier", "resnet18", "--weights", str(resnet18_ckpt), "--calib", str(faces_video)]
-    argv += ["--calib-frames", "4", "--holdout-frames", "3", "--prune", "0.3", "--quantize", "int8", "--out", str(out)]
+def _capture_candidates(monkeypatch) -> list:
+    """The variants ``optimize`` builds (the last one is saved), to compare the file with them."""
+    seen: list = []
+    real = optimize.build_candidates
+
+    def spy(*a, **k):
+        out = real(*a, **k)
+        seen.extend(out)
+        return out
+
+    monkeypatch.setattr(optimize, "build_candidates", spy)
+    return seen
+
+
+def _check_report(report: dict, names: list[str], rows_by_name: dict) -> None:
+    assert [v["name"] for v in report["variants"]] == names
+    assert report["calibration"] == {"source": "3 frames of faces_1080p.mp4", "images": 12}
+    assert report["holdout_images"] == 2 and report["batch_size"] == 2 and report["prune"] == 0.3
+    assert report["reference"] == "resnet18 fp32" and report["arch"] == "resnet18"
+    # a random-init network answers one class for everything: the report must say agreement means nothing
+    assert report["agreement_informative"] is False
+    ref = report["variants"][0]
+    assert all(v == 1.0 for v in ref["ratios"].values()), ref["ratios"]
+    assert ref["params"] == 11_689_512 and ref["agreement"]["top1"] == 1.0 and ref["agreement"]["kl"] < 1e-9
+    for r in report["variants"]:
+        assert set(r["speed"]) == {"batch1", "batch2"}, r["name"]
+        assert all(s["images_per_s"] > 0 for s in r["speed"].values()), r["name"]
+        assert set(r["agreement"]) == {"top1", "top5", "kl"} and r["agreement"]["kl"] >= 0
+        assert r["file_bytes"] > 0 and r["macs"] > 0
+        pruned = "pruned30" in r["name"]
+        assert (r["ratios"]["macs"] < 0.55) if pruned else (r["ratios"]["macs"] == 1.0), r["name"]
+        assert (r["ratios"]["params"] < 0.55) if pruned else (r["ratios"]["params"] == 1.0), r["name"]
+        assert r["precision"] in r["name"] and (r["backend"] == "openvino") == r["name"].endswith("openvino")
+    for name, (lo, hi) in rows_by_name.items():
+        ratio = next(r for r in report["variants"] if r["name"] == name)["ratios"]["file_bytes"]
+        assert lo <= ratio < hi, (name, ratio)
+
+
+def _check_printed(printed: str, names: list[str]) -> None:
+    for name in names:
+        assert f"| {name} |" in printed, name
+    assert "x fp32 b2" in printed and "UNINFORMATIVE" in printed
+    assert "calibration: 12 images from 3 frames of faces_1080p.mp4" in printed
+
+
+def _check_artifact_runs_like_in_optimize(out, candidates, faces_frames, tmp_path, backend: str, variant: str):
+    final = candidates[-1]
+    art = load_artifact(out)
+    assert (art.variant, art.precision, art.backend) == (variant, "int8", backend)
+    assert art.calibration == {"source": "3 frames of faces_1080p.mp4", "images": 12}
+    assert art.report["variants"][-1]["name"] == variant
+    assert art.metadata["prune"] == 0.3 and art.metadata["weights"].startswith("sha256:")
+    assert art.preprocess["crop"] == 224 and art.class_names == zoo.imagenet_categories()
+    clf = load_for_pipeline(str(out), ModelConfig(device="cpu", faces="off", cache_dir=str(tmp_path / "cache")))
+    assert clf.backend == backend and clf.precision == "int8"
+    got = clf.logits(clf.prepare(faces_frames))
+    want = evaluation.run_all(final.runtime, faces_frames)
+    assert got.shape == (8, 1000)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-4 * float(want.abs().max()))
+    # ...and that is the compressed model's own answer, not the fp32 reference's
+    ref = evaluation.run_all(candidates[0].runtime, faces_frames)
+    assert (got - ref).abs().max() > 100 * 1e-4 * float(want.abs().max())
+    return clf
+
+
+def test_end_to_end_torch_backend(resnet18_ckpt, faces_video, faces_frames, tmp_path, capsys, monkeypatch):
+    out, plot = tmp_path / "r18.rtv", tmp_path / "frontier.png"
+    candidates = _capture_candidates(monkeypatch)
+    argv = ["optimize", "--classifier", "resnet18", "--weights", str(resnet18_ckpt), "--calib", str(faces_video), *SMALL]
+    argv += ["--prune", "0.3", "--backend", "torch", "--out", str(out), "--plot", str(plot)]
     assert _run(argv + FAST) == 0
-    printed = capsys.readouterr().out
-    assert "| resnet18 pruned30 int8 |" in printed and "| resnet18 fp32 |" in printed
+    names = ["resnet18 fp32", "resnet18 int8 torch", "resnet18 pruned30 fp32", "resnet18 pruned30 int8 torch"]
+    _check_printed(capsys.readouterr().out, names)
     report = json.loads((tmp_path / "r18.rtv.report.json").read_text())
-    names = [v["name"] for v in report["variants"]]
-    assert names == ["resnet18 fp32", "resnet18 int8", "resnet18 pruned30 fp32", "resnet18 pruned30 int8"]
-    assert report["calibration"] == {"source": "faces_1080p.mp4", "frames": 4}
-    assert report["holdout_frames"] == 3
-    final = report["variants"][-1]
-    assert final["ratios"]["macs"] < 0.55 and final["ratios"]["file_bytes"] < 0.15
-    m = load_artifact(out)
-    assert m.variant == "resnet18 pruned30 int8" and m.precision == "int8"
-    assert m.calibration == {"source": "faces_1080p.mp4", "frames": 4}
-    assert m.report["variants"][-1]["name"] == "resnet18 pruned30 int8"
-    assert m.preprocess["crop"] == 224 and len(m.class_names) == 1000
+    _check_report(report, names, {"resnet18 int8 torch": (0.2, 0.35), "resnet18 pruned30 fp32": (0.44, 0.55),
+                                  "resnet18 pruned30 int8 torch": (0.05, 0.2)})
+    assert [c.name for c in candidates] == names
+    img = cv2.imread(str(plot))
+    assert img is not None and img.shape[0] > 100 and img.shape[1] > 100 and img.std() > 1
+    clf = _check_artifact_runs_like_in_optimize(out, candidates, faces_frames, tmp_path, "torch",
+                                                "resnet18 pruned30 int8 torch")
+    assert artifact.load_artifact(out).payload["spec"] == compress.channel_spec(candidates[-1].float_model)
+    assert clf.variant == "resnet18 pruned30 int8 torch cpu"
+
+
+def test_end_to_end_openvino_backend(resnet18_ckpt, faces_video, faces_frames, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "r18.rtv"
+    candidates = _capture_candidates(monkeypatch)
+    argv = ["optimize", "--classifier", "resnet18", "--weights", str(resnet18_ckpt), "--calib", str(faces_video), *SMALL]
+    argv += ["--prune", "0.3", "--out", str(out)]  # --backend auto: OpenVINO
+    assert _run(argv + FAST) == 0
+    names = ["resnet18 fp32", "resnet18 fp32 openvino", "resnet18 bf16 openvino", "resnet18 int8 openvino",
+             "resnet18 pruned30 fp32", "resnet18 pruned30 int8 openvino"]
+    _check_printed(capsys.readouterr().out, names)
+    report = json.loads((tmp_path / "r18.rtv.report.json").read_text())
+    _check_report(report, names, {"resnet18 fp32 openvino": (0.9, 1.1), "resnet18 int8 openvino": (0.2, 0.35),
+                                  "resnet18 pruned30 int8 openvino": (0.05, 0.2)})
+    # the OpenVINO conversion is the same network: fp32 OpenVINO gives fp32 torch's logits, image by image
+    ref = evaluation.run_all(candidates[0].runtime, faces_frames)
+    ov32 = evaluation.run_all(candidates[1].runtime, faces_frames)
+    torch.testing.assert_close(ov32, ref, rtol=0, atol=1e-3 * float(ref.abs().max()))
+    clf = _check_artifact_runs_like_in_optimize(out, candidates, faces_frames, tmp_path, "openvino",
+                                                "resnet18 pruned30 int8 openvino")
+    assert clf.variant == "resnet18 pruned30 int8 openvino cpu"
 
 
 def test_missing_weights_file_exits_5_with_one_line(faces_video, tmp_path, capsys):
@@ -77,24 +169,77 @@ def test_bad_inputs_exit_codes(resnet18_ckpt, faces_video, tmp_path, capsys):
     torch.save({"fc.weight": torch.zeros(1000, 512)}, wrong_arch)
     labels = tmp_path / "labels.txt"
     labels.write_text("cat\ndog\n")
+    one_photo = tmp_path / "photos"
+    one_photo.mkdir()
+    cv2.imwrite(str(one_photo / "a.jpg"), np.zeros((64, 64, 3), np.uint8))
     base = ["optimize", "--classifier", "resnet18", "--out", str(tmp_path / "x.rtv")]
+    ok = ["--weights", str(resnet18_ckpt), "--calib", str(faces_video)]
     cases = [
         (["--weights", str(garbage), "--calib", str(faces_video)], "cannot load weights", errors.EXIT_BAD_MODEL),
         (["--weights", str(wrong_arch), "--calib", str(faces_video)], "does not fit resnet18", errors.EXIT_BAD_MODEL),
         (["--weights", str(resnet18_ckpt), "--calib", str(not_video)], "clip.mp4", errors.EXIT_BAD_INPUT),
         (["--weights", str(resnet18_ckpt), "--calib", str(tmp_path / "missing.mp4")], "not found", errors.EXIT_BAD_INPUT),
-        (["--weights", str(resnet18_ckpt), "--calib", str(faces_video), "--labels", str(labels)], "2 names", errors.EXIT_BAD_MODEL),
+        (["--weights", str(resnet18_ckpt), "--calib", str(one_photo)], "at least 2 photos", errors.EXIT_BAD_INPUT),
+        ([*ok, "--labels", str(labels)], "2 names", errors.EXIT_BAD_MODEL),
+        ([*ok, *SMALL, "--eval-images", str(tmp_path / "nowhere")], "not a folder", errors.EXIT_BAD_INPUT),
+        ([*ok, "--prune", "0.95", "--round-to", "16"], "narrowest 64-channel", errors.EXIT_USAGE),
+        (["--classifier", "mobilenet_v2", "--backend", "torch", *ok], "torch.ao int8 cannot quantize", errors.EXIT_USAGE),
     ]
     for extra, needle, code in cases:
         assert _run(base + extra) == code, extra
         assert needle in _one_error_line(capsys.readouterr().err), extra
+    assert not (tmp_path / "x.rtv").exists()
+
+
+def test_unwritable_outputs_exit_6(resnet18_ckpt, faces_video, tmp_path, capsys):
+    base = ["optimize", "--classifier", "resnet18", "--weights", str(resnet18_ckpt), "--calib", str(faces_video)]
+    for extra in (["--out", str(tmp_path / "no" / "x.rtv")], ["--out", str(tmp_path / "x.rtv"), "--plot", str(tmp_path / "no" / "p.png")]):
+        assert _run(base + extra) == errors.EXIT_OUTPUT
+        assert "output folder does not exist" in _one_error_line(capsys.readouterr().err)
+    # an --out that cannot be replaced (a folder): found only when writing, after the whole run
+    taken = tmp_path / "taken.rtv"
+    taken.mkdir()
+    (taken / "keep").write_text("mine")
+    argv = base + [*SMALL, *FAST, "--backend", "torch", "--quantize", "none", "--out", str(taken)]
+    assert _run(argv) == errors.EXIT_OUTPUT
+    assert "cannot write" in _one_error_line(capsys.readouterr().err)
+    assert (taken / "keep").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken.rtv"]  # no temp file, no report left behind
+
+
+def test_pruning_that_removes_nothing_exits_5(resnet18_ckpt, faces_video, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(compress, "prune", lambda model, *a, **k: copy.deepcopy(model))
+    argv = ["optimize", "--classifier", "resnet18", "--weights", str(resnet18_ckpt), "--calib", str(faces_video), *SMALL]
+    argv += ["--prune", "0.3", "--backend", "torch", "--quantize", "none", "--out", str(tmp_path / "x.rtv"), *FAST]
+    assert _run(argv) == errors.EXIT_BAD_MODEL
+    assert "removed nothing" in _one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "x.rtv").exists()
+
+
+def test_prune_is_checked_against_the_narrowest_layer():
+    resnet = zoo.empty_module("resnet18")
+    mobilenet = zoo.empty_module("mobilenet_v2")
+    assert optimize.narrowest_layer(resnet, "fc") == 64
+    assert optimize.narrowest_layer(mobilenet, "classifier.1") == 16
+    check_prune_args(0.95, None, resnet, "fc")  # 64 -> 3 channels kept
+    check_prune_args(0.9, None, mobilenet, "classifier.1")  # 16 -> 1
+    check_prune_args(0.0, 1000, mobilenet, "classifier.1")  # no pruning: nothing to check
+    with pytest.raises(UsageError, match="narrowest 16-channel"):
+        check_prune_args(0.95, None, mobilenet, "classifier.1")
+    with pytest.raises(UsageError, match="--round-to 4"):
+        check_prune_args(0.95, 4, resnet, "fc")
 
 
 def test_bad_flags_exit_2(faces_video, tmp_path):
-    for bad in (["--prune", "1.5"], ["--calib-frames", "0"], ["--quantize", "int4"], ["--classifier", "vgg"]):
+    bad_flags = (["--prune", "1.5"], ["--prune", "0.99"], ["--prune", "0.005"], ["--prune", "nan"], ["--calib-frames", "0"],
+                 ["--quantize", "int4"], ["--classifier", "vgg"], ["--backend", "tensorrt"], ["--distill", "-1"])
+    for bad in bad_flags:
         with pytest.raises(SystemExit) as ei:
             _parser().parse_args(["optimize", "--calib", str(faces_video), "--out", str(tmp_path / "x.rtv"), *bad])
-        assert ei.value.code == 2
+        assert ei.value.code == 2, bad
+    for good, value in ((["--prune", "0"], 0.0), (["--prune", "0.01"], 0.01), (["--prune", "0.95"], 0.95)):
+        args = _parser().parse_args(["optimize", "--calib", str(faces_video), "--out", "x.rtv", *good])
+        assert args.prune == value and args.backend == "auto"
     with pytest.raises(SystemExit) as ei:
         _parser().parse_args(["optimize", "--calib", str(faces_video)])  # --out is required
     assert ei.value.code == 2
@@ -116,10 +261,7 @@ def test_calibration_and_holdout_frames_are_disjoint_and_spread(faces_video):
     for h in hold:
         assert not any(np.array_equal(h, c) for c in calib)
     # spread over the clip: the last frame (index 104) is among the picks, not just the first 9
-    import cv2
-
     cap = cv2.VideoCapture(str(faces_video))
-    cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
     first = [cap.read()[1] for _ in range(9)]
     cap.release()
     picked = calib + hold
@@ -127,8 +269,10 @@ def test_calibration_and_holdout_frames_are_disjoint_and_spread(faces_video):
 
 
 def test_through_the_cli_main(faces_video, tmp_path, capsys):
-    cli = pytest.importorskip("rtvision.cli")
+    from rtvision import cli
+
     argv = ["optimize", "--classifier", "resnet18", "--weights", str(tmp_path / "nope.pt"), "--calib", str(faces_video)]
     assert cli.main(argv + ["--out", str(tmp_path / "x.rtv")]) == errors.EXIT_BAD_MODEL
     _one_error_line(capsys.readouterr().err)
     assert cli.main(["optimize", "--prune", "2", "--calib", str(faces_video), "--out", "x.rtv"]) == 2
+    _one_error_line(capsys.readouterr().err)

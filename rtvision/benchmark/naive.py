@@ -71,22 +71,18 @@ class NaiveLoop:
     """The textbook models, built once (reused across repeats)."""
 
     def __init__(self, arch: str, weights: str, device: str = "cpu") -> None:
-        import torchvision
+        import torchvision.transforms as T
         from facenet_pytorch import MTCNN
 
-        from ..models.classifier import load_state_dict_file
+        from ..models.zoo import build_network
 
         self.device = torch.device(device)
         self.arch = arch
-        tv_weights = torchvision.models.get_model_weights(arch).DEFAULT
-        if weights == "imagenet":
-            self.model = torchvision.models.get_model(arch, weights=tv_weights)
-        else:
-            state = load_state_dict_file(weights)
-            self.model = torchvision.models.get_model(arch, weights=None, num_classes=int(state["fc.weight"].shape[0]))
-            self.model.load_state_dict(state)
-        self.model.eval().to(self.device)
-        self.transform = tv_weights.transforms()
+        net = build_network(arch, weights)  # the same network and weights as the variants
+        self.model = net.module.eval().to(self.device)
+        pp = net.preprocess
+        # torchvision's textbook eval transform (PIL in, tensor out), with the weights' own numbers
+        self.transform = T.Compose([T.Resize(pp.resize), T.CenterCrop(pp.crop), T.ToTensor(), T.Normalize(pp.mean, pp.std)])
         self.mtcnn = MTCNN(keep_all=True, device=self.device)
         self.description = f"naive: cv2 loop, {arch} fp32 {self.device.type}, facenet MTCNN full res, batch 1, 1 thread"
 

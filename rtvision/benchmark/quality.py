@@ -78,10 +78,13 @@ class FP32Labels:
     """Top-1 of the fp32 classifier (same arch / weights, pipeline preprocessing)."""
 
     def __init__(self, arch: str, weights: str, device: torch.device) -> None:
-        from ..models.classifier import Classifier, build_resnet
+        from ..backends.torch_runtime import TorchRuntime
+        from ..models.classifier import Classifier
+        from ..models.zoo import build_network
 
-        module, cats, pre, wid = build_resnet(arch, weights)
-        self.clf = Classifier(arch, module.to(device), cats, pre, device, "fp32", wid)
+        net = build_network(arch, weights)
+        runtime = TorchRuntime(net.module.to(device), net.preprocess, device, "fp32")
+        self.clf = Classifier(arch, runtime, net.categories, net.preprocess, net.weights_id, f"{arch} fp32")
 
     def top1(self, images_bgr: list[np.ndarray]) -> list[int]:
         logits = self.clf.logits(self.clf.prepare(images_bgr))

@@ -116,7 +116,7 @@ def render_markdown(report: dict) -> str:
         f"{src['frame_count']} frames in the file; looped by reopening when more are asked)",
         f"- **Frames**: {s['frames']} per pipeline run, {s['naive_frames']} for naive (throughput); warmup {s['warmup']} results excluded; "
         f"repeat {s['repeat']} (interleaved, one process){'; soak ' + f(s['soak_minutes']) + ' min' if s.get('soak_minutes') else ''}",
-        f"- **Weights**: {report['weights']['note']}",
+        f"- **Classifier weights**: {report['weights']['note']}",
         f"- **Result written**: {s['sink']}",
         f"- **Started** {report['created_utc']} UTC, took {f(report.get('wall_s'), 0)} s",
     ]
@@ -137,6 +137,9 @@ def render_markdown(report: dict) -> str:
         rows = []
         for v in variants:
             m = v.get("live")
+            if v.get("live_same_as"):
+                rows.append([v["name"], f"= {v['live_same_as']} (one configuration in live mode)"] + [""] * 8)
+                continue
             if not m:
                 continue
             a = m["summary"]
@@ -196,6 +199,30 @@ def render_markdown(report: dict) -> str:
                          "mean IoU (matched)", "found/reference", "top-1 agreement"], rows)
     else:
         lines.append("(quality not measured: --no-quality)")
+    ev = report.get("eval")
+    if ev:
+        lines += ["", f"## Classifier accuracy against labels ({ev['images']} photos in `{ev['folder']}`)", ""]
+        rows = [["fp32 reference", "torch fp32", f(ev["fp32"]["top1"], 3), f(ev["fp32"]["top5"], 3), "—", "—"]]
+        for v in variants:
+            a = v.get("accuracy")
+            if a:
+                rows.append([v["name"], a["classifier"], f(a["top1"], 3), f(a["top5"], 3), f(a["agreement"]["top1"], 3),
+                             f(a["agreement"]["kl"], 4)])
+        lines += _table(["variant", "classifier", "top-1", "top-5", "agrees with fp32 (top-1)", "KL to fp32"], rows)
+        if not ev.get("informative", True):
+            lines.append("\nAgreement is UNINFORMATIVE here: fp32 answers fewer than 10 distinct classes on these photos.")
+    if any(v.get("startup") for v in variants):
+        lines += ["", "## Start-up (a fresh `rtvision --max-frames 1` process per run; the first run fills the model cache)", ""]
+        rows = []
+        for v in variants:
+            st = v.get("startup") or {}
+            first, second = st.get("first") or {}, st.get("second") or {}
+            if not second:
+                continue
+            rows.append([v["name"], str(second.get("classifier")), f(first.get("first_result_s"), 2), f(second.get("first_result_s"), 2),
+                         f(second.get("import_baseline_mb"), 0), f(second.get("peak_rss_mb"), 0), f(second.get("peak_above_baseline_mb"), 0)])
+        lines += _table(["variant", "classifier", "first result s (1st run)", "first result s (cached)", "import baseline MB",
+                         "peak RSS MB", "peak above baseline MB"], rows)
     if report.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {n}" for n in report["notes"]]
     return "\n".join(lines) + "\n"

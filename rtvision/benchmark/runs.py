@@ -120,7 +120,7 @@ def run_pipeline(
                 ResultRecord(
                     index=r.frame.index,
                     written_at=now,
-                    latency_ms=r.frame.decode_ms + (now - r.frame.captured_at) * 1000.0,
+                    latency_ms=(now - r.frame.captured_at) * 1000.0,
                     stage_ms=stage,
                     faces_xyxy=r.faces.xyxy.copy() if keep_faces and models.faces is not None else None,
                     top1=int(r.labels.class_ids[0]) if models.classifier is not None and len(r.labels) else None,
