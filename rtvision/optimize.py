@@ -304,7 +304,8 @@ def run_optimize(args: argparse.Namespace) -> int:
     log.info("%d calibration images (%s), %d held-out", len(calib_images), calib_source, len(holdout))
     candidates = build_candidates(args, net, backend, calib_images, holdout)
     report = compare(candidates, holdout, eval_set, args, calib_source, len(calib_images), used)
-    final = candidates[-1]
+    # the last variant built is the one asked for (bf16 is a way to run an fp32 model, not a model)
+    final = next(c for c in reversed(candidates) if c.precision != "bf16")
     final.payload["report"] = json.loads(json.dumps(report))
     final.payload["calibration"] = {"source": calib_source, "images": len(calib_images)} if final.precision == "int8" else None
     final.payload["metadata"] = {"weights": net.weights_id, "prune": args.prune, "importance": args.importance,

@@ -143,7 +143,7 @@ def torch_payload(model: nn.Module, *, arch: str, spec: dict | None = None, clas
     if len(class_names) != compress.num_classes_of(spec):
         raise ValueError(f"{len(class_names)} class names for a {compress.num_classes_of(spec)}-class model")
     sd = model.state_dict()
-    state = {k: (v.detach().cpu().contiguous() if isinstance(v, torch.Tensor) else v) for k, v in sd.items()}
+    state = {k: (v.detach().cpu().clone() if isinstance(v, torch.Tensor) else v) for k, v in sd.items()}
     # Per-module state_dict versions: quantized Linear/Conv pick their loading code by them.
     state_meta = {k: {mk: mv for mk, mv in v.items() if type(mv) in (int, str)} for k, v in getattr(sd, "_metadata", {}).items()}
     precision = "int8" if quantized else "fp32"
@@ -348,6 +348,10 @@ class Artifact:
         shape = model.outputs[0].get_partial_shape()
         _require(shape[-1].is_static and shape[-1].get_length() == len(self.class_names), self.path,
                  "class_names do not match the model")
+        for op in model.get_ops():
+            if op.get_type_name() == "Constant" and op.get_element_type().is_real():
+                if not np.isfinite(op.get_data()).all():
+                    raise ArtifactError(f"{self.path}: refused: non-finite weights (NaN or inf)")
         return model
 
 
@@ -413,8 +417,3 @@ def weights_identity(weights: str) -> str:
     from .zoo import file_identity, is_imagenet
 
     return weights if is_imagenet(weights) else file_identity(weights)
-
-
-def check_finite_array(values: np.ndarray, what: str) -> None:
-    if not np.isfinite(values).all():
-        raise ArtifactError(f"{what}: non-finite values")

@@ -205,8 +205,10 @@ def load_for_pipeline(path: str, cfg: ModelConfig) -> Classifier:
     target = resolve_target(cfg.device, cfg.backend, cfg.precision, fixed_backend=art.backend,
                             fixed_precision=art.precision, what=f"{path} ({art.variant})")
     preprocess = Preprocess.from_dict(art.preprocess)
-    name = art.variant.removesuffix(" openvino").removesuffix(f" {art.precision}")
-    name = f"{name} {target.precision}"
+    words = art.variant.split()
+    while words and words[-1] in ("torch", "openvino", "fp32", "fp16", "bf16", "int8"):
+        words.pop()  # the artifact's name without how it runs: that is said by the variant
+    name = f"{' '.join(words) or art.arch} {target.precision}"
     extra = {"artifact": str(path), "calibration": art.calibration}
     try:
         if art.backend == "openvino":
