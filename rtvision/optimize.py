@@ -124,56 +124,22 @@ def plot_frontier(report: dict, path: str | Path) -> None:
 def read_frames(path: str | Path, n_calib: int, n_holdout: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Disjoint calibration and held-out BGR frames spread evenly over the clip.
 
-    Picks n_calib + n_holdout evenly spaced frame indices, alternating them between the two
-    sets so both cover the whole clip. Fewer frames in the video: both sets shrink.
-    Raises InputError for a missing/unreadable video or one with fewer than 2 frames.
+    Picks n_calib + n_holdout evenly spaced frames, every k-th of them held out, in proportion to
+    the requested sizes, so both sets cover the whole clip. Fewer frames in the video: both sets
+    shrink. Raises InputError for a missing/unreadable video or one with fewer than 2 frames.
     """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"calibration video not found: {path}")
-    cap = cv2.VideoCapture(str(path))
-    try:
-        if not cap.isOpened():
-            raise InputError(f"cannot open calibration video {path}")
-        total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-        want = n_calib + n_holdout
-        if total <= 0:  # unknown length: read everything (bounded)
-            frames = []
-            while len(frames) < 20000:
-                ok, img = cap.read()
-                if not ok:
-                    break
-                frames.append(img)
-            total, pool = len(frames), frames
-        else:
-            pool = None
-        picks = np.unique(np.linspace(0, max(total - 1, 0), num=min(want, max(total, 0))).round().astype(int))
-        chosen: dict[int, np.ndarray] = {}
-        if pool is not None:
-            chosen = {i: pool[i] for i in picks if i < len(pool)}
-        else:
-            wanted = set(int(i) for i in picks)
-            for i in range(int(picks.max()) + 1 if len(picks) else 0):
-                if i in wanted:
-                    ok, img = cap.read()
-                    if not ok:
-                        break
-                    chosen[i] = img
-                elif not cap.grab():
-                    break
-    finally:
-        cap.release()
-    frames = [chosen[i] for i in sorted(chosen) if chosen[i] is not None and chosen[i].size]
+    want = n_calib + n_holdout
+    frames = [f for f in compress.sample_video_frames(str(path), want) if f is not None and f.size]
     if len(frames) < 2:
         raise InputError(f"{path}: could not read frames (need at least 2, got {len(frames)})")
-    # Every k-th picked frame goes to the held-out set, in proportion to the requested sizes.
     n_hold = min(len(frames) - 1, max(1, round(len(frames) * n_holdout / want)))
     hold_idx = set(np.linspace(0, len(frames) - 1, num=n_hold).round().astype(int).tolist())
     calib = [f for i, f in enumerate(frames) if i not in hold_idx]
     holdout = [f for i, f in enumerate(frames) if i in hold_idx]
     return calib, holdout
-
-
 
 
 MAX_PRUNE = 0.95  # beyond this no network here keeps a usable layer; the real limit is per network (check_prune_args)

@@ -30,7 +30,7 @@ import numpy as np
 from .buffer import BufferClosed, RingBuffer
 from .config import SourceConfig
 from .errors import InputError, RtvisionError, SourceUnavailable, UsageError
-from .types import Frame
+from .types import Frame, is_bgr
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class Source(Protocol):
 def valid_image(img: object, reject_black: bool = False) -> bool:
     """A frame the models may see: HxWx3 uint8, at least MIN_FRAME_PX on each side; with
     ``reject_black``, not all black (what some cameras send right after (re)connecting)."""
-    if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+    if not is_bgr(img):
         return False
     if img.shape[0] < MIN_FRAME_PX or img.shape[1] < MIN_FRAME_PX:
         return False
@@ -136,6 +136,10 @@ class _CvSource:
             return None
         ok, img = self._cap.read()
         return img if ok else None
+
+    def grab(self) -> bool:
+        """Skip one frame without decoding it into an image; False at the end."""
+        return self._cap is not None and bool(self._cap.grab())
 
     def close(self) -> None:
         if self._cap is not None:
@@ -213,6 +217,52 @@ class FileSource(_CvSource):
             self._fails += 1
             raise CorruptFrame(f"undecodable frame near index {pos}")
         return None
+
+
+class LoopingFileSource:
+    """A video file that starts over (close + reopen) at its end, ``total`` frames in all: the
+    bench's runs and soaks read more frames than a clip has, every one really decoded.
+
+    ``info.frame_count`` is ``total`` (what a consumer will get); ``file_frames`` is the file's.
+    """
+
+    kind = "file"
+    live = False
+
+    def __init__(self, path: str, total: int) -> None:
+        self.path = path
+        self.total = total
+        self.inner = FileSource(path)
+        self.info: SourceInfo | None = None
+        self.file_frames: int | None = None
+        self.loops = 0
+
+    def open(self) -> SourceInfo:
+        info = self.inner.open()
+        self.file_frames = info.frame_count
+        self.info = SourceInfo(info.name, "file", False, info.fps, info.resolution_wh, self.total)
+        return self.info
+
+    def _restart(self) -> None:
+        self.inner.close()
+        self.inner.open()
+        self.loops += 1
+
+    def read(self) -> np.ndarray | None:
+        img = self.inner.read()
+        if img is None:
+            self._restart()
+            img = self.inner.read()
+        return img
+
+    def grab(self) -> bool:
+        if self.inner.grab():
+            return True
+        self._restart()
+        return self.inner.grab()
+
+    def close(self) -> None:
+        self.inner.close()
 
 
 class WebcamSource(_CvSource):

@@ -12,6 +12,19 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
+def is_bgr(img: object) -> bool:
+    """Whether ``img`` is an image the models take: an HxWx3 uint8 array (BGR, as OpenCV gives)."""
+    return isinstance(img, np.ndarray) and img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
+
+
+def check_bgr(img: object, what: str = "image") -> np.ndarray:
+    """``img`` if it is an HxWx3 uint8 array, else ValueError naming ``what`` and what it is."""
+    if not is_bgr(img):
+        got = f"{img.shape} {img.dtype}" if isinstance(img, np.ndarray) else type(img).__name__
+        raise ValueError(f"{what} must be an HxWx3 uint8 BGR array, got {got}")
+    return img
+
+
 @dataclass(frozen=True)
 class Frame:
     """One captured frame.
@@ -30,9 +43,7 @@ class Frame:
     decode_ms: float = 0.0
 
     def __post_init__(self) -> None:
-        img = self.image
-        if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
-            raise ValueError(f"Frame.image must be HxWx3 uint8, got {getattr(img, 'shape', type(img))}")
+        check_bgr(self.image, "Frame.image")
         if self.index < 0:
             raise ValueError(f"Frame.index must be >= 0, got {self.index}")
 

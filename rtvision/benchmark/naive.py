@@ -31,40 +31,9 @@ import cv2
 import numpy as np
 import torch
 
+from ..sources import LoopingFileSource
 from ..stats import gpu_memory_mb, peak_rss_mb
 from .record import ResultRecord, RunRecording, summarize
-
-
-class _LoopingCapture:
-    """cv2.VideoCapture that reopens the file at its end (to reach more frames than it has)."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.cap = cv2.VideoCapture(path)
-        if not self.cap.isOpened():
-            raise RuntimeError(f"cv2.VideoCapture cannot open {path}")
-        self.fps = self.cap.get(cv2.CAP_PROP_FPS) or 25.0
-
-    def _reopen(self) -> None:
-        self.cap.release()
-        self.cap = cv2.VideoCapture(self.path)
-
-    def read(self) -> np.ndarray:
-        ok, img = self.cap.read()
-        if not ok:
-            self._reopen()
-            ok, img = self.cap.read()
-            if not ok:
-                raise RuntimeError(f"cannot read a frame from {self.path}")
-        return img
-
-    def grab(self) -> None:
-        if not self.cap.grab():
-            self._reopen()
-            self.cap.grab()
-
-    def release(self) -> None:
-        self.cap.release()
 
 
 class NaiveLoop:
@@ -108,7 +77,8 @@ class NaiveLoop:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         rec = RunRecording(capacity=frames)
-        cap = _LoopingCapture(source)
+        cap = LoopingFileSource(source, frames)
+        fps = cap.open().fps or 25.0
         bar = None
         if progress_desc is not None:
             from tqdm import tqdm
@@ -121,9 +91,9 @@ class NaiveLoop:
                 next_idx = 0
                 while next_idx < frames:
                     if live:
-                        due_idx = int((time.monotonic() - t_start) * cap.fps)
+                        due_idx = int((time.monotonic() - t_start) * fps)
                         if due_idx < next_idx:
-                            time.sleep(max(0.0, t_start + next_idx / cap.fps - time.monotonic()))
+                            time.sleep(max(0.0, t_start + next_idx / fps - time.monotonic()))
                             due_idx = next_idx
                         index = min(due_idx, frames - 1)
                     else:
@@ -133,6 +103,8 @@ class NaiveLoop:
                         cap.grab()
                     dropped += index - next_idx
                     img = cap.read()
+                    if img is None:
+                        raise RuntimeError(f"cannot read a frame from {source}")
                     d1 = time.perf_counter()
                     decoded_at = time.monotonic()
                     ms, xyxy, top1, top5 = self.process(img)
@@ -143,7 +115,7 @@ class NaiveLoop:
                     now = time.monotonic()
                     ms.update(decode=(d1 - d0) * 1e3, queue_wait=0.0, annotate=0.0, sink=(s1 - s0) * 1e3)
                     if live:
-                        latency = (now - (t_start + index / cap.fps)) * 1e3
+                        latency = (now - (t_start + index / fps)) * 1e3
                     else:
                         latency = (d1 - d0) * 1e3 + (now - decoded_at) * 1e3
                     rec.add(ResultRecord(index, now, latency, ms, xyxy, top1, batch=index))
@@ -151,7 +123,7 @@ class NaiveLoop:
                     if bar is not None:
                         bar.update(next_idx - bar.n)
         finally:
-            cap.release()
+            cap.close()
             if bar is not None:
                 bar.close()
         read = len(rec) + dropped

@@ -23,49 +23,13 @@ from ..errors import EXIT_SIGHUP, EXIT_SIGINT, EXIT_SIGTERM, Interrupted
 from ..models.build import Models
 from ..pipeline import Pipeline
 from ..runner import Runner
-from ..sources import FileSource, SourceInfo
+from ..sources import LoopingFileSource
 from ..stats import gpu_memory_mb, peak_rss_mb
 from ..types import Result
 from .record import ResultRecord, RunRecording, summarize
 from .variants import VariantPlan
 
 log = logging.getLogger(__name__)
-
-
-class LoopingFileSource:
-    """A video file that starts over (close + reopen) at its end, ``total`` frames in all.
-
-    ``info.frame_count`` is ``total`` (what a consumer will get); ``file_frames`` is the file's.
-    """
-
-    kind = "file"
-    live = False
-
-    def __init__(self, path: str, total: int) -> None:
-        self.path = path
-        self.total = total
-        self.inner = FileSource(path)
-        self.info: SourceInfo | None = None
-        self.file_frames: int | None = None
-        self.loops = 0
-
-    def open(self) -> SourceInfo:
-        info = self.inner.open()
-        self.file_frames = info.frame_count
-        self.info = SourceInfo(info.name, "file", False, info.fps, info.resolution_wh, self.total)
-        return self.info
-
-    def read(self):
-        img = self.inner.read()
-        if img is None:
-            self.inner.close()
-            self.inner.open()
-            self.loops += 1
-            img = self.inner.read()
-        return img
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 def run_pipeline(

@@ -108,21 +108,15 @@ def plan_variant(name: str, ctx: BenchContext) -> VariantPlan:
 
 # -- the built-in variants ----------------------------------------------------------------------
 
-def cli_defaults(ctx: BenchContext) -> tuple[ModelConfig, int]:
+def cli_defaults(ctx: BenchContext) -> tuple[ModelConfig, int | None]:
     """(ModelConfig, batch) exactly as plain ``rtvision --source …`` runs them: no tuning flags.
 
-    The run parser is the one source of truth for those defaults (batch, precision, faces), so
-    it is asked rather than copied; only source, classifier, weights and device are given.
+    The config dataclasses own the defaults (the command line reads them from there too); only
+    source, classifier, weights, device and the cache are given. Batch None: the pipeline's own
+    choice (4 for files, 1 for live sources).
     """
-    from ..cli import (  # lazy: cli is the top layer
-        build_run_parser,
-        model_config,
-        run_config,
-    )
-
-    argv = ["--source", ctx.source, "--classifier", ctx.classifier, "--weights", ctx.weights, "--device", ctx.device]
-    a = build_run_parser().parse_args(argv)
-    return dataclasses.replace(model_config(a), cache_dir=ctx.cache_dir), run_config(a).batch
+    cfg = ModelConfig(classifier=ctx.classifier, weights=ctx.weights, device=ctx.device, cache_dir=ctx.cache_dir)
+    return cfg, RunConfig.batch
 
 
 def _naive(ctx: BenchContext) -> VariantPlan:

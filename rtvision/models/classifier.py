@@ -16,7 +16,7 @@ import torch
 import torchvision
 
 from ..errors import ModelError
-from ..types import Labels
+from ..types import Labels, check_bgr
 from .weights_errors import describe_load_failure
 
 log = logging.getLogger(__name__)
@@ -52,8 +52,7 @@ class Preprocess:
         Cropping in the original frame first and resizing only the crop gives the same pixels as
         resize-then-crop while touching fewer of them.
         """
-        if image_bgr.ndim != 3 or image_bgr.shape[2] != 3 or image_bgr.dtype != np.uint8:
-            raise ValueError(f"expected an HxWx3 uint8 BGR frame, got {image_bgr.shape} {image_bgr.dtype}")
+        check_bgr(image_bgr, "a classifier input")
         h, w = image_bgr.shape[:2]
         side = min(h, w, max(1, round(min(h, w) * self.crop / self.resize)))  # the crop in original pixels
         y0, x0 = (h - side) // 2, (w - side) // 2

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rtvision.metrics import top1_agreement
 from rtvision.models import quant_backend
 
 log = logging.getLogger(__name__)
@@ -271,10 +272,6 @@ def logits_of(model: nn.Module, batch: torch.Tensor, batch_size: int = 16) -> to
     return torch.cat(outs) if outs else torch.empty(0)
 
 
-def top1_agreement(a_logits: torch.Tensor, b_logits: torch.Tensor) -> float:
-    return float((a_logits.argmax(1) == b_logits.argmax(1)).float().mean())
-
-
 def distill(
     student: nn.Module,
     teacher: nn.Module,
@@ -301,7 +298,7 @@ def distill(
     evalb = holdout if holdout is not None else batch
     teacher.eval()
     t_eval = logits_of(teacher, evalb)
-    before = top1_agreement(t_eval, logits_of(student, evalb))
+    before = top1_agreement(t_eval.argmax(1).tolist(), logits_of(student, evalb).argmax(1).tolist())
     t_train = logits_of(teacher, batch)
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=lr)
@@ -321,7 +318,7 @@ def distill(
         opt.step()
         losses.append(float(loss.detach()))
     student.eval()
-    after = top1_agreement(t_eval, logits_of(student, evalb))
+    after = top1_agreement(t_eval.argmax(1).tolist(), logits_of(student, evalb).argmax(1).tolist())
     return {
         "steps": int(steps),
         "loss_first": losses[0] if losses else None,
@@ -412,13 +409,23 @@ def rebuild(arch: str, spec: dict) -> nn.Module:
 # ---------------------------------------------------------------- pipeline adapter
 
 
-def sample_video_frames(path: str, n: int) -> list[np.ndarray]:
-    """Up to ``n`` BGR frames spread evenly over a video file (sequential decode, grab() to skip)."""
+def sample_video_frames(path: str, n: int, max_unknown: int = 20000) -> list[np.ndarray]:
+    """Up to ``n`` BGR frames spread evenly over a video file (sequential decode, grab() to skip).
+    A file that does not say how many frames it has is read whole (at most ``max_unknown``)."""
     cap = cv2.VideoCapture(str(path))
     try:
-        total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-        if not cap.isOpened() or total <= 0:
+        if not cap.isOpened() or n <= 0:
             return []
+        total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        if total <= 0:  # unknown length: read everything (bounded), then pick
+            pool = []
+            while len(pool) < max_unknown:
+                ok, img = cap.read()
+                if not ok:
+                    break
+                pool.append(img)
+            picks = np.unique(np.linspace(0, len(pool) - 1, num=min(n, len(pool))).round().astype(int)) if pool else []
+            return [pool[i] for i in picks]
         wanted = set(np.linspace(0, total - 1, num=min(n, total)).round().astype(int).tolist())
         frames = []
         for i in range(max(wanted) + 1):
