@@ -68,7 +68,7 @@ class ModelConfig:
     precision: ``auto`` (int8 on the CPU, fp16 on CUDA), ``fp32``, ``fp16`` (CUDA), ``bf16`` or ``int8`` (CPU).
     faces: ``full`` (every frame, full resolution), ``fast`` (tuned for live use) or ``off``.
     face_scale / face_stride / min_face / small_face_every: the knobs under the face modes (None:
-        the mode's default); see ``rtvision.models.faces``.
+        the mode's default); see ``rtvision.faces.stage``.
     face_background: live sources, tracking face mode: due detections run on a helper thread
         while the next frames are tracked (False: in line, on the worker).
     face_backend: ``fast`` (batched torch MTCNN) or ``facenet`` (facenet-pytorch's own MTCNN).

@@ -2,7 +2,8 @@
 
 Boxes are ``xyxy`` in original-frame pixels, shape (N, 4). A reference face is *found* when a
 predicted box overlaps it with IoU >= ``iou_threshold`` (0.5 by default), each box matched at
-most once (greedy, highest IoU first: the usual detection-benchmark rule).
+most once (greedy, highest IoU first: the usual detection-benchmark rule). IoU and matching are
+``rtvision.faces.boxes``' (the tracker's own).
 
 * recall    = matched reference boxes / reference boxes
 * precision = matched predicted boxes / predicted boxes
@@ -21,62 +22,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .faces.boxes import as_boxes, iou_matrix, match_boxes
+
+__all__ = ["as_boxes", "iou_matrix", "match_boxes", "box_heights", "BoxCounts", "frame_counts", "face_quality", "top1_agreement"]
+
 IOU_THRESHOLD = 0.5
 MIN_FACE_HEIGHT_PX = 40.0
-
-
-def as_boxes(boxes) -> np.ndarray:
-    """(N, 4) float64 view of ``boxes`` (None or empty gives (0, 4))."""
-    if boxes is None:
-        return np.zeros((0, 4), np.float64)
-    arr = np.asarray(boxes, dtype=np.float64)
-    if arr.size == 0:
-        return np.zeros((0, 4), np.float64)
-    arr = arr.reshape(-1, arr.shape[-1])[:, :4]
-    return arr
 
 
 def box_heights(boxes) -> np.ndarray:
     b = as_boxes(boxes)
     return b[:, 3] - b[:, 1]
-
-
-def iou_matrix(a, b) -> np.ndarray:
-    """(Na, Nb) intersection over union of two sets of xyxy boxes."""
-    a, b = as_boxes(a), as_boxes(b)
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)), np.float64)
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
-    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
-    union = area_a[:, None] + area_b[None, :] - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        iou = np.where(union > 0, inter / union, 0.0)
-    return iou
-
-
-def match_boxes(ref, pred, iou_threshold: float = IOU_THRESHOLD) -> list[tuple[int, int, float]]:
-    """One-to-one matches ``(ref_index, pred_index, iou)`` with IoU >= threshold, greedy by IoU."""
-    iou = iou_matrix(ref, pred)
-    if iou.size == 0:
-        return []
-    ri, pi = np.nonzero(iou >= iou_threshold)
-    order = np.argsort(-iou[ri, pi], kind="stable")
-    used_r: set[int] = set()
-    used_p: set[int] = set()
-    out = []
-    for k in order:
-        r, p = int(ri[k]), int(pi[k])
-        if r in used_r or p in used_p:
-            continue
-        used_r.add(r)
-        used_p.add(p)
-        out.append((r, p, float(iou[r, p])))
-    return out
 
 
 @dataclass

@@ -4,7 +4,8 @@
     (capture thread)           (worker thread)       (bounded)
 
 ``Pipeline`` opens the source, builds the models, starts both threads, yields results in frame
-order and stops everything on one event, joining every thread with a timeout.
+order and stops everything on one event, joining every thread with a timeout. The face stage's own
+thread (live sources: background detections) is started here and closed by the worker before its END.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Iterator
 from .buffer import RingBuffer
 from .config import RunConfig
 from .errors import RtvisionError
+from .faces.protocols import PlannedFaceStage
 from .models.build import Models
 from .sources import CaptureThread, Source, SourceInfo, open_source
 from .types import Frame, Result
@@ -66,9 +68,8 @@ class Pipeline:
 
                 self.models = build_models(cfg.model, self.source, self.info)
             self.batch = cfg.batch or (1 if self.live else 4)
-            set_live = getattr(self.models.faces, "set_live", None)
-            if set_live is not None:
-                set_live(self.live)
+            if isinstance(self.models.faces, PlannedFaceStage):
+                self.models.faces.set_live(self.live)
             self.out = queue.Queue(maxsize=max(8, 2 * self.batch))
             capacity = cfg.source.buffer_size or (self.batch if self.live else max(8, 2 * self.batch))
             self.buffer = RingBuffer(capacity, drop_oldest=self.live)
@@ -87,7 +88,12 @@ class Pipeline:
                 split_threads=self.models.device.type == "cpu",
                 lookahead=cfg.lookahead,
             )
+            if self.models.faces is not None:
+                # The face stage's own thread (live: background detections); the worker closes it before END.
+                self.models.faces.start()
         except BaseException:
+            if self.models is not None and self.models.faces is not None:
+                self.models.faces.close()
             self.source.close()
             raise
         self.capture.start()

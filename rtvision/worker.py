@@ -16,8 +16,9 @@ classifier's input batch (resize, crop, normalize) of the batches it runs ahead.
 may run ``lookahead`` batches ahead (default 2): with one, the two threads meet at every batch
 and the faster one waits whenever the other has a slow batch. Live sources keep the plain loop:
 looking a batch ahead would add a batch of latency; their face stage detects in the background
-instead (``StridedFaceTracker.set_background``), on a helper thread of its own, which the worker
-joins (``faces.close()``) at the end, with the threads split the same way.
+instead (``StridedFaceTracker.set_background``), on a helper thread of its own, which the pipeline
+starts (``faces.start()``) and the worker joins (``faces.close()``) before its END, with the threads
+split the same way.
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ import cv2
 import torch
 
 from .buffer import RingBuffer
+from .faces.protocols import FaceStage, PlannedFaceStage
+from .faces.schedule import Plan
 from .models.classifier import Classifier
-from .models.faces import FaceDetector
 from .stats import StageTimer
 from .types import Faces, Frame, Labels, Result
 
@@ -58,7 +60,7 @@ class _Ahead:
 
     frames: list[Frame]
     wait_ms: float
-    plan: Any  # the face stage's Plan
+    plan: Plan  # the face stage's
     detections: Future  # -> (detections, ms)
     prepared: Future | None = None  # -> (the classifier's input batch, ms), made on the helper
 
@@ -76,7 +78,7 @@ class InferenceWorker(threading.Thread):
         out: queue.Queue,
         stop: threading.Event,
         classifier: Classifier | ClassifierStage | None,
-        faces: FaceDetector | None,
+        faces: FaceStage | None,
         batch: int,
         live: bool,
         topk: int = 5,
@@ -107,10 +109,10 @@ class InferenceWorker(threading.Thread):
         # The overlap needs a face stage that plans its detections ahead (tracking: --faces fast).
         # With a detector on every frame (--faces full) it would not pay: the detector is ~10x
         # the classifier's work and would run on half the cores.
-        plans = faces is not None and hasattr(faces, "plan")
+        plans = isinstance(faces, PlannedFaceStage)
         self.overlap = (not live and plans) if overlap is None else bool(overlap and plans)
         # A face stage detecting in the background (live sources) has a helper thread too.
-        self.background = bool(getattr(faces, "background", False))
+        self.background = bool(plans and faces.background)
         self.split_threads = bool(split_threads and (self.overlap or self.background))
         self.lookahead = max(1, int(lookahead))
         # On the CPU the helper also makes the classifier's input batch: with the coarse
@@ -137,10 +139,9 @@ class InferenceWorker(threading.Thread):
             self.stop_event.set()
             self.buffer.close()
         finally:
-            close = getattr(self.faces, "close", None)
-            if close is not None:
-                try:
-                    close()  # the face stage's own helper thread (background detections) is joined here
+            if self.faces is not None:
+                try:  # the face stage's own helper thread (the pipeline started it) is joined before END
+                    self.faces.close()
                 except BaseException as exc:  # never hides the run's own outcome
                     log.warning("closing the face stage failed: %s", exc)
             if torch.get_num_threads() != threads:

@@ -46,9 +46,16 @@ class FakeClassifier:
 
 
 class FakeFaces:
-    """One fixed box per frame; records the threads its detect() ran on."""
+    """A FaceStage: one fixed box per frame; records the threads its detect() ran on, and its
+    start()/close() calls."""
 
     description = "fake faces"
+
+    def start(self) -> None:
+        self.__dict__.setdefault("lifecycle", []).append("start")
+
+    def close(self) -> None:
+        self.__dict__.setdefault("lifecycle", []).append("close")
 
     def detect(self, frames: list[Frame]) -> list[Faces]:
         import threading
@@ -62,8 +69,11 @@ def fake_models(classifier=None, faces=None) -> Models:
 
 
 class FakeTrackedFaces(FakeFaces):
-    """A face stage with the tracking stage's three-step interface (plan, detect_planned on the
-    worker's helper thread, finish); records where and how its detections ran, and can fail."""
+    """A PlannedFaceStage: the tracking stage's three-step interface (plan, detect_planned on the
+    worker's helper thread, finish); records where and how its detections ran, and can fail.
+    Never in background mode."""
+
+    background = False
 
     def __init__(self, fail_on_call: int | None = None) -> None:
         self.fail_on_call = fail_on_call

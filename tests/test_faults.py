@@ -105,7 +105,7 @@ def test_resolution_change_with_real_face_detector(faces_frames):
     """Frames of two sizes in one batch: the detector groups them and boxes stay in each frame's pixels."""
     import cv2
 
-    from rtvision.models.faces import build_face_detector
+    from rtvision.faces.stage import build_face_detector
     from rtvision.types import Frame
 
     det = build_face_detector("full", __import__("torch").device("cpu"))

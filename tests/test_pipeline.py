@@ -188,6 +188,7 @@ def test_a_detector_on_every_frame_stays_on_the_worker(index_clip):
     s = Runner(cfg, pipe).run()
     assert s["exit_code"] == 0 and s["frames_processed"] == 8
     assert faces.threads == ["rtvision-worker"] * 2
+    assert faces.lifecycle == ["start", "close"]  # started by the pipeline, closed by the worker at its end
     assert torch.get_num_threads() == threads
 
 
@@ -202,6 +203,7 @@ def test_no_overlap_and_live_sources_keep_one_thread(index_clip):
         assert s["exit_code"] == 0 and s["frames_processed"] >= 1
         assert faces.calls == []  # detect(), on the worker itself
         assert faces.live is cfg.source.realtime  # the face stage was told the source's kind
+        assert faces.lifecycle == ["start", "close"]
 
 
 def test_helper_thread_failure_stops_cleanly_and_reports(index_clip, tmp_path):
@@ -209,9 +211,11 @@ def test_helper_thread_failure_stops_cleanly_and_reports(index_clip, tmp_path):
     error named, every thread joined, the JSONL complete up to the last processed frame."""
     cfg = RunConfig(SourceConfig(str(index_clip)), ModelConfig(), batch=2, progress=False,
                     results_path=str(tmp_path / "r.jsonl"))
-    pipe = Pipeline(cfg, models=fake_models(FakeClassifier(), FakeTrackedFaces(fail_on_call=3))).start()
+    faces = FakeTrackedFaces(fail_on_call=3)
+    pipe = Pipeline(cfg, models=fake_models(FakeClassifier(), faces)).start()
     s = Runner(cfg, pipe).run()
     assert s["exit_code"] == 1
+    assert faces.lifecycle == ["start", "close"]
     assert "fake detector failure" in s["error"]
     assert not pipe.capture.is_alive() and not pipe.worker.is_alive()
     # batches 0 and 1 were finished; batch 2's detections (the third call) failed

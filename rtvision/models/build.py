@@ -16,7 +16,8 @@ from ..config import ModelConfig, default_cache_dir
 from ..errors import ModelError, UsageError
 from . import artifact, compress, zoo
 from .classifier import Classifier, Preprocess, read_labels
-from .faces import FaceDetector, build_face_detector
+from ..faces.protocols import FaceStage
+from ..faces.stage import build_face_detector
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ class Models:
 
     device: torch.device
     classifier: Classifier | None
-    faces: FaceDetector | None
+    faces: FaceStage | None
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -60,7 +61,7 @@ class Models:
 
     @property
     def face_mode(self) -> str:
-        return getattr(self.faces, "description", "off") if self.faces is not None else "off"
+        return self.faces.description if self.faces is not None else "off"
 
 
 def calibration_frames(source, info, n: int) -> tuple[str, Callable[[], list[np.ndarray]]]:

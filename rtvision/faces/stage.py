@@ -1,46 +1,45 @@
-"""The face stage: MTCNN (facenet-pytorch's weights from its wheel) in one of three modes.
+"""The face stage of a run: MTCNN (facenet-pytorch's weights from its wheel) in one of three modes.
 
 ``--faces``:
 
-* ``full``  the reference behaviour: the detector on every frame at full resolution.
-* ``fast``  tuned for live use: the reference's own image pyramid without the levels that
-            only find faces smaller than ``--min-face`` (original pixels), so every face it
-            keeps gets the reference's boxes; detection every ``--face-stride``-th frame,
-            optical-flow tracking in between with each tracked box re-fitted by MTCNN's last
-            stage (O-Net), a local search (``FastMTCNN.detect_near``) for faces the re-fit or
-            a detection lost, and stable track ids. ``--small-face-every N``: only every N-th
-            detection runs the finest pyramid level (the smallest faces, ``--min-face`` to
-            1.41x it); the others skip it, about a third of a detection's work at 1080p (files;
-            live sources run it every time). Live sources detect in the background (a helper
-            thread; each detection merged into the tracks when done) unless
+* ``full``  the reference behaviour: the detector on every frame at full resolution
+            (:class:`EveryFrameFaces`).
+* ``fast``  tuned for live use (:class:`TrackedFaces`): the reference's own image pyramid
+            without the levels that only find faces smaller than ``--min-face`` (original
+            pixels), so every face it keeps gets the reference's boxes; detection every
+            ``--face-stride``-th frame, optical-flow tracking in between with each tracked box
+            re-fitted by MTCNN's last stage (O-Net), a local search (``FastMTCNN.detect_near``)
+            for faces the re-fit or a detection lost, and stable track ids. ``--small-face-every
+            N``: only every N-th detection runs the finest pyramid level (the smallest faces,
+            ``--min-face`` to 1.41x it); the others skip it, about a third of a detection's work
+            at 1080p (files; live sources run it every time). Live sources detect in the
+            background (a helper thread; each detection merged into the tracks when done) unless
             ``--no-face-background``.
             ``--face-scale`` instead detects on a resized frame (``choose_scale`` picks one from
             the frame size and ``--min-face``): cheaper, but its boxes differ from the reference.
 * ``off``   no face stage.
 
-The stage interface is ``detect(frames: list[Frame]) -> list[Faces]``; "no faces" is
-``Faces.empty()``, never None; boxes are in original-frame pixels. The detector backend is
-``FastMTCNN`` (batched torch re-implementation) or ``FacenetMTCNN`` (facenet-pytorch itself).
+Both stages are :class:`~rtvision.faces.protocols.FaceStage`\\ s: ``detect(frames: list[Frame])
+-> list[Faces]``, "no faces" is ``Faces.empty()``, never None; boxes are in original-frame
+pixels; ``start()`` / ``close()`` bracket a run (the tracking stage's background thread).
+:class:`TrackedFaces` is also a :class:`~rtvision.faces.protocols.PlannedFaceStage`. The
+detector backend is ``FastMTCNN`` (batched torch re-implementation) or ``FacenetMTCNN``
+(facenet-pytorch itself).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
 
 import torch
 
 from ..types import Faces, Frame
-from .fast_mtcnn import DEFAULT_MIN_FACE_SIZE, FacenetMTCNN, FastMTCNN, choose_scale
-from .tracker import Plan, StridedFaceTracker
+from .detector import DEFAULT_FACTOR, DEFAULT_MIN_FACE_SIZE, FacenetMTCNN, FastMTCNN, choose_scale
+from .protocols import Detector, FaceStage
+from .schedule import Plan
+from .strided import StrideStats, StridedFaceTracker
 
 BACKENDS = ("fast", "facenet")
-
-
-class FaceDetector(Protocol):
-    description: str
-
-    def detect(self, frames: list[Frame]) -> list[Faces]: ...
 
 
 @dataclass(frozen=True)
@@ -56,7 +55,6 @@ FAST_DEFAULTS = {
     "cpu": FastDefaults(min_face=28, stride=4, small_face_every=2),  # files; live sources: 1
     "cuda": FastDefaults(min_face=20, stride=2, small_face_every=1),
 }
-PYRAMID_FACTOR = 0.709  # MTCNN's pyramid step (facenet-pytorch's default)
 
 
 def pyramid_min_face(min_face: float) -> float:
@@ -64,16 +62,34 @@ def pyramid_min_face(min_face: float) -> float:
     finest levels, which only find faces smaller than ``min_face``: 20 / 0.709**k, k as large as
     ``min_face`` allows. Level sizes then equal the reference's, so its boxes are reproduced."""
     k = 0
-    while DEFAULT_MIN_FACE_SIZE / PYRAMID_FACTOR ** (k + 1) <= min_face * 1.01:
+    while DEFAULT_MIN_FACE_SIZE / DEFAULT_FACTOR ** (k + 1) <= min_face * 1.01:
         k += 1
-    return DEFAULT_MIN_FACE_SIZE / PYRAMID_FACTOR**k
+    return DEFAULT_MIN_FACE_SIZE / DEFAULT_FACTOR**k
+
+
+class EveryFrameFaces:
+    """A detector on every frame (the stage interface); no threads of its own."""
+
+    def __init__(self, detector: Detector) -> None:
+        self.detector = detector
+        self.description = detector.description
+
+    def detect(self, frames: list[Frame]) -> list[Faces]:
+        return self.detector.detect(frames)
+
+    def start(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 class TrackedFaces:
     """A detector run every ``stride``-th frame with tracking in between (the stage interface)."""
 
     def __init__(
-        self, detector, stride: int, small_face_every: int = 1, small_face_every_live: int | None = None, background: bool = True
+        self, detector: Detector, stride: int, small_face_every: int = 1, small_face_every_live: int | None = None,
+        background: bool = True,
     ) -> None:
         self.detector = detector
         self._background = background
@@ -84,14 +100,14 @@ class TrackedFaces:
         self._every = {False: small_face_every, True: small_face_every_live or small_face_every}
         self.description = f"{detector.description}, stride {stride} + tracking"
         files, live = self._every[False], self._every[True]
-        if hasattr(detector, "detect_coarse") and max(files, live) > 1:
+        if self.tracker.trackable and max(files, live) > 1:
             self.description += f", smallest faces every {files} detections" + ("" if live == files else f" (live: every {live})")
 
     def set_live(self, live: bool) -> None:
-        """The run's source kind (the pipeline calls this at start): the smallest-face cadence
-        for files, or for live sources (whose dropped frames already space the detections out,
-        so that skipping the finest level on some of them would leave a new small face unfound
-        for longer still), and, live, detections in the background (see
+        """The run's source kind (the pipeline says it before :meth:`start`): the smallest-face
+        cadence for files, or for live sources (whose dropped frames already space the
+        detections out, so that skipping the finest level on some of them would leave a new
+        small face unfound for longer still), and, live, detections in the background (see
         ``StridedFaceTracker.set_background``) unless built with ``background=False``."""
         self.tracker.set_fine_every(self._every[bool(live)])
         self.tracker.set_background(bool(live) and self._background)
@@ -101,12 +117,16 @@ class TrackedFaces:
         """Whether detections run on a helper thread of the face stage's own (live sources)."""
         return self.tracker.background
 
+    def start(self) -> None:
+        """Start of a run: the background detection thread, if detections run in the background."""
+        self.tracker.start()
+
     def close(self) -> None:
         """End of a run: join the background detection thread, if any."""
         self.tracker.close()
 
     @property
-    def stats(self):
+    def stats(self) -> StrideStats:
         return self.tracker.stats
 
     def detect(self, frames: list[Frame]) -> list[Faces]:
@@ -135,7 +155,7 @@ def build_face_detector(
     backend: str = "fast",
     small_face_every: int | None = None,
     background: bool = True,
-) -> FaceDetector | None:
+) -> FaceStage | None:
     """The face stage for ``--faces full|fast|off`` (None when off); explicit knobs win over the mode."""
     if mode == "off":
         return None
@@ -163,4 +183,4 @@ def build_face_detector(
     if detector_min != DEFAULT_MIN_FACE_SIZE:
         det.description += f" min face {detector_min:.0f}px"
     det.description = f"{mode}: {det.description}"
-    return TrackedFaces(det, k, every, every_live, background) if k > 1 else det
+    return TrackedFaces(det, k, every, every_live, background) if k > 1 else EveryFrameFaces(det)

@@ -1,4 +1,4 @@
-"""FastMTCNN against facenet-pytorch's MTCNN on real frames of faces_1080p.mp4."""
+"""FastMTCNN against facenet-pytorch's MTCNN on real frames of faces_1080p.mp4; choose_scale."""
 
 from __future__ import annotations
 
@@ -9,17 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from rtvision.metrics import iou_matrix, match_boxes
-from rtvision.models.fast_mtcnn import (
-    FacenetMTCNN,
-    FastMTCNN,
-    _area_crops,
-    _CropTable,
-    _integral_cpu,
-    _MaxPool2x2Ceil,
-    choose_scale,
-    pyramid_scales,
-)
+from rtvision.faces.boxes import iou_matrix, match_boxes
+from rtvision.faces.detector import FacenetMTCNN, FastMTCNN, choose_scale
+from rtvision.faces.stage import pyramid_min_face
 from rtvision.types import Faces, Frame
 
 FRAME_IDS = (0, 5)  # two frames of faces_frames (the first 8 frames of the clip)
@@ -116,7 +108,6 @@ def test_no_faces_gives_empty_record(fast, reference):
 
 
 def test_tiny_frame_below_pyramid_gives_empty(fast):
-    assert pyramid_scales(10, 10, 20, 0.709) == []
     out = fast.detect([np.full((10, 10, 3), 200, np.uint8)])
     assert len(out) == 1 and len(out[0]) == 0
 
@@ -175,44 +166,27 @@ def test_choose_scale():
         choose_scale((1920, 1080), 0)
 
 
-def test_pyramid_matches_facenet_recipe():
-    # facenet: m = 12/min_face; scales m * factor^k while min(h, w) * scale >= 12
-    scales = pyramid_scales(1080, 1920, 20, 0.709)
-    assert scales[0] == pytest.approx(0.6)
-    assert 1080 * scales[-1] >= 12 > 1080 * scales[-1] * 0.709
-    half = pyramid_scales(1080, 1920, 20, 0.709, scale=0.5)
-    assert half[0] == pytest.approx(0.3) and len(half) < len(scales)
-
-
-@pytest.mark.parametrize("shape", [(1, 10, 458, 815), (1, 10, 459, 816), (3, 10, 7, 5), (2, 10, 1, 1), (1, 10, 13, 1)])
-def test_pnet_pool_is_max_pool_ceil(shape):
-    """P-Net's strided-view pool gives max_pool2d(2, 2, ceil_mode=True)'s values bit for bit,
-    even and odd sizes, in channels_last."""
-    x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).contiguous(memory_format=torch.channels_last)
-    out = _MaxPool2x2Ceil()(x)
-    assert torch.equal(out, torch.nn.functional.max_pool2d(x, 2, 2, ceil_mode=True))
-    assert out.is_contiguous(memory_format=torch.channels_last)
-
-
-def test_region_table_gives_the_whole_frames_crops(faces_frames):
-    """The local search's summed-area table of a region gives the whole frame's R-/O-Net crops
-    for rois inside it, and falls back to the whole frame's table for a roi that is not."""
-    frame = faces_frames[0]
-    whole = torch.from_numpy(_integral_cpu([frame]))
-    x0, y0, x1, y1 = 600, 400, 1100, 900
-    calls = []
-
-    def make_whole():
-        calls.append(1)
-        return whole
-
-    rois = torch.tensor([[0, 650, 450, 730, 530], [0, 600, 400, 1100, 900], [0, 900, 700, 960, 790]])
-    region = _CropTable(torch.from_numpy(_integral_cpu([frame[y0:y1, x0:x1]])), x0, y0, x1, y1, make_whole)
-    assert torch.equal(region.crops(rois, 24), _area_crops(whole, rois, 24))
-    assert calls == []
-    out = torch.cat([rois, torch.tensor([[0, 1090, 850, 1150, 910]])])  # reaches past x1 and y1
-    assert torch.equal(region.crops(out, 48), _area_crops(whole, out, 48))
-    assert calls == [1]
+def test_coarse_detection_finds_every_face_but_the_smallest(faces_frames):
+    """detect_coarse skips the finest pyramid level (one P-Net pass fewer): on real frames it
+    finds every face the full detection finds that is at least 40 px tall (a face of 28-40 px
+    may go), and nothing the full detection does not find."""
+    det = FastMTCNN("cpu", min_face_size=pyramid_min_face(28))
+    passes = []
+    forward = det.pnet.forward
+    det.pnet.forward = lambda x: passes.append(tuple(x.shape[2:])) or forward(x)
+    for frame in (faces_frames[0], faces_frames[4]):
+        passes.clear()
+        full = det.detect([frame])[0]
+        full_passes = list(passes)
+        passes.clear()
+        coarse = det.detect_coarse([frame])[0]
+        assert passes == full_passes[1:]  # all levels but the finest (the first, largest)
+        assert len(full) >= 5 and len(coarse) <= len(full)
+        tall = np.flatnonzero(full.xyxy[:, 3] - full.xyxy[:, 1] >= 40)
+        assert len(tall) >= 4
+        iou = iou_matrix(full.xyxy, coarse.xyxy)
+        assert (iou[tall].max(axis=1) >= 0.5).all()
+        assert (iou.max(axis=0) >= 0.5).all()  # no face the full detection lacks
 
 
 def test_rejects_bad_input(fast):

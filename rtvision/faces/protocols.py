@@ -1,0 +1,89 @@
+"""The interfaces the face code meets through: what a detector offers, and what a face stage does.
+
+- :class:`Detector`: faces in frames. :class:`TrackableDetector` adds the cheap calls a tracker
+  uses between detections (FastMTCNN has them; facenet-pytorch's MTCNN does not).
+- :class:`FaceStage`: what the inference worker runs (``--faces full``: a detector on every
+  frame). :class:`PlannedFaceStage` adds the tracking stage's schedule (``--faces fast``): the
+  worker runs each batch's detections ahead on its helper thread (files), or the stage detects
+  in the background on a thread of its own (live sources).
+
+All are ``runtime_checkable``: the one place that needs to know which a stage or a detector is
+checks it once, with ``isinstance``, when it is built (never ``hasattr``).
+
+Frames are ``Frame`` records or HxWx3 uint8 BGR images; boxes are ``xyxy`` in original-frame
+pixels; "no faces" is ``Faces.empty()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from ..types import Faces, Frame
+from .schedule import Plan
+
+
+@runtime_checkable
+class Detector(Protocol):
+    """A face detector: one ``Faces`` per frame, in order."""
+
+    description: str
+
+    def detect(self, frames: Sequence[Any]) -> list[Faces]: ...
+
+
+@runtime_checkable
+class TrackableDetector(Detector, Protocol):
+    """A detector with the calls a tracker makes between full detections."""
+
+    def detect_coarse(self, frames: Sequence[Any]) -> list[Faces]:
+        """``detect`` without the finest pyramid level (the smallest faces): cheaper."""
+        ...
+
+    def refine(self, frame: Any, xyxy: np.ndarray) -> tuple[Faces, np.ndarray]:
+        """The last stage on boxes (N,4) carried into ``frame``: (one face per box, mask (N,) of
+        the boxes it still calls a face)."""
+        ...
+
+    def detect_near(self, frame: Any, xyxy: np.ndarray) -> tuple[Faces, np.ndarray]:
+        """The detector in small windows around boxes (N,4): (one face per box, mask (N,) of the
+        boxes a face was found for; the other rows are the input boxes)."""
+        ...
+
+
+@runtime_checkable
+class FaceStage(Protocol):
+    """The face stage of a run. ``start()`` before the first ``detect`` (threads of its own, if
+    any), ``close()`` at the end (joins them; idempotent)."""
+
+    description: str
+
+    def detect(self, frames: list[Frame]) -> list[Faces]: ...
+
+    def start(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class PlannedFaceStage(FaceStage, Protocol):
+    """A face stage with a detection schedule: ``detect`` in three steps, so that a batch's
+    detections can run ahead on another thread: ``plan`` (in frame order, each frame once),
+    ``detect_planned`` (any thread), ``finish`` (in frame order)."""
+
+    @property
+    def background(self) -> bool:
+        """Whether detections run on a helper thread of the stage's own (live sources)."""
+        ...
+
+    def set_live(self, live: bool) -> None:
+        """The run's source kind, said before ``start()``."""
+        ...
+
+    def plan(self, frames: list[Frame]) -> Plan: ...
+
+    def detect_planned(self, frames: list[Frame], plan: Plan) -> dict[int, Faces]: ...
+
+    def finish(self, frames: list[Frame], plan: Plan, detections: dict[int, Faces]) -> list[Faces]: ...
