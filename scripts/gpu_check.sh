@@ -11,5 +11,5 @@ python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchv
 timeout 180 python3 -m pytest -q -m gpu -p no:cacheprovider tests/ 2>&1 | tee "$OUT/gpu_tests.log" | tail -15
 # Face detection alone at 1080p: facenet-pytorch batched vs FastMTCNN (full res, every frame).
 timeout 300 python3 -m rtvision bench --source .gpu/data/faces_1080p.mp4 --device cuda --frames 210 --warmup 10 \
-    --naive-frames 20 --classifier resnet50 --variants faces-full-facenet,faces-full,faces-fast,default,no-overlap,face-inline \
+    --naive-frames 60 --no-startup --classifier resnet50 --eval-images .gpu/data/imagenet-sample --variants faces-full-facenet,faces-full,faces-fast,default,no-overlap,face-inline \
     --live --no-progress --out "$OUT/bench.json" --md "$OUT/bench.md" 2>&1 | tee "$OUT/bench.log" | tail -60
