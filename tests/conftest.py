@@ -126,3 +126,8 @@ def no_leftover_threads():
         t.join(timeout=5.0)
     alive = [t.name for t in rtvision_threads()]
     assert not alive, f"rtvision threads still alive after the test: {alive}"
+
+
+# The face scenes' fixtures (a real face crop, a textured background, the detector), shared by
+# the face test modules.
+from face_scenes import background, detector, face_patch  # noqa: E402, F401

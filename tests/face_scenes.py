@@ -1,7 +1,7 @@
 """Synthetic face scenes for the tracking tests: a real face (from the shared portrait) moved over
 a textured background, and detector wrappers that count what they were asked.
 
-The fixtures (``face_patch``, ``background``, ``detector``) are imported by the test modules
+The fixtures (``face_patch``, ``background``, ``detector``) are registered by conftest.py for the test modules
 that use them.
 """
 

@@ -9,13 +9,10 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from face_scenes import (  # noqa: F401  (background, detector, face_patch: fixtures)
+from face_scenes import (
     H,
     W,
     CountingSearchDetector,
-    background,
-    detector,
-    face_patch,
     render,
     smooth_path,
     true_box,

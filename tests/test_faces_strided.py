@@ -7,14 +7,11 @@ import itertools
 
 import cv2
 import numpy as np
-from face_scenes import (  # noqa: F401  (background, detector, face_patch: fixtures)
+from face_scenes import (
     N_FRAMES,
     CountingDetector,
     CountingSearchDetector,
     assert_one_face_followed,
-    background,
-    detector,
-    face_patch,
     render,
     smooth_path,
     true_box,

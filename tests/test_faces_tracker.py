@@ -6,10 +6,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from face_scenes import (  # noqa: F401  (background, detector, face_patch: fixtures)
-    background,
-    detector,
-    face_patch,
+from face_scenes import (
     render,
     smooth_path,
     true_box,
