@@ -105,6 +105,20 @@ class Faces:
             out.append(d)
         return out
 
+    def to_supervision(self):
+        """``supervision.Detections``: xyxy, confidence, tracker_id (None untracked), class_id 0 and
+        ``data["class_name"] == "face"``."""
+        import supervision as sv
+
+        n = len(self)
+        return sv.Detections(
+            xyxy=self.xyxy.astype(np.float32, copy=True),
+            confidence=self.scores.astype(np.float32, copy=True),
+            class_id=np.zeros(n, dtype=int),
+            tracker_id=None if self.track_ids is None else self.track_ids.astype(int, copy=True),
+            data={"class_name": np.array(["face"] * n, dtype=object)},
+        )
+
 
 @dataclass(frozen=True)
 class Labels:
@@ -177,3 +191,8 @@ class Result:
             out["batch_size"] = self.batch_size
             out["timings_ms"] = {k: round(v, 3) for k, v in self.timings_ms.items()}
         return out
+
+    def to_supervision(self):
+        """The faces as ``supervision.Detections`` (boxes, scores, track ids, class name "face"),
+        for supervision's annotators, zones and trackers (``pip install -e '.[supervision]'``)."""
+        return self.faces.to_supervision()

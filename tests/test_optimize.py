@@ -137,8 +137,9 @@ def test_end_to_end_openvino_backend(resnet18_ckpt, faces_video, faces_frames, t
     argv = ["optimize", "--classifier", "resnet18", "--weights", str(resnet18_ckpt), "--calib", str(faces_video), *SMALL]
     argv += ["--prune", "0.3", "--out", str(out)]  # --backend auto: OpenVINO
     assert _run(argv + FAST) == 0
+    # torch.ao int8 of the ResNets is measured beside OpenVINO int8 (for comparison; never saved)
     names = ["resnet18 fp32", "resnet18 fp32 openvino", "resnet18 bf16 openvino", "resnet18 int8 openvino",
-             "resnet18 pruned30 fp32", "resnet18 pruned30 int8 openvino"]
+             "resnet18 int8 torch", "resnet18 pruned30 fp32", "resnet18 pruned30 int8 openvino"]
     _check_printed(capsys.readouterr().out, names)
     report = json.loads((tmp_path / "r18.rtv.report.json").read_text())
     _check_report(report, names, {"resnet18 fp32 openvino": (0.9, 1.1), "resnet18 int8 openvino": (0.2, 0.35),
