@@ -299,32 +299,35 @@ def _run_main(a: argparse.Namespace) -> int:
 
         probe = DisplayProbe.start()  # a child process; it runs while the models load
     try:
-        pipeline = Pipeline(cfg)
-        pipeline.start()
+        pipeline = Pipeline(cfg).start()
     except BaseException:
         if probe is not None:
             probe.cancel()
         raise
-    use_window = False
-    if probe is not None:
-        verdict = probe.result()
-        if verdict:
-            try:
-                from .gui.window import run_window
+    with pipeline:  # the pipeline owns every thread: leaving this block stops and joins them
+        use_window = False
+        if probe is not None:
+            verdict = probe.result()
+            if verdict:
+                try:
+                    from .gui.window import run_window
 
-                use_window = True
-            except ImportError as exc:
-                print(f"rtvision: the window is unavailable ({exc}); running headless", file=sys.stderr)
-        else:
-            print(f"rtvision: no window: {verdict.reason}; running headless", file=sys.stderr)
-    if use_window:
-        cfg = dataclasses.replace(cfg, progress=False)  # the window shows progress itself
-    runner = Runner(cfg, pipeline, import_baseline_mb)
-    with _signals_stop(runner):
+                    use_window = True
+                except ImportError as exc:
+                    print(f"rtvision: the window is unavailable ({exc}); running headless", file=sys.stderr)
+            else:
+                print(f"rtvision: no window: {verdict.reason}; running headless", file=sys.stderr)
         if use_window:
-            summary = run_window(cfg, runner)
-        else:
-            summary = runner.run()
+            cfg = dataclasses.replace(cfg, progress=False)  # the window shows progress itself
+        runner = Runner(cfg, pipeline, import_baseline_mb)
+        stuck: list[str] = []
+        with _signals_stop(runner):
+            if use_window:
+                stuck = run_window(cfg, runner)
+            else:
+                runner.run()
+    summary = runner.build_summary()  # after the stop: threads joined, any stuck one named
+    summary["stuck_threads"] = sorted(set(summary["stuck_threads"]) | set(stuck))
     if runner.error is None and runner.exit_code == errors.EXIT_OK and not summary["frames_processed"] \
             and not runner.stop_requested:
         runner.error = no_frames_error(summary, pipeline)

@@ -95,26 +95,35 @@ def render_markdown(report: dict) -> str:
 
 
 def plot_frontier(report: dict, path: str | Path) -> None:
-    """Accuracy (top-1 against labels, else agreement with fp32) against batch-1 speed."""
+    """Accuracy (top-1 against labels, else agreement with fp32) against batch-1 speed, one
+    marker per variant (named in the legend)."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     labelled = "eval" in report
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    for r in report["variants"]:
+    arch = report["arch"]
+    fig, ax = plt.subplots(figsize=(8, 4.8), dpi=120)
+    markers = "osD^vP*Xh<>"
+    for i, r in enumerate(report["variants"]):
         x = r["speed"]["batch1"]["images_per_s"]
         y = r["accuracy"]["top1"] if labelled else r["agreement"]["top1"]
-        ax.scatter([x], [y], s=40)
-        ax.annotate(r["name"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        name = r["name"].removeprefix(arch).strip()
+        ax.scatter([x], [y], s=60, marker=markers[i % len(markers)], label=f"{name}: {y:.3f}, {x:.0f} img/s", zorder=3)
     ax.set_xscale("log")
-    ax.set_xlabel("images/s at batch 1 (log)")
-    ax.set_ylabel("top-1 against labels" if labelled else "top-1 agreement with fp32")
-    ax.set_title(f"{report['arch']}: accuracy against speed ({report['machine']})", fontsize=9)
-    ax.grid(True, alpha=0.3)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xlabel("images/s at batch 1 (log scale)")
+    ax.set_ylabel("top-1 against the labels" if labelled else "top-1 agreement with fp32")
+    ax.set_ylim(-0.03, 1.03)
+    cpu = report["machine"].split("|")[0].strip()
+    ax.set_title(f"{arch}: accuracy against speed ({cpu}, {report['threads']} threads)", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
 
 

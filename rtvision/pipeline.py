@@ -1,11 +1,15 @@
-"""The one place where the stages are wired:
+"""The one place where the stages are wired, and the one owner of a run's threads and resources:
 
     source ──> ring buffer ──> inference worker ──> results queue ──> consumer (sinks, window, bench)
-    (capture thread)           (worker thread)       (bounded)
+    (capture thread)           (worker thread,       (bounded)
+                                + the face stage's helper thread)
 
-``Pipeline`` opens the source, builds the models, starts both threads, yields results in frame
-order and stops everything on one event, joining every thread with a timeout. The face stage's own
-thread (live sources: background detections) is started here and closed by the worker before its END.
+``with Pipeline(cfg) as p: for r in p.results(): ...``: entering opens the source, builds the
+models (or takes shared ones), makes the run's own face stage over their networks, decides the
+worker's loop and starts the threads; leaving stops everything on one event, joins every thread
+with a timeout (naming any that do not stop), closes the face stage and the source. Consumers
+(the runner, the window, the bench, the Python API) only read results and ask for a stop
+(``request_stop``).
 """
 
 from __future__ import annotations
@@ -19,11 +23,11 @@ from collections.abc import Iterator
 from .buffer import RingBuffer
 from .config import RunConfig
 from .errors import RtvisionError
-from .faces.protocols import PlannedFaceStage
+from .faces.protocols import FaceStage, PlannedFaceStage
 from .models.build import Models
 from .sources import CaptureThread, Source, SourceInfo, open_source
 from .types import Frame, Result
-from .worker import END, InferenceWorker
+from .worker import END, InferenceWorker, LoopPlan
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +37,12 @@ class PipelineError(RtvisionError):
 
 
 class Pipeline:
-    """Start with ``start()`` (or ``with``), consume ``results()``, always ``stop()``.
+    """One run over one source (see the module docstring). ``start()``/``stop()`` are what ``with``
+    does; ``stop()`` is idempotent.
 
-    ``models`` may be given (tests, bench); otherwise they are built from ``cfg.model``.
-    ``source`` may be given (fault-injection tests); otherwise it is opened from ``cfg.source``.
+    ``models`` may be given (tests, the bench: networks built once, shared by runs); otherwise
+    they are built from ``cfg.model``. ``source`` may be given (fault-injection tests); otherwise it
+    is opened from ``cfg.source``.
     """
 
     def __init__(self, cfg: RunConfig, models: Models | None = None, source: Source | None = None) -> None:
@@ -49,10 +55,13 @@ class Pipeline:
         self.buffer: RingBuffer[Frame] | None = None
         self.capture: CaptureThread | None = None
         self.worker: InferenceWorker | None = None
+        self.faces: FaceStage | None = None  # this run's face stage
+        self.loop: LoopPlan | None = None
         self.batch = cfg.batch or 4  # resolved in start() once we know whether the source is live
         self.out: queue.Queue = queue.Queue(maxsize=8)
         self.stuck_threads: list[str] = []
         self._started = False
+        self._stopped = False
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> Pipeline:
@@ -68,38 +77,42 @@ class Pipeline:
 
                 self.models = build_models(cfg.model, self.source, self.info)
             self.batch = cfg.batch or (1 if self.live else 4)
-            if isinstance(self.models.faces, PlannedFaceStage):
-                self.models.faces.set_live(self.live)
+            self.faces = self.models.faces.new_stage() if self.models.faces is not None else None
+            if isinstance(self.faces, PlannedFaceStage):
+                self.faces.set_live(self.live)
+            self.loop = self.loop_plan()
             self.out = queue.Queue(maxsize=max(8, 2 * self.batch))
             capacity = cfg.source.buffer_size or (self.batch if self.live else max(8, 2 * self.batch))
             self.buffer = RingBuffer(capacity, drop_oldest=self.live)
             self.capture = CaptureThread(self.source, self.buffer, self.stop_event, cfg.source, self.live, paced)
-            self.worker = InferenceWorker(
-                self.buffer,
-                self.out,
-                self.stop_event,
-                self.models.classifier,
-                self.models.faces,
-                batch=self.batch,
-                live=self.live,
-                topk=cfg.model.topk,
-                cuda_sync=self.models.device.type == "cuda",
-                overlap=None if cfg.overlap else False,
-                split_threads=self.models.device.type == "cpu",
-                lookahead=cfg.lookahead,
-            )
-            if self.models.faces is not None:
-                # The face stage's own thread (live: background detections); the worker closes it before END.
-                self.models.faces.start()
+            self.worker = InferenceWorker(self.buffer, self.out, self.stop_event, self.models.classifier, self.faces,
+                                          self.loop)
+            if self.faces is not None:
+                self.faces.start()  # its helper thread (live: background detections)
         except BaseException:
-            if self.models is not None and self.models.faces is not None:
-                self.models.faces.close()
+            if self.faces is not None:
+                self.faces.close()
             self.source.close()
             raise
         self.capture.start()
         self.worker.start()
         self._started = True
         return self
+
+    def loop_plan(self) -> LoopPlan:
+        """The worker's loop for this run. Files with a planned face stage (``--faces fast``)
+        overlap the models: the next batches' detections run ahead on a helper thread
+        (``--no-overlap`` turns it off; with ``--faces full`` the detector is most of the work and
+        would only lose half the cores). Live sources never look ahead (latency); their tracking
+        stage detects in the background instead. On the CPU, whenever a helper thread works beside
+        the worker, the threads are split between the two."""
+        planned = isinstance(self.faces, PlannedFaceStage)
+        overlap = planned and not self.live and self.cfg.overlap
+        background = planned and self.faces.background
+        device = self.models.device.type
+        return LoopPlan(batch=self.batch, fill=not self.live, overlap=overlap, lookahead=self.cfg.lookahead,
+                        split_threads=device == "cpu" and (overlap or background), topk=self.cfg.model.topk,
+                        cuda_sync=device == "cuda")
 
     def results(self) -> Iterator[Result]:
         """Results in frame order until the stream ends, ``stop()`` is called, or a thread fails.
@@ -128,18 +141,23 @@ class Pipeline:
                 raise err
             raise PipelineError(f"{thread.name} failed: {err.__class__.__name__}: {err}") from err
 
-    def stop(self) -> list[str]:
-        """Set the stop event, unblock every wait, join every thread with a timeout.
-
-        Returns (and logs) the names of threads that did not stop.
-        """
+    def request_stop(self) -> None:
+        """Ask every thread to stop (any thread; returns at once). ``stop()`` waits for them."""
         self.stop_event.set()
         if self.buffer is not None:
             self.buffer.close()
+
+    def stop(self) -> list[str]:
+        """Stop the run: the stop event, every wait unblocked, every thread joined with a timeout,
+        then the face stage and the source closed. Idempotent. Returns (and logs) the names of the
+        threads that did not stop; what they use is left open rather than pulled from under them."""
+        if self._stopped:
+            return self.stuck_threads
+        self.request_stop()
         stuck = []
         deadline = time.monotonic() + self.cfg.join_timeout_s
         for thread in (self.capture, self.worker):
-            if thread is None:
+            if thread is None or not thread.is_alive() and not thread.ident:
                 continue
             while thread.is_alive() and time.monotonic() < deadline:
                 # drain, so a worker blocked on a full results queue sees the stop event
@@ -152,11 +170,22 @@ class Pipeline:
             if thread.is_alive():
                 stuck.append(thread.name)
                 log.error("thread %s did not stop within %.0fs", thread.name, self.cfg.join_timeout_s)
+        if self.faces is not None and "rtvision-worker" not in stuck:
+            try:
+                self.faces.close()  # joins the face stage's helper thread
+            except Exception as exc:  # never hides the run's own outcome
+                log.warning("closing the face stage failed: %s", exc)
+        if self.source is not None and "rtvision-capture" not in stuck:
+            try:
+                self.source.close()
+            except Exception:  # pragma: no cover - closing is best effort
+                log.debug("source close failed", exc_info=True)
         self.stuck_threads = stuck
+        self._stopped = True
         return stuck
 
     def __enter__(self) -> Pipeline:
-        return self.start()
+        return self if self._started else self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()

@@ -123,7 +123,7 @@ class Runner:
 
     def request_stop(self) -> None:
         self._stop.set()
-        self.pipeline.stop_event.set()
+        self.pipeline.request_stop()
         with self._gate:
             self._gate.notify_all()
 
@@ -158,7 +158,10 @@ class Runner:
                 self._steps -= 1
 
     def run(self) -> dict:
-        """Consume every result; always stops the pipeline and finalizes the outputs."""
+        """Consume every result until the end of the stream or a stop request; the outputs are
+        finalized before it returns. It only asks the pipeline to stop (its owner stops it and
+        joins its threads); the summary it returns is rebuilt by the owner after that
+        (``build_summary``), with any thread that did not stop."""
         cfg = self.cfg
         progress = None
         try:
@@ -197,7 +200,7 @@ class Runner:
                     self.exit_code = exc.exit_code
                     log.warning("terminated; finalizing outputs")
                 finally:
-                    self.pipeline.stop()
+                    self.pipeline.request_stop()  # the sinks finalize while the threads wind down
         except RtvisionError as exc:
             self.error = exc
             self.exit_code = exc.exit_code
@@ -205,7 +208,7 @@ class Runner:
             self.error = exc
             self.exit_code = 1
         finally:
-            self.pipeline.stop()
+            self.pipeline.request_stop()
             if progress is not None:
                 progress.close()
             self.summary = self.build_summary()

@@ -432,11 +432,7 @@ class CaptureThread(threading.Thread):
             self.stats.state = "failed"
             self.stats.message = str(exc)
         finally:
-            self.buffer.close()
-            try:
-                self.source.close()
-            except Exception:  # pragma: no cover - closing is best effort
-                log.debug("source close failed", exc_info=True)
+            self.buffer.close()  # the source stays open: the pipeline, its owner, closes it
 
     def _loop(self) -> None:
         info = self.source.info

@@ -17,8 +17,8 @@ may run ``lookahead`` batches ahead (default 2): with one, the two threads meet 
 and the faster one waits whenever the other has a slow batch. Live sources keep the plain loop:
 looking a batch ahead would add a batch of latency; their face stage detects in the background
 instead (``StridedFaceTracker.set_background``), on a helper thread of its own, which the pipeline
-starts (``faces.start()``) and the worker joins (``faces.close()``) before its END, with the threads
-split the same way.
+starts (``faces.start()``) and joins (``faces.close()``) once the worker has ended, with the threads
+split the same way. The pipeline decides the loop (:class:`LoopPlan`).
 """
 
 from __future__ import annotations
@@ -49,9 +49,33 @@ END = object()  # put on the results queue after the last result
 
 
 class ClassifierStage(Protocol):
-    def prepare(self, images_bgr: list) -> torch.Tensor: ...
-    def logits(self, batch: torch.Tensor) -> torch.Tensor: ...
+    def prepare(self, images_bgr: list) -> Any: ...
+    def logits(self, batch: Any) -> torch.Tensor: ...
     def top_k(self, logits: torch.Tensor, k: int) -> list[Labels]: ...
+    def set_num_threads(self, n: int | None) -> None: ...
+
+
+@dataclass(frozen=True)
+class LoopPlan:
+    """How the worker loops; the pipeline decides it (``Pipeline.loop_plan``) from the source and
+    the stages.
+
+    batch: most frames per batch. fill: wait up to ``fill_timeout_s`` for a full batch (files; live
+    sources take what is there). overlap: the next batches' face detections run ahead on a helper
+    thread (files, a planned face stage), at most ``lookahead`` batches ahead. split_threads:
+    halve torch's, OpenCV's and the classifier runtime's threads while a helper thread works
+    beside the worker (CPU; the overlap, or a face stage detecting in the background).
+    cuda_sync: synchronize CUDA before reading stage clocks.
+    """
+
+    batch: int
+    fill: bool
+    overlap: bool = False
+    lookahead: int = 1
+    split_threads: bool = False
+    topk: int = 5
+    cuda_sync: bool = False
+    fill_timeout_s: float = 1.0
 
 
 @dataclass
@@ -72,6 +96,9 @@ def _timed(fn: Callable, *args) -> tuple[Any, float]:
 
 
 class InferenceWorker(threading.Thread):
+    """The worker thread of one run: ``loop`` says how it batches and whether the face
+    detections run ahead (see :class:`LoopPlan`); ``faces`` is the run's own face stage."""
+
     def __init__(
         self,
         buffer: RingBuffer[Frame],
@@ -79,57 +106,33 @@ class InferenceWorker(threading.Thread):
         stop: threading.Event,
         classifier: Classifier | ClassifierStage | None,
         faces: FaceStage | None,
-        batch: int,
-        live: bool,
-        topk: int = 5,
-        cuda_sync: bool = False,
-        fill_timeout_s: float = 1.0,
-        overlap: bool | None = None,
-        split_threads: bool = False,
-        lookahead: int = 1,
+        loop: LoopPlan,
     ) -> None:
-        """overlap: run each batch's face detections a batch ahead on a helper thread (default:
-        for files with a tracking face stage). split_threads: meanwhile, halve torch's intra-op threads
-        (CPU models: the two threads share the cores instead of contending for them)."""
         super().__init__(name="rtvision-worker", daemon=True)
+        if loop.overlap and not isinstance(faces, PlannedFaceStage):
+            raise ValueError("the overlapped loop needs a face stage that plans its detections")
         self.buffer = buffer
         self.out = out
         self.stop_event = stop
         self.classifier = classifier
         self.faces = faces
-        self.batch = batch
-        self.live = live
-        self.topk = topk
-        self.cuda_sync = cuda_sync
-        self.fill_timeout_s = fill_timeout_s
+        self.loop = loop
         self.error: BaseException | None = None
         self.processed = 0
         self.batches = 0
         self.paused = threading.Event()  # set: hold (the window's pause on a file)
-        # The overlap needs a face stage that plans its detections ahead (tracking: --faces fast).
-        # With a detector on every frame (--faces full) it would not pay: the detector is ~10x
-        # the classifier's work and would run on half the cores.
-        plans = isinstance(faces, PlannedFaceStage)
-        self.overlap = (not live and plans) if overlap is None else bool(overlap and plans)
-        # A face stage detecting in the background (live sources) has a helper thread too.
-        self.background = bool(plans and faces.background)
-        self.split_threads = bool(split_threads and (self.overlap or self.background))
-        self.lookahead = max(1, int(lookahead))
-        # On the CPU the helper also makes the classifier's input batch: with the coarse
-        # detections (--small-face-every) it has time to spare, and the worker has none.
-        self.prep_ahead = self.split_threads
 
     def run(self) -> None:
         threads, cv_threads = torch.get_num_threads(), cv2.getNumThreads()
         try:
-            split = self.split_threads and threads > 1
+            split = self.loop.split_threads and threads > 1
             if split:
                 torch.set_num_threads(max(1, threads // 2))
                 cv2.setNumThreads(max(1, cv_threads // 2))  # the tracker's flow and resizes
-            if self.classifier is not None and hasattr(self.classifier, "set_num_threads"):
+            if self.classifier is not None:
                 # a runtime with threads of its own (OpenVINO) takes the worker's share too
                 self.classifier.set_num_threads(max(1, threads // 2) if split else None)
-            if self.overlap:
+            if self.loop.overlap:
                 self._loop_overlapped()
             else:
                 self._loop()
@@ -139,11 +142,6 @@ class InferenceWorker(threading.Thread):
             self.stop_event.set()
             self.buffer.close()
         finally:
-            if self.faces is not None:
-                try:  # the face stage's own helper thread (the pipeline started it) is joined before END
-                    self.faces.close()
-                except BaseException as exc:  # never hides the run's own outcome
-                    log.warning("closing the face stage failed: %s", exc)
             if torch.get_num_threads() != threads:
                 torch.set_num_threads(threads)
             if cv2.getNumThreads() != cv_threads:
@@ -171,7 +169,7 @@ class InferenceWorker(threading.Thread):
                 continue
             t_wait = time.perf_counter()
             frames = self.buffer.get_batch(
-                self.batch, timeout_s=0.1, fill=not self.live, fill_timeout_s=self.fill_timeout_s
+                self.loop.batch, timeout_s=0.1, fill=self.loop.fill, fill_timeout_s=self.loop.fill_timeout_s
             )
             wait_ms = (time.perf_counter() - t_wait) * 1000.0
             if not frames:
@@ -197,9 +195,9 @@ class InferenceWorker(threading.Thread):
                             return
                     self.stop_event.wait(0.02)
                     continue
-                while not drained and len(ahead) <= self.lookahead:
+                while not drained and len(ahead) <= self.loop.lookahead:
                     t_wait = time.perf_counter()
-                    frames = self.buffer.get_batch(self.batch, timeout_s=0.1, fill=True, fill_timeout_s=self.fill_timeout_s)
+                    frames = self.buffer.get_batch(self.loop.batch, timeout_s=0.1, fill=True, fill_timeout_s=self.loop.fill_timeout_s)
                     wait_ms = (time.perf_counter() - t_wait) * 1000.0
                     if not frames:
                         drained = self.buffer.drained
@@ -220,7 +218,9 @@ class InferenceWorker(threading.Thread):
         """Book the batch into the face stage's schedule and start its detections."""
         plan = self.faces.plan(frames)
         prepared = None
-        if self.prep_ahead and self.classifier is not None:  # first: the classifier needs it first
+        # On the CPU the helper also makes the classifier's input batch: with the coarse
+        # detections (--small-face-every) it has time to spare, and the worker has none.
+        if self.loop.split_threads and self.classifier is not None:  # first: the classifier needs it first
             prepared = pool.submit(_timed, self.classifier.prepare, [f.image for f in frames])
         return _Ahead(frames, wait_ms, plan, pool.submit(_timed, self.faces.detect_planned, frames, plan), prepared)
 
@@ -254,20 +254,20 @@ class InferenceWorker(threading.Thread):
             if prepared is not None:
                 batch, prep_ms = prepared
             else:
-                with StageTimer(self.cuda_sync) as t:
+                with StageTimer(self.loop.cuda_sync) as t:
                     batch = self.classifier.prepare(images)
                 prep_ms = t.ms
             timings["preprocess"] = prep_ms / n
-            with StageTimer(self.cuda_sync) as t:
+            with StageTimer(self.loop.cuda_sync) as t:
                 logits = self.classifier.logits(batch)
-                labels = self.classifier.top_k(logits, self.topk)
+                labels = self.classifier.top_k(logits, self.loop.topk)
             timings["classifier"] = t.ms / n
         if faces_of is not None:
             faces, ms, waited = faces_of(frames)
             timings["faces"] = ms / n
             timings["faces_wait"] = waited / n
         elif self.faces is not None:
-            with StageTimer(self.cuda_sync) as t:
+            with StageTimer(self.loop.cuda_sync) as t:
                 faces = self.faces.detect(frames)
             timings["faces"] = t.ms / n
         done = time.monotonic()

@@ -41,6 +41,9 @@ class FakeClassifier:
             time.sleep(self.sleep_s)
         return torch.zeros(batch.shape[0], 3)
 
+    def set_num_threads(self, n):
+        self.threads_set = n
+
     def top_k(self, logits, k):
         return [Labels(np.array([1]), np.array([0.9], np.float32), ["fake"]) for _ in range(logits.shape[0])]
 
@@ -64,8 +67,20 @@ class FakeFaces:
         return [Faces(np.array([[10, 20, 50, 80]], np.float32), np.array([0.99], np.float32)) for _ in frames]
 
 
+class SameStage:
+    """A FaceStageFactory whose every run gets the one given (fake) stage, so tests can look at
+    what the run did to it."""
+
+    def __init__(self, stage) -> None:
+        self.stage = stage
+        self.description = stage.description
+
+    def new_stage(self):
+        return self.stage
+
+
 def fake_models(classifier=None, faces=None) -> Models:
-    return Models(torch.device("cpu"), classifier, faces, [])
+    return Models(torch.device("cpu"), classifier, SameStage(faces) if faces is not None else None, [])
 
 
 class FakeTrackedFaces(FakeFaces):
@@ -100,3 +115,18 @@ class FakeTrackedFaces(FakeFaces):
         assert plan == [f.index for f in frames]
         self.events.append(("finish", frames[0].index))
         return [detections[i] for i in range(len(frames))]
+
+
+def run_to_end(cfg, models=None, source=None, listen=None):
+    """A whole run as its owner does it: ``with Pipeline(...)`` around the runner; the summary is
+    built once the pipeline has stopped (threads joined, stuck ones named). Returns
+    (summary, pipeline, runner); ``listen(result)`` is called for every result."""
+    from rtvision.pipeline import Pipeline
+    from rtvision.runner import Runner
+
+    with Pipeline(cfg, models=models, source=source) as pipe:
+        runner = Runner(cfg, pipe)
+        if listen is not None:
+            runner.listeners.append(listen)
+        runner.run()
+    return runner.build_summary(), pipe, runner

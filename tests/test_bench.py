@@ -155,6 +155,9 @@ class SlowClassifier:
         time.sleep(self.sleep_s)
         return torch.zeros(batch.shape[0], 10)
 
+    def set_num_threads(self, n):
+        self.threads_set = n
+
     def top_k(self, logits, k):
         n = logits.shape[0]
         return [Labels(np.array([0]), np.array([1.0], np.float32), ["class_0"]) for _ in range(n)]

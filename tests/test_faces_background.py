@@ -19,7 +19,7 @@ from face_scenes import (
 )
 
 from rtvision.faces.boxes import iou_matrix
-from rtvision.faces.stage import build_face_detector
+from rtvision.faces.stage import build_face_stage
 from rtvision.faces.strided import StridedFaceTracker
 from rtvision.types import Frame
 
@@ -129,7 +129,7 @@ def test_background_detections_need_start_and_close_joins_the_helper(detector, f
             st.process([img], [i])
     st.close()
 
-    stage = build_face_detector("fast", torch.device("cpu"), stride=2)
+    stage = build_face_stage("fast", torch.device("cpu"), stride=2)
     stage.set_live(True)
     assert stage.background
     stage.start()

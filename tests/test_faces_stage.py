@@ -8,7 +8,7 @@ from fakes import FakeFaces, FakeTrackedFaces
 
 from rtvision.faces.detector import FacenetMTCNN, FastMTCNN
 from rtvision.faces.protocols import FaceStage, PlannedFaceStage
-from rtvision.faces.stage import EveryFrameFaces, TrackedFaces, build_face_detector, pyramid_min_face
+from rtvision.faces.stage import EveryFrameFaces, TrackedFaces, build_face_stage, pyramid_min_face
 from rtvision.metrics import face_quality
 from rtvision.types import Frame
 
@@ -22,20 +22,20 @@ def test_pyramid_min_face_keeps_reference_levels():
 
 def test_modes_build_what_they_say():
     cpu = torch.device("cpu")
-    assert build_face_detector("off", cpu) is None
-    full = build_face_detector("full", cpu)
+    assert build_face_stage("off", cpu) is None
+    full = build_face_stage("full", cpu)
     assert isinstance(full, EveryFrameFaces) and isinstance(full.detector, FastMTCNN)
     assert full.detector.scale == 1.0 and full.detector.min_face_size == 20 and full.description == "full: fast-mtcnn scale 1"
-    fast = build_face_detector("fast", cpu, resolution_wh=(1920, 1080))
+    fast = build_face_stage("fast", cpu, resolution_wh=(1920, 1080))
     assert isinstance(fast, TrackedFaces) and fast.stride > 1
     assert fast.detector.scale == 1.0 and fast.detector.min_face_size > 20
-    big = build_face_detector("fast", cpu, min_face=80, resolution_wh=(1920, 1080))
+    big = build_face_stage("fast", cpu, min_face=80, resolution_wh=(1920, 1080))
     assert big.detector.scale == 0.25  # only big faces wanted: detect on a quarter-size frame
 
 
 def test_stages_and_the_test_fakes_meet_the_protocols():
     cpu = torch.device("cpu")
-    full, fast = build_face_detector("full", cpu), build_face_detector("fast", cpu)
+    full, fast = build_face_stage("full", cpu), build_face_stage("fast", cpu)
     assert isinstance(full, FaceStage) and not isinstance(full, PlannedFaceStage)
     assert isinstance(fast, PlannedFaceStage) and not fast.background  # until a live run says so
     assert isinstance(FakeFaces(), FaceStage) and not isinstance(FakeFaces(), PlannedFaceStage)
@@ -43,17 +43,17 @@ def test_stages_and_the_test_fakes_meet_the_protocols():
 
 
 def test_fast_mode_looks_for_the_smallest_faces_every_second_detection_on_the_cpu():
-    fast = build_face_detector("fast", torch.device("cpu"), resolution_wh=(1920, 1080))
+    fast = build_face_stage("fast", torch.device("cpu"), resolution_wh=(1920, 1080))
     assert fast.tracker.fine_every == 2 and "smallest faces every 2" in fast.description
     fast.set_live(True)  # live sources: the full pyramid on every detection, unless asked otherwise
     assert fast.tracker.fine_every == 1
     fast.set_live(False)
     assert fast.tracker.fine_every == 2
-    assert build_face_detector("fast", torch.device("cpu"), small_face_every=1).tracker.fine_every == 1
-    explicit = build_face_detector("fast", torch.device("cpu"), small_face_every=3)
+    assert build_face_stage("fast", torch.device("cpu"), small_face_every=1).tracker.fine_every == 1
+    explicit = build_face_stage("fast", torch.device("cpu"), small_face_every=3)
     explicit.set_live(True)
     assert explicit.tracker.fine_every == 3
-    facenet = build_face_detector("fast", torch.device("cpu"), backend="facenet")
+    facenet = build_face_stage("fast", torch.device("cpu"), backend="facenet")
     assert facenet.tracker.fine_every == 1  # facenet-pytorch's MTCNN has no coarse detection
 
 
@@ -66,7 +66,7 @@ def test_default_fast_mode_recall_on_real_video(faces_video):
     frames = [cap.read()[1] for _ in range(24)]
     cap.release()
     assert all(f is not None for f in frames)
-    fast = build_face_detector("fast", torch.device("cpu"), resolution_wh=(1920, 1080))
+    fast = build_face_stage("fast", torch.device("cpu"), resolution_wh=(1920, 1080))
     out = []
     for k in range(0, 24, 4):
         out += fast.detect([Frame(index=i, pts_s=i / 25, captured_at=0.0, image=frames[i]) for i in range(k, k + 4)])

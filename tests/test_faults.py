@@ -8,13 +8,12 @@ import json
 import numpy as np
 import pytest
 from conftest import decode_index
-from fakes import FakeClassifier, FakeFaces, fake_models
+from fakes import run_to_end, FakeClassifier, FakeFaces, fake_models
 from faults import Faults, FaultySource
 
 from rtvision import errors
 from rtvision.config import ModelConfig, RunConfig, SourceConfig
 from rtvision.pipeline import Pipeline
-from rtvision.runner import Runner
 from rtvision.stats import rss_mb
 
 pytestmark = pytest.mark.timeout(90)
@@ -23,11 +22,8 @@ pytestmark = pytest.mark.timeout(90)
 def run(source, models=None, **kw):
     src_kw = {k: kw.pop(k) for k in list(kw) if k in SourceConfig.__dataclass_fields__}
     cfg = RunConfig(SourceConfig("faulty", **src_kw), ModelConfig(), progress=False, **kw)
-    pipe = Pipeline(cfg, models=models or fake_models(FakeClassifier(), FakeFaces()), source=source).start()
-    runner = Runner(cfg, pipe)
     seen = []
-    runner.listeners.append(lambda r: seen.append(r))
-    summary = runner.run()
+    summary, pipe, _ = run_to_end(cfg, models or fake_models(FakeClassifier(), FakeFaces()), source, listen=seen.append)
     return summary, seen, pipe
 
 
@@ -105,10 +101,10 @@ def test_resolution_change_with_real_face_detector(faces_frames):
     """Frames of two sizes in one batch: the detector groups them and boxes stay in each frame's pixels."""
     import cv2
 
-    from rtvision.faces.stage import build_face_detector
+    from rtvision.faces.stage import build_face_stage
     from rtvision.types import Frame
 
-    det = build_face_detector("full", __import__("torch").device("cpu"))
+    det = build_face_stage("full", __import__("torch").device("cpu"))
     big = faces_frames[0]
     small = cv2.resize(big, (960, 540), interpolation=cv2.INTER_AREA)
     out = det.detect([Frame(0, 0.0, 0.0, big), Frame(1, 0.04, 0.0, small)])
@@ -129,11 +125,8 @@ def test_slow_worker_fast_live_source_drops_and_memory_stays_flat():
     """A 1080p camera at 100 fps against a worker 10x slower: drops counted, RSS flat."""
     src = FaultySource(10**9, fps=100, size_wh=(1920, 1080))
     cfg = RunConfig(SourceConfig("faulty", buffer_size=8, max_frames=400), ModelConfig(), batch=2, progress=False)
-    pipe = Pipeline(cfg, models=fake_models(FakeClassifier(sleep_s=0.2)), source=src).start()
-    runner = Runner(cfg, pipe)
     rss = []
-    runner.listeners.append(lambda r: rss.append(rss_mb()))
-    s = runner.run()
+    s, pipe, _ = run_to_end(cfg, fake_models(FakeClassifier(sleep_s=0.2)), src, listen=lambda r: rss.append(rss_mb()))
     assert s["exit_code"] == 0
     assert s["frames_read"] == 400
     assert s["frames_dropped"] >= 300 and s["frames_processed"] + s["frames_dropped"] == 400

@@ -10,15 +10,13 @@ import av
 import cv2
 import numpy as np
 import pytest
-from fakes import FakeClassifier, FakeFaces, fake_models
+from fakes import run_to_end, FakeClassifier, FakeFaces, fake_models
 from faults import Faults, FaultySource
 
 from rtvision import errors
 from rtvision.config import ModelConfig, RunConfig, SourceConfig
 from rtvision.errors import OutputError, UsageError
 from rtvision.outputs import VIDEO_FORMATS, OutputClaims, check_outputs
-from rtvision.pipeline import Pipeline
-from rtvision.runner import Runner
 from rtvision.sinks import JsonlSink, VideoSink
 
 pytestmark = pytest.mark.timeout(120)
@@ -114,8 +112,7 @@ def test_claims_lock_keep_and_clean_up(tmp_path):
 def _run(source, **kw):
     src_kw = {k: kw.pop(k) for k in list(kw) if k in SourceConfig.__dataclass_fields__}
     cfg = RunConfig(SourceConfig("faulty", **src_kw), ModelConfig(), progress=False, **kw)
-    pipe = Pipeline(cfg, models=fake_models(FakeClassifier(), FakeFaces()), source=source).start()
-    return Runner(cfg, pipe).run()
+    return run_to_end(cfg, fake_models(FakeClassifier(), FakeFaces()), source)[0]
 
 
 def test_frames_too_small_in_a_file_are_corrupt_frames(tmp_path):

@@ -10,13 +10,11 @@ import numpy as np
 import pytest
 import torch
 from conftest import decode_index
-from fakes import FakeClassifier, FakeFaces, FakeTrackedFaces, fake_models
+from fakes import run_to_end, FakeClassifier, FakeFaces, FakeTrackedFaces, fake_models
 
 from rtvision.cli import main
 from rtvision.config import ModelConfig, RunConfig, SourceConfig
 from rtvision.models.zoo import imagenet_categories
-from rtvision.pipeline import Pipeline
-from rtvision.runner import Runner
 
 CONTRACT_KEYS = {"frame", "pts_s", "faces", "labels", "latency_ms"}
 
@@ -87,11 +85,9 @@ def test_faces_on_frame0_lie_on_real_faces(faces_video, faces_frames, tmp_path):
 
 def test_realtime_slow_model_drops_and_keeps_latency_bounded(index_clip):
     cfg = RunConfig(SourceConfig(str(index_clip), realtime=True, buffer_size=4), ModelConfig(), batch=2, progress=False)
-    pipe = Pipeline(cfg, models=fake_models(FakeClassifier(sleep_s=0.2), FakeFaces())).start()
-    runner = Runner(cfg, pipe)
     seen = []
-    runner.listeners.append(lambda r: seen.append((r.frame.index, decode_index(r.frame.image), r.latency_ms)))
-    s = runner.run()
+    s, pipe, _ = run_to_end(cfg, fake_models(FakeClassifier(sleep_s=0.2), FakeFaces()),
+                            listen=lambda r: seen.append((r.frame.index, decode_index(r.frame.image), r.latency_ms)))
     assert s["exit_code"] == 0 and pipe.info.live is False and pipe.live is True
     assert s["frames_read"] == 60
     assert s["frames_dropped"] > 10
@@ -105,20 +101,15 @@ def test_realtime_slow_model_drops_and_keeps_latency_bounded(index_clip):
 
 def test_file_source_slow_model_loses_nothing(index_clip):
     cfg = RunConfig(SourceConfig(str(index_clip), buffer_size=2, max_frames=20), ModelConfig(), batch=4, progress=False)
-    pipe = Pipeline(cfg, models=fake_models(FakeClassifier(sleep_s=0.02))).start()
-    runner = Runner(cfg, pipe)
     seen = []
-    runner.listeners.append(lambda r: seen.append(decode_index(r.frame.image)))
-    s = runner.run()
+    s, _, _ = run_to_end(cfg, fake_models(FakeClassifier(sleep_s=0.02)), listen=lambda r: seen.append(decode_index(r.frame.image)))
     assert seen == list(range(20)) and s["frames_dropped"] == 0
 
 
 def test_worker_exception_stops_cleanly_and_reports(index_clip, tmp_path):
     cfg = RunConfig(SourceConfig(str(index_clip)), ModelConfig(), batch=2, progress=False,
                     results_path=str(tmp_path / "r.jsonl"), save_path=str(tmp_path / "v.mp4"))
-    pipe = Pipeline(cfg, models=fake_models(FakeClassifier(fail_on_batch=4))).start()
-    runner = Runner(cfg, pipe)
-    s = runner.run()
+    s, pipe, _ = run_to_end(cfg, fake_models(FakeClassifier(fail_on_batch=4)))
     assert s["exit_code"] == 1
     assert "fake classifier failure" in s["error"]
     assert not pipe.capture.is_alive() and not pipe.worker.is_alive()
@@ -134,11 +125,9 @@ def test_file_mode_runs_face_detections_a_batch_ahead_on_a_helper_thread(index_c
     threads = torch.get_num_threads()
     faces = FakeTrackedFaces()
     cfg = RunConfig(SourceConfig(str(index_clip), max_frames=20), ModelConfig(), batch=4, progress=False)
-    pipe = Pipeline(cfg, models=fake_models(FakeClassifier(sleep_s=0.01), faces)).start()
-    runner = Runner(cfg, pipe)
     seen = []
-    runner.listeners.append(lambda r: seen.append((r.frame.index, decode_index(r.frame.image), "faces_wait" in r.timings_ms)))
-    s = runner.run()
+    s, _, _ = run_to_end(cfg, fake_models(FakeClassifier(sleep_s=0.01), faces),
+                         listen=lambda r: seen.append((r.frame.index, decode_index(r.frame.image), "faces_wait" in r.timings_ms)))
     assert s["exit_code"] == 0
     assert [(i, i, True) for i in range(20)] == seen
     assert [plan for plan, _, _ in faces.calls] == [list(range(k, k + 4)) for k in range(0, 20, 4)]
@@ -152,7 +141,7 @@ def test_cpu_helper_thread_also_prepares_the_classifier_batches(index_clip):
     classifier with its own frames, in order."""
     classifier = FakeClassifier(decode=decode_index)
     cfg = RunConfig(SourceConfig(str(index_clip), max_frames=20), ModelConfig(), batch=4, progress=False)
-    s = Runner(cfg, Pipeline(cfg, models=fake_models(classifier, FakeTrackedFaces())).start()).run()
+    s, _, _ = run_to_end(cfg, fake_models(classifier, FakeTrackedFaces()))
     assert s["exit_code"] == 0 and s["frames_processed"] == 20
     assert all(name.startswith("rtvision-faces") for name in classifier.prepare_threads)
     assert classifier.seen == [list(range(k, k + 4)) for k in range(0, 20, 4)]
@@ -164,8 +153,7 @@ def test_detections_run_up_to_lookahead_batches_ahead(index_clip, lookahead):
     the batch it finishes, never more; batches are planned and finished once each, in order."""
     faces = FakeTrackedFaces()
     cfg = RunConfig(SourceConfig(str(index_clip), max_frames=32), ModelConfig(), batch=4, lookahead=lookahead, progress=False)
-    pipe = Pipeline(cfg, models=fake_models(FakeClassifier(sleep_s=0.03), faces)).start()
-    s = Runner(cfg, pipe).run()
+    s, pipe, _ = run_to_end(cfg, fake_models(FakeClassifier(sleep_s=0.03), faces))
     assert s["exit_code"] == 0 and s["frames_processed"] == 32
     starts = list(range(0, 32, 4))
     assert [i for e, i in faces.events if e == "plan"] == starts
@@ -184,11 +172,10 @@ def test_a_detector_on_every_frame_stays_on_the_worker(index_clip):
     threads = torch.get_num_threads()
     faces = FakeFaces()
     cfg = RunConfig(SourceConfig(str(index_clip), max_frames=8), ModelConfig(), batch=4, progress=False)
-    pipe = Pipeline(cfg, models=fake_models(FakeClassifier(), faces)).start()
-    s = Runner(cfg, pipe).run()
+    s, _, _ = run_to_end(cfg, fake_models(FakeClassifier(), faces))
     assert s["exit_code"] == 0 and s["frames_processed"] == 8
     assert faces.threads == ["rtvision-worker"] * 2
-    assert faces.lifecycle == ["start", "close"]  # started by the pipeline, closed by the worker at its end
+    assert faces.lifecycle == ["start", "close"]  # started and closed by the pipeline, its owner
     assert torch.get_num_threads() == threads
 
 
@@ -198,8 +185,7 @@ def test_no_overlap_and_live_sources_keep_one_thread(index_clip):
         RunConfig(SourceConfig(str(index_clip), max_frames=8, realtime=True), ModelConfig(), batch=2, progress=False),
     ):
         faces = FakeTrackedFaces()
-        pipe = Pipeline(cfg, models=fake_models(FakeClassifier(), faces)).start()
-        s = Runner(cfg, pipe).run()
+        s, _, _ = run_to_end(cfg, fake_models(FakeClassifier(), faces))
         assert s["exit_code"] == 0 and s["frames_processed"] >= 1
         assert faces.calls == []  # detect(), on the worker itself
         assert faces.live is cfg.source.realtime  # the face stage was told the source's kind
@@ -212,8 +198,7 @@ def test_helper_thread_failure_stops_cleanly_and_reports(index_clip, tmp_path):
     cfg = RunConfig(SourceConfig(str(index_clip)), ModelConfig(), batch=2, progress=False,
                     results_path=str(tmp_path / "r.jsonl"))
     faces = FakeTrackedFaces(fail_on_call=3)
-    pipe = Pipeline(cfg, models=fake_models(FakeClassifier(), faces)).start()
-    s = Runner(cfg, pipe).run()
+    s, pipe, _ = run_to_end(cfg, fake_models(FakeClassifier(), faces))
     assert s["exit_code"] == 1
     assert faces.lifecycle == ["start", "close"]
     assert "fake detector failure" in s["error"]

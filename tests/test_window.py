@@ -42,11 +42,14 @@ def cheap_cfg(video, max_frames: int, save_path: str | None = None) -> RunConfig
 
 @pytest.fixture
 def open_window(qtbot, tmp_path):
-    """Factory: a started pipeline, its runner and a shown, started window; closed at teardown."""
+    """Factory: a started pipeline, its runner and a shown, started window; at teardown the
+    window is closed and the pipeline, which the fixture owns, stopped."""
     windows: list[MainWindow] = []
+    pipelines: list[Pipeline] = []
 
     def make(cfg: RunConfig, warnings: tuple[str, ...] = ()) -> MainWindow:
         pipeline = Pipeline(cfg).start()
+        pipelines.append(pipeline)
         pipeline.models.warnings.extend(warnings)
         runner = Runner(cfg, pipeline)
         window = MainWindow(cfg, runner, auto_close=False, snapshot_dir=tmp_path / "snaps")
@@ -61,6 +64,8 @@ def open_window(qtbot, tmp_path):
     yield make
     for w in windows:
         w.close()
+    for p in pipelines:
+        p.stop()
 
 
 def rgb_array(img: QImage) -> np.ndarray:
@@ -209,10 +214,11 @@ def test_close_stops_the_pipeline_and_finalizes_save(qtbot, open_window, faces_v
     assert not window.isVisible()
     assert time.monotonic() - t0 < 15.0
     p = window.runner.pipeline
-    assert not window.runner_thread.is_alive()
-    assert not p.capture.is_alive() and not p.worker.is_alive()
+    assert not window.runner_thread.is_alive()  # the consumer has finished, outputs finalized
+    assert p.stop_event.is_set()  # and it asked the pipeline to stop; its owner now joins it
+    assert p.stop() == [] and not p.capture.is_alive() and not p.worker.is_alive()
     assert not rtvision_threads() and window.stuck_threads == []
-    summary = window.runner.summary
+    summary = window.runner.build_summary()
     assert summary is not None and summary["exit_code"] == 0 and 4 <= summary["frames_processed"] < 60
     cap = cv2.VideoCapture(str(save))
     n = 0
@@ -230,10 +236,10 @@ def test_close_stops_the_pipeline_and_finalizes_save(qtbot, open_window, faces_v
 def test_run_window_autocloses_at_end_of_stream(qtbot, faces_video, monkeypatch):
     monkeypatch.setenv(AUTOCLOSE_ENV, "1")
     cfg = cheap_cfg(faces_video, max_frames=6)
-    pipeline = Pipeline(cfg).start()
-    runner = Runner(cfg, pipeline)
-    summary = run_window(cfg, runner)
-    assert summary is runner.summary
+    with Pipeline(cfg) as pipeline:
+        runner = Runner(cfg, pipeline)
+        assert run_window(cfg, runner) == []
+    summary = runner.build_summary()
     assert summary["frames_processed"] == 6 and summary["exit_code"] == 0 and summary["stuck_threads"] == []
     assert not rtvision_threads()
 
@@ -242,8 +248,6 @@ def test_run_window_autocloses_at_end_of_stream(qtbot, faces_video, monkeypatch)
 def test_ctrl_c_closes_the_window_cleanly(qtbot, faces_video):
     """SIGINT while the window runs: the window closes, outputs finalize, exit code 130."""
     cfg = cheap_cfg(faces_video, max_frames=60)
-    pipeline = Pipeline(cfg).start()
-    runner = Runner(cfg, pipeline)
     old = signal.getsignal(signal.SIGINT)
 
     def arm(window):
@@ -257,7 +261,10 @@ def test_ctrl_c_closes_the_window_cleanly(qtbot, faces_video):
         timer.timeout.connect(fire)
         timer.start(50)
 
-    summary = run_window(cfg, runner, auto_close=False, on_window=arm)
+    with Pipeline(cfg) as pipeline:
+        runner = Runner(cfg, pipeline)
+        assert run_window(cfg, runner, auto_close=False, on_window=arm) == []
+    summary = runner.build_summary()
     assert signal.getsignal(signal.SIGINT) is old, "the SIGINT handler was not restored"
     assert summary["exit_code"] == 130 and runner.exit_code == 130
     assert 1 <= summary["frames_processed"] < 60 and summary["stuck_threads"] == []

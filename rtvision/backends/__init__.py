@@ -74,7 +74,7 @@ def resolve_target(
             raise UsageError(f"--{name} {value!r}: choose from {', '.join(allowed)}")
     if fixed_backend is not None:
         if backend not in ("auto", fixed_backend):
-            raise UsageError(f"{what} is a {fixed_backend} model; it cannot run with --backend {backend}")
+            raise UsageError(f"{what} was built for {fixed_backend}; it cannot run with --backend {backend}")
         backend = fixed_backend
     if fixed_precision == "int8" and precision not in ("auto", "int8"):
         raise UsageError(f"{what} is int8; it cannot run as --precision {precision}")

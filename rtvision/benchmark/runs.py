@@ -96,7 +96,9 @@ def run_pipeline(
 
         runner.listeners.append(listen)
         try:
-            summary = runner.run()
+            with pipeline:  # the owner: stops and joins the run's threads, closes its face stage
+                runner.run()
+            summary = runner.build_summary()
         finally:
             if bar is not None:
                 bar.close()

@@ -17,8 +17,9 @@ One concern per module, from the networks up to the stage the pipeline runs:
 - ``schedule``   which frames get a detection (stride, gaps, coarse detections): Plan.
 - ``background`` one detection at a time on a helper thread (live sources).
 - ``strided``    StridedFaceTracker: detect every n-th frame, track, re-fit and search between.
-- ``stage``      the face stage of a run (``--faces full|fast|off``): build_face_detector.
+- ``stage``      the face side of a set of models (``FaceSetup``: the networks, built once, per-run stages
+                 from ``new_stage()``) and the stages of ``--faces full|fast|off``: build_face_setup.
 
-Import what you need from its module (``from rtvision.faces.stage import build_face_detector``);
+Import what you need from its module (``from rtvision.faces.stage import build_face_setup``);
 this file imports nothing, so importing one module loads only what it needs.
 """

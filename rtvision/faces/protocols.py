@@ -87,3 +87,14 @@ class PlannedFaceStage(FaceStage, Protocol):
     def detect_planned(self, frames: list[Frame], plan: Plan) -> dict[int, Faces]: ...
 
     def finish(self, frames: list[Frame], plan: Plan, detections: dict[int, Faces]) -> list[Faces]: ...
+
+
+@runtime_checkable
+class FaceStageFactory(Protocol):
+    """What a set of models keeps of the face side: the networks, built once, and the mode's
+    settings. ``new_stage()`` makes a fresh per-run stage (tracks, schedule, statistics, its
+    helper thread) over the same networks: one per run, and one per stream."""
+
+    description: str
+
+    def new_stage(self) -> FaceStage: ...

@@ -145,7 +145,26 @@ class TrackedFaces:
         return self.tracker.process(frames, plan=plan, detections=detections)
 
 
-def build_face_detector(
+class FaceSetup:
+    """The face side of a set of models (a :class:`~rtvision.faces.protocols.FaceStageFactory`):
+    the detector, whose networks are built once, and the mode's settings. :meth:`new_stage` makes
+    the per-run stage over the same networks, so that a bench reusing the models, or many streams
+    sharing them, never share tracks, schedules, statistics or threads."""
+
+    def __init__(self, detector: Detector, stride: int = 1, small_face_every: int = 1,
+                 small_face_every_live: int | None = None, background: bool = True) -> None:
+        self.detector = detector
+        self.stride = stride
+        self._settings = (small_face_every, small_face_every_live, background)
+        self.description = self.new_stage().description
+
+    def new_stage(self) -> FaceStage:
+        if self.stride > 1:
+            return TrackedFaces(self.detector, self.stride, *self._settings)
+        return EveryFrameFaces(self.detector)
+
+
+def build_face_setup(
     mode: str,
     device: torch.device,
     scale: float | None = None,
@@ -155,8 +174,8 @@ def build_face_detector(
     backend: str = "fast",
     small_face_every: int | None = None,
     background: bool = True,
-) -> FaceStage | None:
-    """The face stage for ``--faces full|fast|off`` (None when off); explicit knobs win over the mode."""
+) -> FaceSetup | None:
+    """The face side for ``--faces full|fast|off`` (None when off); explicit knobs win over the mode."""
     if mode == "off":
         return None
     if backend not in BACKENDS:
@@ -183,4 +202,10 @@ def build_face_detector(
     if detector_min != DEFAULT_MIN_FACE_SIZE:
         det.description += f" min face {detector_min:.0f}px"
     det.description = f"{mode}: {det.description}"
-    return TrackedFaces(det, k, every, every_live, background) if k > 1 else EveryFrameFaces(det)
+    return FaceSetup(det, k, every, every_live, background)
+
+
+def build_face_stage(*args, **kwargs) -> FaceStage | None:
+    """One stage for one run: ``build_face_setup(...).new_stage()`` (None when off)."""
+    setup = build_face_setup(*args, **kwargs)
+    return None if setup is None else setup.new_stage()

@@ -186,22 +186,21 @@ class MainWindow(QMainWindow):
         return None if self.shown_result is None else self.shown_result.frame.index
 
     def shutdown(self) -> list[str]:
-        """Stop the runner (which stops the pipeline and finalizes outputs); join it with a
-        timeout. Idempotent. Returns the names of threads that did not stop."""
+        """Stop consuming: ask the runner (and through it the pipeline) to stop and join the
+        runner thread, which finalizes the outputs, with a timeout. The pipeline itself is
+        stopped by its owner once the window is gone. Idempotent. Returns the names of threads
+        that did not stop."""
         if self.is_shut_down:
             return self.stuck_threads
         self.is_shut_down = True
         self._poll_timer.stop()
         self._stats_timer.stop()
         self.runner.request_stop()
-        if self._thread is None:
-            self.runner.pipeline.stop()
-        else:
+        if self._thread is not None:
             self._thread.join(timeout=self.cfg.join_timeout_s + 5.0)
             if self._thread.is_alive():
                 self.stuck_threads.append(self._thread.name)
                 log.error("the runner thread did not stop within %.0fs", self.cfg.join_timeout_s + 5.0)
-        self.stuck_threads.extend(t for t in self.runner.pipeline.stuck_threads if t not in self.stuck_threads)
         return self.stuck_threads
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt name
@@ -435,12 +434,12 @@ def run_window(
     auto_close: bool | None = None,
     snapshot_dir: str | Path | None = None,
     on_window=None,
-) -> dict:
-    """Show the window over a started pipeline's runner until it is closed; return the summary.
-
-    The runner runs on a ``rtvision-runner`` thread; when this returns the pipeline is stopped
-    and the outputs are finalized. ``auto_close`` None reads ``RTVISION_WINDOW_AUTOCLOSE``.
-    ``on_window(window)`` is called once the window is shown (scripts, tests).
+) -> list[str]:
+    """Show the window over a started pipeline's runner until it is closed. The runner runs on a
+    ``rtvision-runner`` thread; when this returns, it has finished and the outputs are finalized;
+    the pipeline's owner then stops the pipeline and builds the summary. ``auto_close`` None reads
+    ``RTVISION_WINDOW_AUTOCLOSE``. ``on_window(window)`` is called once the window is shown
+    (scripts, tests). Returns the names of the window's threads that did not stop.
     """
     if auto_close is None:
         auto_close = env_flag(AUTOCLOSE_ENV)
@@ -467,15 +466,9 @@ def run_window(
             app.processEvents()
         else:
             runner.request_stop()
-            runner.pipeline.stop()
-    stuck = window.stuck_threads if window is not None else list(runner.pipeline.stuck_threads)
-    if runner.summary is None:  # the runner thread never finished (reported as stuck)
-        runner.summary = runner.build_summary()
     if window is not None and window.interrupt_code and runner.exit_code == EXIT_OK:
         runner.exit_code = window.interrupt_code
-    runner.summary["exit_code"] = runner.exit_code
-    runner.summary["stuck_threads"] = sorted(set(runner.summary.get("stuck_threads", [])) | set(stuck))
-    return runner.summary
+    return list(window.stuck_threads) if window is not None else []
 
 
 def wait_for(predicate, timeout_s: float, app: QApplication | None = None) -> bool:

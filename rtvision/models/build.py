@@ -16,8 +16,8 @@ from ..config import ModelConfig, default_cache_dir
 from ..errors import ModelError, UsageError
 from . import artifact, compress, zoo
 from .classifier import Classifier, Preprocess, read_labels
-from ..faces.protocols import FaceStage
-from ..faces.stage import build_face_detector
+from ..faces.protocols import FaceStageFactory
+from ..faces.stage import build_face_setup
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +45,16 @@ def resolve_device(name: str) -> torch.device:
 
 @dataclass
 class Models:
-    """What the worker runs, plus what the user must be told about it.
+    """The networks a run uses, built once (a bench reuses them across runs), plus what the user
+    must be told about them. Nothing here holds a run's state: each run makes its own face stage
+    (``faces.new_stage()``).
 
     device: the face detector's device (the classifier's is ``classifier.device``).
     """
 
     device: torch.device
     classifier: Classifier | None
-    faces: FaceStage | None
+    faces: FaceStageFactory | None
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -245,7 +247,7 @@ def build_models(cfg: ModelConfig, source=None, info=None) -> Models:
         except zoo.WeightsUnavailable as exc:
             warn(f"CLASSIFIER DISABLED: {exc}; running the face detector alone. "
                  f"Fix: --weights FILE (a torchvision {cfg.classifier} state_dict), or run once online to cache them.")
-    faces = build_face_detector(
+    faces = build_face_setup(
         cfg.faces, device, cfg.face_scale, cfg.face_stride, cfg.min_face,
         resolution_wh=info.resolution_wh if info is not None else None, backend=cfg.face_backend,
         small_face_every=cfg.small_face_every, background=cfg.face_background,

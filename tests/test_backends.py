@@ -1,0 +1,82 @@
+"""The one resolver of device, backend and precision, and the classifier's guard against NaN."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from rtvision import backends
+from rtvision.backends import resolve_target
+from rtvision.errors import ModelError, UsageError
+from rtvision.models.classifier import Classifier, Preprocess
+
+
+def target(*args, **kw) -> tuple[str, str, str]:
+    t = resolve_target(*args, **kw)
+    return t.device.type, t.backend, t.precision
+
+
+def test_cpu_defaults_to_openvino_int8(monkeypatch):
+    monkeypatch.setattr(backends, "cuda_available", lambda: False)
+    assert target() == ("cpu", "openvino", "int8")
+    assert target(precision="fp32") == ("cpu", "openvino", "fp32")
+    assert target(precision="bf16") == ("cpu", "openvino", "bf16")
+    assert target(backend="torch") == ("cpu", "torch", "int8")
+    assert target(backend="torch", precision="fp32") == ("cpu", "torch", "fp32")
+    with pytest.raises(UsageError, match="fp16 needs CUDA"):
+        resolve_target(precision="fp16")
+    with pytest.raises(UsageError, match="--backend openvino"):
+        resolve_target(backend="torch", precision="bf16")
+    with pytest.raises(UsageError, match="no CUDA device"):
+        resolve_target(device="cuda")
+
+
+def test_a_cuda_machine_runs_int8_and_openvino_on_the_cpu(monkeypatch):
+    """On a CUDA machine: auto is fp16 torch on CUDA; int8 (the bench's int8 and pruned-int8
+    variants) and OpenVINO take the CPU with --device auto, and say why with --device cuda."""
+    monkeypatch.setattr(backends, "cuda_available", lambda: True)
+    assert target() == ("cuda", "torch", "fp16")
+    assert target(precision="int8") == ("cpu", "openvino", "int8")
+    assert target(backend="torch", precision="int8") == ("cpu", "torch", "int8")
+    assert target(backend="openvino") == ("cpu", "openvino", "int8")
+    assert target(fixed_backend="openvino", fixed_precision="int8") == ("cpu", "openvino", "int8")
+    assert target(fixed_backend="torch", fixed_precision="fp32") == ("cuda", "torch", "fp16")
+    for kw in ({"precision": "int8"}, {"backend": "openvino"}):
+        with pytest.raises(UsageError, match="runs on the CPU"):
+            resolve_target(device="cuda", **kw)
+
+
+def test_artifacts_run_as_they_were_built(monkeypatch):
+    monkeypatch.setattr(backends, "cuda_available", lambda: False)
+    assert target(fixed_backend="torch", fixed_precision="fp32") == ("cpu", "torch", "fp32")
+    assert target(fixed_backend="openvino", fixed_precision="fp32", precision="bf16") == ("cpu", "openvino", "bf16")
+    with pytest.raises(UsageError, match="built for openvino"):
+        resolve_target(backend="torch", fixed_backend="openvino", fixed_precision="int8")
+    with pytest.raises(UsageError, match="is int8"):
+        resolve_target(precision="fp32", fixed_backend="openvino", fixed_precision="int8")
+    with pytest.raises(UsageError, match="quantize it"):
+        resolve_target(precision="int8", fixed_backend="torch", fixed_precision="fp32")
+    with pytest.raises(UsageError, match="--precision 'fp8'"):
+        resolve_target(precision="fp8")
+
+
+class _NaNRuntime:
+    backend, precision, device = "torch", "fp32", torch.device("cpu")
+
+    def prepare(self, images):
+        return images
+
+    def run(self, batch):
+        out = torch.zeros(len(batch), 10)
+        out[0, 3] = float("nan")
+        return out
+
+    def set_num_threads(self, n):
+        pass
+
+
+def test_a_classifier_that_answers_nan_stops_the_run():
+    clf = Classifier("resnet18", _NaNRuntime(), [f"c{i}" for i in range(10)], Preprocess(), name="broken fp32")
+    with pytest.raises(ModelError, match="non-finite outputs"):
+        clf.logits(clf.prepare([np.zeros((8, 8, 3), np.uint8)]))
