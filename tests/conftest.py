@@ -113,6 +113,16 @@ def index_clip(tmp_path_factory) -> Path:
     return make_index_clip(tmp_path_factory.mktemp("clips") / "index60.mp4", 60)
 
 
+def count_frames(path) -> int:
+    """Frames OpenCV can decode from a video file (0 for a missing or unreadable one)."""
+    cap = cv2.VideoCapture(str(path))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    cap.release()
+    return n
+
+
 def rtvision_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("rtvision")]
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import count_frames
 
 from rtvision import errors
 
@@ -119,15 +120,6 @@ def jsonl(path: Path) -> list[dict]:
     return [strict_json(line) for line in path.read_text().splitlines()]
 
 
-def video_frames(path: Path) -> int:
-    cap = cv2.VideoCapture(str(path))
-    n = 0
-    while cap.read()[0]:
-        n += 1
-    cap.release()
-    return n
-
-
 @dataclass
 class Case:
     """One row: the command (``{v}`` is the clip, copied into the run's folder), its exit code, a
@@ -198,7 +190,7 @@ def _no_outputs(*names: str) -> Callable[[Run], None]:
 def _tiny_processed(run: Run) -> None:
     rows = jsonl(run.cwd / "r.jsonl")
     assert [r["frame"] for r in rows] == list(range(6)) and all(r["faces"] == [] for r in rows)
-    assert video_frames(run.cwd / "o.mp4") == 6
+    assert count_frames(run.cwd / "o.mp4") == 6
     assert "empty or black" not in run.err
 
 
@@ -391,4 +383,4 @@ def test_11_sighup_finalizes_outputs_like_sigterm(faces_video, tmp_path: Path) -
     check_common(run, errors.EXIT_SIGHUP, [])
     rows = jsonl(tmp_path / "r.jsonl")
     assert 15 <= len(rows) < 105
-    assert video_frames(tmp_path / "o.mp4") == len(rows)
+    assert count_frames(tmp_path / "o.mp4") == len(rows)

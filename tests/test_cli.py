@@ -10,8 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import pytest
+from conftest import count_frames
 import torch
 import torchvision
 
@@ -128,14 +128,6 @@ def test_help_runs_as_module():
     assert r.returncode == 0 and "--source" in r.stdout and "Exit codes" in r.stdout
 
 
-def _frames(path) -> int:
-    cap = cv2.VideoCapture(str(path))
-    n = 0
-    while cap.read()[0]:
-        n += 1
-    return n
-
-
 def _signal_after_results(args: list[str], results, rows: int, sig, timeout_s: float) -> tuple[int, str]:
     """Run ``rtvision ARGS``, send ``sig`` once ``results`` holds ``rows`` lines; (exit code, stderr)."""
     proc = subprocess.Popen([sys.executable, "-m", "rtvision", *args], stdout=subprocess.PIPE,
@@ -167,7 +159,7 @@ def test_signal_finalizes_video_and_jsonl(sig, code, faces_video, tmp_path):
     rows = [json.loads(line) for line in results.read_text().splitlines()]  # every line is complete JSON
     assert 15 <= len(rows) < 105
     assert [r["frame"] for r in rows] == list(range(len(rows)))
-    assert _frames(video) == len(rows)  # the video plays to its last written frame
+    assert count_frames(video) == len(rows)  # the video plays to its last written frame
     assert "Traceback" not in err
 
 
@@ -184,7 +176,7 @@ def test_sigint_during_the_overlapped_file_loop(faces_video, tmp_path):
     assert 12 <= len(rows) < 105, len(rows)
     assert [r["frame"] for r in rows] == list(range(len(rows)))
     assert all(len(r["faces"]) >= 1 for r in rows)
-    assert _frames(video) == len(rows)
+    assert count_frames(video) == len(rows)
     assert "Traceback" not in err
 
 
@@ -230,7 +222,7 @@ def test_sigkill_mid_save_leaves_a_playable_video(faces_video, tmp_path):
             proc.kill()
     rows = [json.loads(line) for line in results.read_text().splitlines()]
     assert [r["frame"] for r in rows] == list(range(len(rows)))
-    n_cv = _frames(video)
+    n_cv = count_frames(video)
     assert len(rows) - 2 * 25 <= n_cv <= len(rows)  # at most the unflushed last second is lost
     with av.open(str(video)) as container:  # FFmpeg (PyAV) decodes it too
         n_av = sum(1 for _ in container.decode(video=0))

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import decode_index
+from conftest import decode_index, count_frames
 from fakes import run_to_end, FakeClassifier, FakeFaces, FakeTrackedFaces, fake_models
 
 from rtvision.cli import main
@@ -23,15 +23,6 @@ CONTRACT_KEYS = {"frame", "pts_s", "faces", "labels", "latency_ms"}
 
 def read_jsonl(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-def count_frames(path) -> int:
-    cap = cv2.VideoCapture(str(path))
-    n = 0
-    while cap.read()[0]:
-        n += 1
-    cap.release()
-    return n
 
 
 def test_file_mode_processes_every_frame_in_order(faces_video, resnet18_ckpt, tmp_path):

@@ -21,6 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import count_frames
 
 from rtvision.annotate import draw_faces
 from rtvision.gui.probe import XCB_PACKAGES
@@ -169,15 +170,6 @@ def finish(proc: subprocess.Popen, timeout_s: float = 60.0) -> tuple[int, str, s
         out, err = proc.communicate()
         pytest.fail(f"rtvision did not exit; stderr: {err[-2000:]}")
     return proc.returncode, out, err
-
-
-def count_frames(video: Path) -> int:
-    cap = cv2.VideoCapture(str(video))
-    n = 0
-    while cap.read()[0]:
-        n += 1
-    cap.release()
-    return n
 
 
 def test_cli_window_on_a_real_x_server(xserver, faces_video, tmp_path):
