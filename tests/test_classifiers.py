@@ -191,3 +191,15 @@ def test_explicit_broken_weights_file_is_still_an_error(faces_video, tmp_path):
     assert proc.returncode == 5, proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and str(bad) in lines[0] and "FALLBACK" not in proc.stderr, proc.stderr
+
+
+def test_results_on_stdout_stay_pure_json_when_a_download_is_tried(faces_video, tmp_path):
+    """torch hub announces its download attempt on stdout: with --results - that line must not
+    land between the JSON records."""
+    proc = subprocess.run([sys.executable, "-m", "rtvision", "--source", str(faces_video), "--headless", "--max-frames", "3",
+                           "--no-progress", "--results", "-"], env=_offline_env(tmp_path), capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 3 and [json.loads(x)["frame"] for x in lines] == [0, 1, 2], proc.stdout[:500]
+    assert "Downloading" not in proc.stdout and "FALLBACK" in proc.stderr

@@ -159,12 +159,12 @@ def imagenet_state_dict(arch: str, name: str | None = None) -> tuple[dict[str, t
         return load_reference_state_dict(path), f"imagenet:efficientnet_lite0:{path.name}"
     default = _torchvision_default(arch, name)
     seed_hub_cache(default)
-    # torch hub announces every download attempt on stderr; on a terminal it is worth seeing (a
-    # progress bar), elsewhere a failed attempt would only add a line before rtvision's own warning.
+    # torch hub announces every download attempt on stdout, which may carry the results
+    # (``--results -``): that line goes to the log. Its progress bar (stderr) shows on a terminal.
     interactive = sys.stderr.isatty()
     said = io.StringIO()
     try:
-        with contextlib.nullcontext() if interactive else contextlib.redirect_stderr(said):
+        with contextlib.redirect_stdout(said), contextlib.nullcontext() if interactive else contextlib.redirect_stderr(said):
             state = default.get_state_dict(progress=interactive, check_hash=True)
     except Exception as exc:  # URLError offline, hash mismatch, broken cache file
         raise WeightsUnavailable(f"ImageNet weights for {arch} unavailable ({exc.__class__.__name__})") from None
