@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -23,7 +24,9 @@ class BufferClosed(Exception):
 
 
 class RingBuffer(Generic[T]):
-    def __init__(self, capacity: int, drop_oldest: bool) -> None:
+    def __init__(self, capacity: int, drop_oldest: bool, on_put: Callable[[], None] | None = None) -> None:
+        """on_put: called (outside the lock) after every put and at close: lets one consumer of
+        several buffers (the multi-stream worker) sleep until any of them has news."""
         if capacity < 1:
             raise ValueError("capacity must be >= 1")
         self.capacity = capacity
@@ -33,6 +36,7 @@ class RingBuffer(Generic[T]):
         self._count = 0
         self._closed = False
         self._cond = threading.Condition()
+        self.on_put = on_put
         self.put_count = 0
         self.dropped = 0
         self.high_water = 0
@@ -70,13 +74,17 @@ class RingBuffer(Generic[T]):
             self.put_count += 1
             self.high_water = max(self.high_water, self._count)
             self._cond.notify_all()
-            return dropped
+        if self.on_put is not None:
+            self.on_put()
+        return dropped
 
     def close(self) -> None:
         """No more puts; consumers drain what is left, then get empty batches."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+        if self.on_put is not None:
+            self.on_put()
 
     # -- consumer side -------------------------------------------------------------------------
     def get_batch(self, max_items: int, timeout_s: float, fill: bool = False, fill_timeout_s: float = 0.0) -> list[T]:

@@ -36,7 +36,7 @@ from .config import (
     RunConfig,
     SourceConfig,
 )
-from .errors import Interrupted, OutputError, RtvisionError  # noqa: E402
+from .errors import Interrupted, OutputError, RtvisionError, UsageError  # noqa: E402
 from .specs import redact_text  # noqa: E402
 
 log = logging.getLogger("rtvision")
@@ -53,8 +53,11 @@ class OneLineParser(argparse.ArgumentParser):
 
 def add_source_args(p: argparse.ArgumentParser, default: str | None = "demo") -> None:
     g = p.add_argument_group("source")
-    g.add_argument("--source", default=default, required=default is None,
-                   help="webcam, webcam:N, a video file, an rtsp/http(s) URL, or demo (default: %(default)s)")
+    g.add_argument("--source", action="append", default=None, metavar="[NAME=]SOURCE",
+                   help="webcam, webcam:N, a video file, an rtsp/http(s) URL, or demo (default: demo); repeat it "
+                        "for several streams in one process")
+    g.add_argument("--sources", default=None, metavar="FILE",
+                   help="several streams: one source a line, optionally name=source (# comments)")
     g.add_argument("--realtime", action="store_true", help="pace a file at its own fps and treat it as live (drops allowed)")
     g.add_argument("--max-frames", type=positive_int, default=None, help="stop after N frames read")
     g.add_argument("--buffer", type=positive_int, default=None,
@@ -104,7 +107,8 @@ def build_run_parser(prog: str = "rtvision") -> OneLineParser:
         description="Real-time video recognition: face detection and image classification on a camera, "
         "stream or file. Subcommands: `rtvision optimize --help`, `rtvision bench --help`.",
         epilog="Exit codes: 0 ok, 1 internal failure, 2 usage, 3 bad input video, 4 camera/stream unavailable, "
-        "5 bad model file, 6 output error, 129 SIGHUP (terminal closed), 130 Ctrl-C, 143 SIGTERM.",
+        "5 bad model file, 6 output error, 7 a stream of several failed, 129 SIGHUP (terminal closed), 130 Ctrl-C, "
+        "143 SIGTERM.",
     )
     add_source_args(p)
     add_model_args(p)
@@ -275,11 +279,63 @@ def output_paths(a: argparse.Namespace) -> dict[str, str | None]:
 
 def run_main(a: argparse.Namespace) -> int:
     from .outputs import OutputClaims, check_outputs
+    from .streams.spec import stream_specs
 
+    specs = stream_specs(a.source or ([] if a.sources else ["demo"]), a.sources)
+    if len(specs) > 1 or a.sources:
+        return run_streams(a, specs)
+    a.source = specs[0].spec
     outputs = output_paths(a)
     check_outputs(a.source, outputs)  # before anything loads: usage (2) and output (6) errors
     with OutputClaims(outputs):
         return _run_main(a)
+
+
+def run_streams(a: argparse.Namespace, specs) -> int:
+    """Several streams in one process (``rtvision.streams``): one worker batching across them."""
+    from .outputs import OutputClaims, check_outputs
+    from .streams.runner import SAVE_FIELD, save_path
+
+    if a.save and SAVE_FIELD not in a.save:
+        raise UsageError(f"--save {a.save}: with several streams the name needs {SAVE_FIELD} (one video per stream)")
+    outputs = {"--results": a.results, "--summary-json": a.summary_json}
+    if a.save:
+        outputs |= {f"--save ({s.name})": save_path(a.save, s.name) for s in specs}
+    for s in specs:
+        check_outputs(s.spec, outputs)
+    with OutputClaims(outputs):
+        return _run_streams(a, specs)
+
+
+def _run_streams(a: argparse.Namespace, specs) -> int:
+    import torchvision  # noqa: F401 - part of the import baseline
+
+    from .outputs import is_stdout
+    from .stats import rss_mb
+    from .streams.engine import MultiPipeline
+    from .streams.runner import MultiRunner, format_summary
+
+    import_baseline_mb = rss_mb()
+    a.source = specs[0].spec  # the template of every stream's settings; each stream has its own spec
+    cfg = run_config(a)
+    if not cfg.headless:
+        print(f"rtvision: {len(specs)} streams run headless (the window shows one stream); pass --headless to "
+              "silence this", file=sys.stderr)
+    with MultiPipeline(cfg, specs) as pipeline:
+        runner = MultiRunner(cfg, pipeline, import_baseline_mb)
+        with _signals_stop(runner):
+            runner.run()
+    summary = runner.build_summary()
+    stdout_taken = is_stdout(cfg.results_path) or is_stdout(a.summary_json)
+    _print_summary(format_summary(summary), sys.stderr if stdout_taken else sys.stdout)
+    if a.summary_json:
+        write_summary_json(summary, a.summary_json)
+    if runner.error is not None:
+        err = runner.error
+        if isinstance(err, RtvisionError):
+            raise err
+        raise RuntimeError(f"{err.__class__.__name__}: {err}")
+    return summary["exit_code"]  # 7 when a stream failed: named, with its reason, in the log and the summary
 
 
 def _run_main(a: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ Exit codes (also in the README):
 5     bad model file: weights, labels or artifact missing, broken or unsafe
 6     output error: --save / --results / --summary-json cannot be written (full disk, bad path,
       locked by another process, a closed pipe)
+7     a stream of a multi-stream run failed (it is named in the summary); the others ran
 129   hung up: SIGHUP (the terminal was closed); outputs finalized
 130   interrupted by SIGINT (Ctrl-C)
 143   terminated by SIGTERM
@@ -26,6 +27,7 @@ EXIT_BAD_INPUT = 3
 EXIT_SOURCE_UNAVAILABLE = 4
 EXIT_BAD_MODEL = 5
 EXIT_OUTPUT = 6
+EXIT_STREAM_FAILED = 7
 EXIT_SIGHUP = 129
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143

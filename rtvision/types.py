@@ -169,6 +169,7 @@ class Result:
     timings_ms: dict[str, float] = field(default_factory=dict)
     batch_size: int = 1
     done_at: float = 0.0
+    stream: str | None = None  # the stream's name in a multi-stream run
 
     @property
     def latency_ms(self) -> float:
@@ -178,9 +179,11 @@ class Result:
         """The JSON Lines record.
 
         The keys ``frame, pts_s, faces, labels, latency_ms`` are a contract and are the only
-        top-level keys by default; ``verbose`` adds ``batch_size`` and ``timings_ms``.
+        top-level keys by default (a multi-stream run adds ``stream``, first); ``verbose`` adds
+        ``batch_size`` and ``timings_ms``.
         """
-        out = {
+        out = {"stream": self.stream} if self.stream is not None else {}
+        out |= {
             "frame": self.frame.index,
             "pts_s": round(self.frame.pts_s, 4),
             "faces": self.faces.to_json(),

@@ -1,0 +1,346 @@
+"""``MultiPipeline``: N streams, one inference worker, the networks built once.
+
+    stream A: source ──> capture thread ──> ring buffer ─┐
+    stream B: source ──> capture thread ──> ring buffer ─┼─> FairBatcher ─> worker ─> results queue
+    stream C: source ──> capture thread ──> ring buffer ─┘   (one batch for    (classifier on the whole batch,
+                                                               all streams)     each stream's own face stage)
+
+Every stream keeps its own policy (a file loses nothing, a live source keeps its freshest frames
+and counts drops), its own face stage (tracks, schedule and ids are per stream) and its own
+counters. The worker runs the classifier once per batch over the frames of all streams, then each
+stream's face stage on that stream's frames, in order; results carry the stream's name.
+
+A stream that fails (it does not open, too many corrupt frames, reconnects exhausted) is marked
+failed with its error and removed; the others go on. In this first version the face stages
+detect in line on the worker (no background detections, no overlap): one thread owns the networks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from ..buffer import RingBuffer
+from ..config import RunConfig, SourceConfig
+from ..errors import RtvisionError
+from ..faces.protocols import FaceStage, PlannedFaceStage
+from ..models.build import Models
+from ..sources import CaptureThread, Source, SourceInfo, open_source
+from ..stats import StageTimer
+from ..types import Faces, Frame, Labels, Result
+from .spec import StreamSpec
+
+log = logging.getLogger(__name__)
+
+END = object()
+
+
+@dataclass(eq=False)
+class Stream:
+    """One stream of a multi-stream run. ``state``: starting | running | ended | failed."""
+
+    name: str
+    cfg: SourceConfig
+    source: Source | None = None
+    info: SourceInfo | None = None
+    live: bool = False
+    buffer: RingBuffer[Frame] | None = None
+    capture: CaptureThread | None = None
+    faces: FaceStage | None = None
+    state: str = "starting"
+    error: BaseException | None = None
+    processed: int = field(default=0)
+
+    @property
+    def active(self) -> bool:
+        return self.state == "running"
+
+
+class FairBatcher:
+    """Forms one batch of at most ``batch`` frames from the streams that have frames ready.
+
+    Round robin: each batch starts with the first stream after the last one served, every stream
+    first gets an even share (at least one frame), then what room is left goes to the streams
+    with more frames waiting. A stream's frames are taken oldest first, so each stream stays in
+    order, and a stream with frames waiting is served at least once every ``ceil(streams / batch)``
+    batches (in every batch when there are no more streams than frames in a batch).
+    """
+
+    def __init__(self, batch: int) -> None:
+        self.batch = max(1, batch)
+        self._cursor = 0  # index (in the full stream list) of the stream to serve first
+
+    def take(self, streams: list[Stream]) -> list[tuple[Stream, list[Frame]]]:
+        ready = [i for i, s in enumerate(streams) if s.active and s.buffer is not None]
+        if not ready:
+            return []
+        first = next((k for k, i in enumerate(ready) if i >= self._cursor), 0)
+        order = ready[first:] + ready[:first]
+        share = max(1, self.batch // len(order))
+        taken: dict[int, list[Frame]] = {}
+        room = self.batch
+        for pass_share in (share, self.batch):
+            for i in order:
+                if room <= 0:
+                    break
+                got = streams[i].buffer.get_batch(min(pass_share, room), timeout_s=0.0)
+                if got:
+                    taken.setdefault(i, []).extend(got)
+                    room -= len(got)
+        served = [i for i in order if i in taken]
+        if served:
+            self._cursor = (served[-1] + 1) % len(streams) if len(served) < len(order) else (order[0] + 1) % len(streams)
+        return [(streams[i], taken[i]) for i in served]
+
+
+class MultiWorker(threading.Thread):
+    """The one inference worker of a multi-stream run (see the module docstring)."""
+
+    def __init__(self, streams: list[Stream], out: queue.Queue, stop: threading.Event, wake: threading.Event,
+                 classifier, batch: int, topk: int, cuda_sync: bool) -> None:
+        super().__init__(name="rtvision-worker", daemon=True)
+        self.streams = streams
+        self.out = out
+        self.stop_event = stop
+        self.wake = wake
+        self.classifier = classifier
+        self.batcher = FairBatcher(batch)
+        self.topk = topk
+        self.cuda_sync = cuda_sync
+        self.error: BaseException | None = None
+        self.batches = 0
+
+    def run(self) -> None:
+        try:
+            if self.classifier is not None:
+                self.classifier.set_num_threads(None)
+            self._loop()
+        except BaseException as exc:
+            self.error = exc
+            log.error("inference worker failed: %s: %s", exc.__class__.__name__, exc)
+            self.stop_event.set()
+            for s in self.streams:
+                if s.buffer is not None:
+                    s.buffer.close()
+        finally:
+            self._emit(END, force=True)
+
+    def _loop(self) -> None:
+        while not self.stop_event.is_set():
+            self.wake.clear()
+            groups = self.batcher.take(self.streams)
+            if not groups:
+                self._retire_finished()
+                if not any(s.active for s in self.streams):
+                    return
+                self.wake.wait(0.05)
+                continue
+            for r in self.process(groups):
+                if not self._emit(r):
+                    return
+
+    def _retire_finished(self) -> None:
+        """Streams whose capture has ended and whose buffer is empty: ended, or failed."""
+        for s in self.streams:
+            if s.active and s.buffer is not None and s.buffer.drained and s.capture is not None and not s.capture.is_alive():
+                if s.capture.error is not None:
+                    s.state, s.error = "failed", s.capture.error
+                    log.warning("stream %s failed: %s", s.name, s.capture.error)
+                else:
+                    s.state = "ended"
+
+    def _emit(self, item, force: bool = False) -> bool:
+        while True:
+            try:
+                self.out.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                if self.stop_event.is_set():
+                    if not force:
+                        return False
+                    try:
+                        self.out.get_nowait()
+                    except queue.Empty:
+                        pass
+
+    def process(self, groups: list[tuple[Stream, list[Frame]]]) -> list[Result]:
+        frames = [f for _, fs in groups for f in fs]
+        n = len(frames)
+        timings = {"queue_wait": 0.0, "preprocess": 0.0, "classifier": 0.0}
+        labels: list[Labels] = [Labels.empty()] * n
+        if self.classifier is not None:
+            with StageTimer(self.cuda_sync) as t:
+                batch = self.classifier.prepare([f.image for f in frames])
+            timings["preprocess"] = t.ms / n
+            with StageTimer(self.cuda_sync) as t:
+                labels = self.classifier.top_k(self.classifier.logits(batch), self.topk)
+            timings["classifier"] = t.ms / n
+        out: list[Result] = []
+        k = 0
+        for stream, fs in groups:
+            faces: list[Faces] = [Faces.empty()] * len(fs)
+            face_ms = 0.0
+            if stream.faces is not None:
+                with StageTimer(self.cuda_sync) as t:
+                    faces = stream.faces.detect(fs)
+                face_ms = t.ms / len(fs)
+            done = time.monotonic()
+            for i, f in enumerate(fs):
+                tm = dict(timings, faces=face_ms, decode=f.decode_ms)
+                tm["total"] = tm["preprocess"] + tm["classifier"] + face_ms
+                out.append(Result(f, faces[i], labels[k + i], tm, n, done, stream=stream.name))
+            k += len(fs)
+            stream.processed += len(fs)
+        self.batches += 1
+        return out
+
+
+class MultiPipeline:
+    """The owner of a multi-stream run: ``with MultiPipeline(cfg, specs) as p: for r in
+    p.results(): ...``. ``cfg.source`` is the template of every stream's settings (realtime,
+    buffer, reconnects...); each stream's ``spec`` comes from ``specs``."""
+
+    def __init__(self, cfg: RunConfig, specs: list[StreamSpec], models: Models | None = None,
+                 sources: dict[str, Source] | None = None) -> None:
+        self.cfg = cfg
+        self.streams = [Stream(s.name, dataclasses.replace(cfg.source, spec=s.spec)) for s in specs]
+        self.models = models
+        self._given_sources = sources or {}
+        self.stop_event = threading.Event()
+        self.wake = threading.Event()
+        self.out: queue.Queue = queue.Queue(maxsize=64)
+        self.worker: MultiWorker | None = None
+        self.batch = 1
+        self.stuck_threads: list[str] = []
+        self._started = False
+        self._stopped = False
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def start(self) -> MultiPipeline:
+        cfg = self.cfg
+        for s in self.streams:
+            try:
+                s.source = self._given_sources.get(s.name) or open_source(s.cfg)
+                s.info = s.source.open()
+                s.live = s.info.live or s.cfg.realtime
+                s.state = "running"
+            except RtvisionError as exc:
+                s.state, s.error = "failed", exc
+                log.warning("stream %s: %s", s.name, exc)
+        opened = [s for s in self.streams if s.state == "running"]
+        if not opened:
+            raise self.streams[0].error  # nothing to run: the first stream's own error
+        try:
+            if self.models is None:
+                from ..models.build import build_models
+
+                # int8 calibrates on the first stream that opened; the face stage is per stream
+                self.models = build_models(dataclasses.replace(cfg.model, face_background=False), opened[0].source,
+                                           opened[0].info)
+            any_live = any(s.live for s in opened)
+            self.batch = cfg.batch or (len(opened) if any_live else max(4, len(opened)))
+            self.out = queue.Queue(maxsize=max(16, 4 * self.batch))
+            for s in opened:
+                capacity = s.cfg.buffer_size or (2 if s.live else 8)
+                s.buffer = RingBuffer(capacity, drop_oldest=s.live, on_put=self.wake.set)
+                paced = s.info.kind == "demo" or (s.cfg.realtime and not s.info.live)
+                s.capture = CaptureThread(s.source, s.buffer, self.stop_event, s.cfg, s.live, paced)
+                s.capture.name = f"rtvision-capture-{s.name}"
+                if self.models.faces is not None:
+                    s.faces = self.models.faces.new_stage()
+                    if isinstance(s.faces, PlannedFaceStage):
+                        s.faces.set_live(s.live)
+                    s.faces.start()
+            self.worker = MultiWorker(self.streams, self.out, self.stop_event, self.wake, self.models.classifier,
+                                      self.batch, cfg.model.topk, self.models.device.type == "cuda")
+        except BaseException:
+            for s in self.streams:
+                if s.faces is not None:
+                    s.faces.close()
+                if s.source is not None:
+                    s.source.close()
+            raise
+        for s in opened:
+            s.capture.start()
+        self.worker.start()
+        self._started = True
+        return self
+
+    def results(self) -> Iterator[Result]:
+        """Results as they come: each stream's in frame order. A worker failure is raised here;
+        a stream's own failure is not (see ``Stream.state``/``error``)."""
+        assert self._started, "start() first"
+        while True:
+            try:
+                item = self.out.get(timeout=0.1)
+            except queue.Empty:
+                if not self.worker.is_alive() and self.out.empty():
+                    break
+                continue
+            if item is END:
+                break
+            yield item
+        if self.worker.error is not None:
+            err = self.worker.error
+            if isinstance(err, RtvisionError):
+                raise err
+            raise RuntimeError(f"{self.worker.name} failed: {err.__class__.__name__}: {err}") from err
+
+    def request_stop(self) -> None:
+        self.stop_event.set()
+        for s in self.streams:
+            if s.buffer is not None:
+                s.buffer.close()
+        self.wake.set()
+
+    def stop(self) -> list[str]:
+        """Stop every thread, join them with a timeout, close the face stages and the sources.
+        Idempotent; returns the names of the threads that did not stop."""
+        if self._stopped:
+            return self.stuck_threads
+        self.request_stop()
+        deadline = time.monotonic() + self.cfg.join_timeout_s
+        stuck = []
+        threads = [s.capture for s in self.streams if s.capture is not None] + ([self.worker] if self.worker else [])
+        for t in threads:
+            if not t.ident:
+                continue
+            while t.is_alive() and time.monotonic() < deadline:
+                try:
+                    while True:
+                        self.out.get_nowait()
+                except queue.Empty:
+                    pass
+                t.join(timeout=0.05)
+            if t.is_alive():
+                stuck.append(t.name)
+                log.error("thread %s did not stop within %.0fs", t.name, self.cfg.join_timeout_s)
+        worker_stuck = self.worker is not None and self.worker.name in stuck
+        for s in self.streams:
+            if s.faces is not None and not worker_stuck:
+                try:
+                    s.faces.close()
+                except Exception as exc:
+                    log.warning("closing stream %s's face stage failed: %s", s.name, exc)
+            if s.source is not None and not (s.capture is not None and s.capture.name in stuck):
+                try:
+                    s.source.close()
+                except Exception:  # pragma: no cover - best effort
+                    log.debug("source close failed", exc_info=True)
+            if s.state == "running":  # stopped before its end
+                s.state = "failed" if s.capture is not None and s.capture.error is not None else "stopped"
+                s.error = s.capture.error if s.capture is not None else None
+        self.stuck_threads = stuck
+        self._stopped = True
+        return stuck
+
+    def __enter__(self) -> MultiPipeline:
+        return self if self._started else self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

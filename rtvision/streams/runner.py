@@ -1,0 +1,179 @@
+"""The consumer of a multi-stream run: one JSON Lines file for all streams (each record names its
+``stream``; each stream's records in frame order), one annotated video per stream (``--save``
+with ``{stream}`` in its name), per-stream live statistics, and the summary: one line per stream
+and a total."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import threading
+import time
+
+from ..annotate import annotate, status_line
+from ..config import RunConfig
+from ..errors import EXIT_OK, EXIT_STREAM_FAILED, Interrupted, RtvisionError
+from ..runner import LiveStats
+from ..sinks import JsonlSink, VideoSink
+from ..stats import peak_rss_mb, process_age_s, rss_mb
+from .engine import MultiPipeline
+
+log = logging.getLogger(__name__)
+
+SAVE_FIELD = "{stream}"
+
+
+def save_path(pattern: str, stream: str) -> str:
+    return pattern.replace(SAVE_FIELD, stream)
+
+
+class MultiRunner:
+    """Consumes a started ``MultiPipeline``; ``request_stop()`` ends the run from any thread."""
+
+    def __init__(self, cfg: RunConfig, pipeline: MultiPipeline, import_baseline_mb: float | None = None) -> None:
+        self.cfg = cfg
+        self.pipeline = pipeline
+        self.stats = {s.name: LiveStats() for s in pipeline.streams}
+        self.total = LiveStats()
+        self.error: BaseException | None = None
+        self.exit_code = EXIT_OK
+        self.import_baseline_mb = import_baseline_mb if import_baseline_mb is not None else rss_mb()
+        self.listeners: list = []
+        self._stop = threading.Event()
+        self.started_at = time.monotonic()
+
+    def interrupt(self, exit_code: int) -> None:
+        self.exit_code = exit_code
+        self.request_stop()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+        self.pipeline.request_stop()
+
+    def run(self) -> None:
+        cfg = self.cfg
+        try:
+            with contextlib.ExitStack() as outputs:
+                jsonl = outputs.enter_context(JsonlSink(cfg.results_path, cfg.results_verbose)) if cfg.results_path else None
+                videos = {}
+                if cfg.save_path:
+                    for s in self.pipeline.streams:
+                        if s.info is not None:
+                            videos[s.name] = outputs.enter_context(VideoSink(save_path(cfg.save_path, s.name), s.info.fps))
+                try:
+                    for r in self.pipeline.results():
+                        if self._stop.is_set():
+                            break
+                        t0 = time.perf_counter()
+                        st = self.stats[r.stream]
+                        video = videos.get(r.stream)
+                        if video is not None:
+                            video.write(annotate(r, status=f"{r.stream} | " + status_line(r, st.infer_rate.rate())))
+                        t1 = time.perf_counter()
+                        if jsonl is not None:
+                            jsonl.write(r)
+                        t2 = time.perf_counter()
+                        st.add(r, (t1 - t0) * 1000.0, (t2 - t1) * 1000.0)
+                        self.total.add(r, 0.0, 0.0)
+                        for listener in self.listeners:
+                            listener(r)
+                except KeyboardInterrupt:
+                    self.exit_code = Interrupted().exit_code
+                except Interrupted as exc:
+                    self.exit_code = exc.exit_code
+                finally:
+                    self.pipeline.request_stop()
+        except RtvisionError as exc:
+            self.error, self.exit_code = exc, exc.exit_code
+        except BaseException as exc:  # noqa: BLE001 - reported, never a silent hang
+            self.error, self.exit_code = exc, 1
+
+    def build_summary(self) -> dict:
+        """Per stream and in total; build it once the owner has stopped the pipeline."""
+        streams = []
+        failed = []
+        for s in self.pipeline.streams:
+            st = self.stats[s.name]
+            cap = s.capture.stats if s.capture is not None else None
+            read = cap.read if cap else 0
+            dropped = s.buffer.dropped if s.buffer is not None else 0
+            elapsed = (st.last_result_at or time.monotonic()) - self.started_at
+            row = {
+                "stream": s.name,
+                "source": s.info.name if s.info else s.cfg.spec,
+                "live": s.live,
+                "state": s.state,
+                "error": str(s.error) if s.error is not None else None,
+                "resolution_wh": list(s.info.resolution_wh) if s.info else None,
+                "source_fps": s.info.fps if s.info else None,
+                "frames_read": read,
+                "frames_processed": st.processed,
+                "frames_dropped": dropped,
+                "drop_share": dropped / read if read else 0.0,
+                "frames_corrupt": cap.corrupt if cap else 0,
+                "reconnects": cap.reconnects if cap else 0,
+                "throughput_fps": st.processed / elapsed if elapsed > 0 and st.processed else 0.0,
+                "latency_ms": st.latency.summary(),
+            }
+            streams.append(row)
+            if s.state == "failed":
+                failed.append(s.name)
+        t = self.total
+        elapsed = (t.last_result_at or time.monotonic()) - self.started_at
+        models = self.pipeline.models
+        exit_code = self.exit_code
+        if exit_code == EXIT_OK and failed and self.error is None:
+            exit_code = EXIT_STREAM_FAILED
+        return {
+            "streams": streams,
+            "failed_streams": failed,
+            "device": str(models.device) if models else None,
+            "classifier": models.classifier_variant if models else None,
+            "faces": models.face_mode if models else None,
+            "batch": self.pipeline.batch,
+            "frames_processed": t.processed,
+            "elapsed_s": elapsed,
+            "throughput_fps": t.processed / elapsed if elapsed > 0 else None,
+            "latency_ms": t.latency.summary(),
+            "first_result_s": t.first_result_age_s,
+            "import_baseline_mb": self.import_baseline_mb,
+            "peak_rss_mb": peak_rss_mb(),
+            "peak_above_baseline_mb": peak_rss_mb() - self.import_baseline_mb,
+            "process_age_s": process_age_s(),
+            "warnings": list(models.warnings) if models else [],
+            "stuck_threads": list(self.pipeline.stuck_threads),
+            "exit_code": exit_code,
+            "error": str(self.error) if self.error else None,
+        }
+
+
+def format_summary(s: dict) -> str:
+    def f(v, nd=1):
+        return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{nd}f}"
+
+    lines = [f"rtvision summary: {len(s['streams'])} streams | classifier {s['classifier']} | faces {s['faces']} | "
+             f"device {s['device']} | batch {s['batch']} (across streams)"]
+    width = max(len(r["stream"]) for r in s["streams"])
+    for r in s["streams"]:
+        lat = r["latency_ms"] or {}
+        state = r["state"] + (f": {r['error']}" if r["error"] else "")
+        lines.append(
+            f"  {r['stream']:<{width}}  {'live' if r['live'] else 'file'} | read {r['frames_read']} | processed "
+            f"{r['frames_processed']} | dropped {r['frames_dropped']} ({100 * r['drop_share']:.1f}%) | {f(r['throughput_fps'])} fps | "
+            f"p50 {f(lat.get('p50'))} p99 {f(lat.get('p99'))} ms | {state}")
+    lat = s["latency_ms"] or {}
+    lines.append(f"  {'total':<{width}}  processed {s['frames_processed']} | {f(s['throughput_fps'])} fps over "
+                 f"{f(s['elapsed_s'])} s | p50 {f(lat.get('p50'))} p99 {f(lat.get('p99'))} ms | peak RSS "
+                 f"{f(s['peak_rss_mb'], 0)} MB ({f(s['peak_above_baseline_mb'], 0)} above the import baseline)")
+    for w in s.get("warnings", []):
+        lines.append(f"  WARNING     {w}")
+    if s["failed_streams"]:
+        lines.append(f"  FAILED      {', '.join(s['failed_streams'])}")
+    if s.get("stuck_threads"):
+        lines.append(f"  WARNING     threads did not stop: {', '.join(s['stuck_threads'])}")
+    return "\n".join(lines)

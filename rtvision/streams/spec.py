@@ -1,0 +1,80 @@
+"""The list of streams of a multi-stream run: names and source specs.
+
+``--source`` may be repeated; ``--sources FILE`` reads one source a line, optionally named
+(``name=spec``; ``#`` starts a comment). Unnamed streams are named after their file (its stem),
+``webcam0``, ``demo``, or ``streamN`` for URLs (whose text may hold secrets); duplicates get a
+``-2``, ``-3`` suffix. A name is letters, digits, ``.``, ``_`` and ``-`` (it goes into file names
+through ``--save``'s ``{stream}``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import UsageError
+from ..specs import WEBCAM_RE
+
+NAME_RE = re.compile(r"^([A-Za-z0-9_.-]{1,64})=(.+)$")
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    name: str
+    spec: str
+
+
+def _default_name(spec: str, index: int) -> str:
+    m = WEBCAM_RE.match(spec)
+    if m:
+        return f"webcam{m.group(1) or 0}"
+    if spec == "demo":
+        return "demo"
+    if "://" in spec:
+        return f"stream{index}"
+    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(spec).stem) or f"stream{index}"
+    return stem[:64]
+
+
+def parse_entry(text: str, index: int) -> StreamSpec:
+    """``name=spec`` or ``spec``. A ``name=`` prefix is a name only when the whole entry is not an
+    existing file and the name holds no ``:`` or ``/`` (so URLs with ``=`` in them stay URLs)."""
+    text = text.strip()
+    m = NAME_RE.match(text)
+    if m and not Path(text).exists():
+        name, spec = m.group(1), m.group(2).strip()
+        if not spec:
+            raise UsageError(f"stream {name!r}: no source after '='")
+        return StreamSpec(name, spec)
+    return StreamSpec(_default_name(text, index), text)
+
+
+def read_sources_file(path: str) -> list[str]:
+    p = Path(path)
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--sources {path}: cannot read ({exc.__class__.__name__})") from None
+    entries = [ln.split("#", 1)[0].strip() if not ln.lstrip().startswith("#") else "" for ln in lines]
+    entries = [e for e in entries if e]
+    if not entries:
+        raise UsageError(f"--sources {path}: no source in it (one source a line, optionally name=source)")
+    return entries
+
+
+def stream_specs(sources: list[str] | None, sources_file: str | None) -> list[StreamSpec]:
+    """The streams asked for, in order, with unique names. UsageError for an empty list."""
+    entries = list(sources or []) + (read_sources_file(sources_file) if sources_file else [])
+    if not entries:
+        raise UsageError("no source given")
+    out: list[StreamSpec] = []
+    seen: dict[str, int] = {}
+    for i, entry in enumerate(entries):
+        s = parse_entry(entry, i)
+        if not s.spec:
+            raise UsageError("empty --source")
+        n = seen.get(s.name, 0) + 1
+        seen[s.name] = n
+        out.append(StreamSpec(s.name if n == 1 else f"{s.name}-{n}", s.spec))
+    return out

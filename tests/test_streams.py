@@ -1,0 +1,185 @@
+"""Many streams in one process: fair batching across streams, per-stream order and state,
+isolation of a failing stream, outputs with a ``stream`` key and one video per stream."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import count_frames, decode_index, rtvision_threads
+from fakes import FakeClassifier, FakeFaces, fake_models
+from faults import Faults, FaultySource
+
+from rtvision.buffer import RingBuffer
+from rtvision.config import ModelConfig, RunConfig, SourceConfig
+from rtvision.errors import EXIT_STREAM_FAILED, UsageError
+from rtvision.streams.engine import FairBatcher, MultiPipeline, Stream
+from rtvision.streams.runner import MultiRunner
+from rtvision.streams.spec import StreamSpec, stream_specs
+from rtvision.types import Frame
+
+pytestmark = pytest.mark.timeout(300)
+
+
+# -- the stream list ------------------------------------------------------------------------------
+
+def test_stream_names_from_flags_and_files(tmp_path):
+    listing = tmp_path / "cams.txt"
+    listing.write_text("# the site's cameras\nlobby=rtsp://user:pw@10.0.0.1/s?token=a=b\n\nrtsp://10.0.0.2/x  # no name\n"
+                       "webcam:1\n", encoding="utf-8")
+    specs = stream_specs(["clip.mp4", "door=clip.mp4", "clip.mp4"], str(listing))
+    assert [s.name for s in specs] == ["clip", "door", "clip-2", "lobby", "stream4", "webcam1"]
+    assert specs[3].spec == "rtsp://user:pw@10.0.0.1/s?token=a=b" and specs[4].spec == "rtsp://10.0.0.2/x"
+    # a URL with '=' and no name prefix stays a URL
+    assert stream_specs(["rtsp://h/x?a=b"], None) == [StreamSpec("stream0", "rtsp://h/x?a=b")]
+    with pytest.raises(UsageError, match="no source in it"):
+        (tmp_path / "empty.txt").write_text("# nothing\n")
+        stream_specs(None, str(tmp_path / "empty.txt"))
+
+
+# -- fair batching ----------------------------------------------------------------------------------
+
+def _stream(name: str, n: int) -> Stream:
+    buf: RingBuffer[Frame] = RingBuffer(max(1, n), drop_oldest=False)
+    img = np.zeros((8, 8, 3), np.uint8)
+    for i in range(n):
+        buf.put(Frame(i, i / 25, 0.0, img))
+    return Stream(name, SourceConfig(name), buffer=buf, state="running")
+
+
+def test_fair_batcher_shares_batches_and_keeps_each_stream_in_order():
+    streams = [_stream("a", 60), _stream("b", 60), _stream("c", 5)]
+    batcher = FairBatcher(4)
+    taken: dict[str, list[int]] = {"a": [], "b": [], "c": []}
+    rounds = 0
+    while any(len(s.buffer) for s in streams):
+        batch = batcher.take(streams)
+        assert 1 <= sum(len(fs) for _, fs in batch) <= 4
+        for s, fs in batch:
+            taken[s.name] += [f.index for f in fs]
+        rounds += 1
+        if rounds <= 3:  # while every stream has frames, each is in every batch
+            assert {s.name for s, _ in batch} == {"a", "b", "c"}
+    assert all(v == sorted(v) for v in taken.values())  # each stream in order
+    assert taken == {"a": list(range(60)), "b": list(range(60)), "c": list(range(5))}
+
+
+def test_fair_batcher_serves_every_waiting_stream_within_streams_over_batch_batches():
+    streams = [_stream(n, 100) for n in "abcde"]  # 5 streams, batch 2: 2 of them per batch
+    batcher = FairBatcher(2)
+    last_seen = {s.name: 0 for s in streams}
+    counts = {s.name: 0 for s in streams}
+    for k in range(1, 41):
+        for s, fs in batcher.take(streams):
+            last_seen[s.name] = k
+            counts[s.name] += len(fs)
+        assert all(k - v < 3 for v in last_seen.values()), (k, last_seen)  # ceil(5 / 2) = 3
+    assert set(counts.values()) == {16}  # 80 frames over 40 batches: 16 each
+
+
+# -- the engine with test sources ------------------------------------------------------------------
+
+def _run(cfg, specs, sources, models=None):
+    seen: list = []
+    with MultiPipeline(cfg, specs, models=models or fake_models(FakeClassifier(), FakeFaces()), sources=sources) as p:
+        runner = MultiRunner(cfg, p)
+        runner.listeners.append(seen.append)
+        runner.run()
+    return runner.build_summary(), seen, p
+
+
+def test_a_failing_stream_is_removed_and_the_others_finish(tmp_path):
+    """One live stream exceeds --max-corrupt mid-run; the two others read to their end, in order,
+    with complete outputs; exit code 7 and the summary names the stream and why."""
+    cfg = RunConfig(SourceConfig("template", max_corrupt=2), ModelConfig(), progress=False,
+                    results_path=str(tmp_path / "r.jsonl"))
+    sources = {
+        "ok1": FaultySource(40, live=False),
+        "ok2": FaultySource(30, live=False),
+        "bad": FaultySource(10**6, fps=50, faults=Faults(corrupt_at={10, 11, 12, 13})),
+    }
+    specs = [StreamSpec(n, n) for n in sources]
+    s, seen, p = _run(cfg, specs, sources)
+    by = {r["stream"]: r for r in s["streams"]}
+    assert by["ok1"]["state"] == "ended" and by["ok1"]["frames_processed"] == 40
+    assert by["ok2"]["state"] == "ended" and by["ok2"]["frames_processed"] == 30
+    assert by["bad"]["state"] == "failed" and "corrupt" in by["bad"]["error"]
+    assert s["failed_streams"] == ["bad"] and s["exit_code"] == EXIT_STREAM_FAILED
+    rows = [json.loads(x) for x in (tmp_path / "r.jsonl").read_text().splitlines()]
+    for name, n in (("ok1", 40), ("ok2", 30)):
+        frames = [r["frame"] for r in rows if r["stream"] == name]
+        assert frames == list(range(n))
+    for r in seen:  # each result is the frame it claims to be
+        assert decode_index(r.frame.image) == r.frame.index
+    assert not rtvision_threads() and p.stuck_threads == []
+
+
+def test_a_slow_live_stream_is_not_starved_and_does_not_slow_the_others():
+    """A live camera at 10 fps next to two files: the camera gets nearly every frame it sends
+    (it is in every batch it has a frame for), and the files still go through at their pace."""
+    cfg = RunConfig(SourceConfig("template", max_frames=30), ModelConfig(), batch=4, progress=False)
+    sources = {"cam": FaultySource(30, fps=10), "f1": FaultySource(400, live=False), "f2": FaultySource(400, live=False)}
+    s, seen, _ = _run(cfg, [StreamSpec(n, n) for n in sources], sources,
+                      models=fake_models(FakeClassifier(sleep_s=0.005), FakeFaces()))
+    by = {r["stream"]: r for r in s["streams"]}
+    assert by["cam"]["frames_read"] == 30 and by["cam"]["frames_processed"] >= 27  # not starved: drops are rare
+    assert by["f1"]["frames_processed"] == 30 and by["f2"]["frames_processed"] == 30
+    # the files did not wait for the camera: they were done before its 11th frame (1.1 s of its 3 s)
+    order = [r.stream for r in seen]
+    cam_at = [i for i, n in enumerate(order) if n == "cam"]
+    assert max(i for i, n in enumerate(order) if n in ("f1", "f2")) < cam_at[10]
+
+
+# -- the CLI on real clips -----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def mirrored_clip(faces_video, tmp_path_factory) -> Path:
+    """The first 12 frames of the 1080p clip, mirrored and at 960x540: another camera's view."""
+    path = tmp_path_factory.mktemp("clips") / "mirrored.mp4"
+    cap = cv2.VideoCapture(str(faces_video))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (960, 540))
+    for _ in range(12):
+        ok, img = cap.read()
+        assert ok
+        writer.write(cv2.resize(img[:, ::-1], (960, 540), interpolation=cv2.INTER_AREA))
+    writer.release()
+    cap.release()
+    return path
+
+
+def _cli(args: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rtvision", "--headless", "--no-progress", "--classifier", "none", *args],
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_three_streams_give_each_stream_what_it_gives_alone(faces_video, mirrored_clip, index_clip, tmp_path):
+    """Three streams in one process, --faces full: every stream's JSONL is complete and in order,
+    its boxes are those of a run of that clip alone, and each stream has its own video."""
+    clips = {"street": faces_video, "mirror": mirrored_clip, "index": index_clip}
+    out = tmp_path / "all.jsonl"
+    args = ["--faces", "full", "--max-frames", "12", "--results", str(out), "--save", str(tmp_path / "v-{stream}.mp4")]
+    proc = _cli([a for name, p in clips.items() for a in ("--source", f"{name}={p}")] + args)
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    for name, clip in clips.items():
+        mine = [r for r in rows if r["stream"] == name]
+        assert [r["frame"] for r in mine] == list(range(12)), name
+        alone_path = tmp_path / f"{name}.jsonl"
+        alone = _cli(["--source", str(clip), "--faces", "full", "--max-frames", "12", "--results", str(alone_path)])
+        assert alone.returncode == 0, alone.stderr
+        ref = [json.loads(x) for x in alone_path.read_text().splitlines()]
+        assert [r["faces"] for r in mine] == [r["faces"] for r in ref], name
+        assert count_frames(tmp_path / f"v-{name}.mp4") == 12
+    assert sum(len(r["faces"]) for r in rows if r["stream"] == "street") >= 12 * 5
+    assert "street" in proc.stdout and "mirror" in proc.stdout and "total" in proc.stdout
+
+
+def test_save_needs_the_stream_field_with_several_streams(faces_video, tmp_path):
+    proc = _cli(["--source", str(faces_video), "--source", str(faces_video), "--save", str(tmp_path / "v.mp4")])
+    assert proc.returncode == 2 and "{stream}" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
