@@ -97,6 +97,9 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--eval-images", default=None, metavar="DIR",
                    help="labelled photos (labels.csv: file, class_id): top-1/top-5 of every variant's classifier, "
                         "with its agreement with fp32 and the KL divergence")
+    p.add_argument("--streams", type=int_at_least(2), default=None, metavar="N",
+                   help="N cameras: the source played N times, each live-paced; one process with N streams against N "
+                        "processes, measured in this run (aggregate fps, per-stream fps, drops and p99, memory)")
     p.add_argument("--no-startup", action="store_true",
                    help="skip the start-up runs (fresh processes: time to the first result, memory above the import baseline)")
     p.add_argument("--out", default=None, help="write the full report as JSON")
@@ -158,6 +161,8 @@ def variant_names(text: str) -> list[str]:
 # -- the run -------------------------------------------------------------------------------------
 
 def run_bench(args: argparse.Namespace) -> int:
+    if args.streams:
+        return run_streams(args)
     started = time.monotonic()
     created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
     unknown = [n for n in variant_names(args.variants) if n not in VARIANTS]
@@ -299,6 +304,24 @@ def measure_quality(args, arch: str, plans: list[VariantPlan], models: dict, rec
     for (name, mode), rec in recs.items():
         out.setdefault(name, {})[mode] = qmod.run_quality(rec, args.warmup, file_frames, ref_faces, ref_top1)
     return out, info
+
+
+def run_streams(args: argparse.Namespace) -> int:
+    """``--streams N`` (see ``rtvision.benchmark.streams``)."""
+    from .benchmark.fingerprint import fingerprint_line
+    from .benchmark.streams import render_markdown as streams_markdown
+    from .benchmark.streams import run_streams_bench
+
+    source_facts(args.source)  # a file that opens, or a one-line error now
+    report = run_streams_bench(args)
+    report["machine"] = machine_fingerprint()
+    md = streams_markdown(report, fingerprint_line(report["machine"]))
+    print(md)
+    if args.out:
+        write_json(report, args.out)
+    if args.md:
+        Path(args.md).write_text(md, encoding="utf-8")
+    return 0
 
 
 def live_duplicates(plans: list[VariantPlan]) -> dict[str, str]:

@@ -1,0 +1,133 @@
+"""``rtvision bench --streams N``: N cameras in one process against N processes, same machine,
+same run.
+
+The source is played N times, each copy paced at its own fps (``--realtime``: N live cameras).
+Both arms run as fresh ``rtvision`` processes, so they pay the same start-up and their memory
+is measured the same way (each process's own peak, ``VmHWM``):
+
+* one process, N streams (``--source s0=CLIP ... --source sN=CLIP``): one worker batching
+  across the streams, the networks loaded once;
+* N processes, one stream each, started together.
+
+Every stream reads ``--frames`` frames. Reported per arm: aggregate processed fps (the sum of the
+streams' processed frames over their own elapsed time), each stream's fps, drops and p99
+latency, the spread between the slowest and the fastest stream, and the peak RSS (summed over
+the processes); and the ratios of one process to N processes. ``--repeat K`` alternates the arms.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def _common_flags(args) -> list[str]:
+    flags = ["--headless", "--no-progress", "--realtime", "--max-frames", str(args.frames),
+             "--classifier", args.classifier, "--weights", args.weights, "--device", args.device]
+    if args.cache_dir:
+        flags += ["--cache-dir", args.cache_dir]
+    return flags
+
+
+def _streams_of(summary: dict) -> list[dict]:
+    """Per-stream rows from a single- or a multi-stream summary."""
+    if "streams" in summary:
+        return summary["streams"]
+    return [{"stream": "s0", "frames_read": summary["frames_read"], "frames_processed": summary["frames_processed"],
+             "frames_dropped": summary["frames_dropped"], "drop_share": summary["drop_share"],
+             "throughput_fps": summary["throughput_fps"], "latency_ms": summary["latency_ms"], "state": "ended"}]
+
+
+def _arm(name: str, argvs: list[list[str]], tmp: Path) -> dict:
+    procs = []
+    t0 = time.monotonic()
+    for k, argv in enumerate(argvs):
+        out = tmp / f"{name}-{k}.json"
+        procs.append((subprocess.Popen([sys.executable, "-m", "rtvision", *argv, "--summary-json", str(out)],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True), out))
+    summaries = []
+    for proc, out in procs:
+        _, err = proc.communicate(timeout=3600)
+        if proc.returncode != 0 or not out.is_file():
+            raise RuntimeError(f"{name}: an rtvision process failed (exit {proc.returncode}): "
+                               f"{(err.strip().splitlines() or ['no output'])[-1]}")
+        summaries.append(json.loads(out.read_text()))
+    streams = [row for s in summaries for row in _streams_of(s)]
+    fps = [r["throughput_fps"] for r in streams]
+    return {
+        "processes": len(argvs),
+        "wall_s": time.monotonic() - t0,
+        "aggregate_fps": sum(fps),
+        "streams": [{k: r.get(k) for k in ("stream", "frames_read", "frames_processed", "frames_dropped", "drop_share",
+                                           "throughput_fps", "state")} | {"p99_ms": (r.get("latency_ms") or {}).get("p99")}
+                    for r in streams],
+        "slowest_over_fastest": min(fps) / max(fps) if fps and max(fps) > 0 else None,
+        "peak_rss_mb": sum(s["peak_rss_mb"] for s in summaries),
+        "classifier": summaries[0].get("classifier"),
+    }
+
+
+def run_streams_bench(args) -> dict:
+    n = args.streams
+    flags = _common_flags(args)
+    one = [[*(a for k in range(n) for a in ("--source", f"s{k}={args.source}")), *flags]]
+    many = [["--source", args.source, *flags] for _ in range(n)]
+    runs: dict[str, list[dict]] = {"one_process": [], "processes": []}
+    with tempfile.TemporaryDirectory(prefix="rtvision-streams-bench-") as tmp:
+        for rep in range(args.repeat):
+            order = (("one_process", one), ("processes", many)) if rep % 2 == 0 else (("processes", many), ("one_process", one))
+            for name, argvs in order:
+                log.info("streams bench: %s, repeat %d", name, rep + 1)
+                runs[name].append(_arm(name, argvs, Path(tmp)))
+    med = {name: {k: statistics.median(r[k] for r in rs) for k in ("aggregate_fps", "peak_rss_mb", "slowest_over_fastest")}
+           for name, rs in runs.items()}
+    return {
+        "streams": n,
+        "frames_per_stream": args.frames,
+        "source": args.source,
+        "repeat": args.repeat,
+        "runs": runs,
+        "median": med,
+        "ratios": {
+            "aggregate_fps_one_over_many": med["one_process"]["aggregate_fps"] / med["processes"]["aggregate_fps"],
+            "peak_rss_one_over_many": med["one_process"]["peak_rss_mb"] / med["processes"]["peak_rss_mb"],
+        },
+    }
+
+
+def render_markdown(report: dict, machine_line: str) -> str:
+    r = report
+    lines = [
+        f"# rtvision bench --streams {r['streams']}",
+        "",
+        f"- **Machine**: {machine_line}",
+        f"- **Source**: `{r['source']}` played {r['streams']} times, each copy paced at its fps (live), "
+        f"{r['frames_per_stream']} frames per stream; repeat {r['repeat']} (arms alternated)",
+        f"- **Classifier**: {r['runs']['one_process'][0]['classifier']}",
+        "",
+        "| arm | processes | aggregate fps (median) | slowest / fastest stream | peak RSS MB (sum) |",
+        "|---|---|---|---|---|",
+    ]
+    for name, label in (("one_process", "one process, all streams"), ("processes", "one process per stream")):
+        m = r["median"][name]
+        lines.append(f"| {label} | {r['runs'][name][0]['processes']} | {m['aggregate_fps']:.1f} | "
+                     f"{m['slowest_over_fastest']:.2f} | {m['peak_rss_mb']:.0f} |")
+    q = r["ratios"]
+    lines += ["", f"One process against {r['streams']} processes: aggregate fps x{q['aggregate_fps_one_over_many']:.2f}, "
+                  f"peak RSS x{q['peak_rss_one_over_many']:.2f}.", "", "Per stream (first repeat):", "",
+              "| arm | stream | read | processed | dropped | fps | p99 ms |", "|---|---|---|---|---|---|---|"]
+    for name in ("one_process", "processes"):
+        for s in r["runs"][name][0]["streams"]:
+            lines.append(f"| {name} | {s['stream']} | {s['frames_read']} | {s['frames_processed']} | {s['frames_dropped']} | "
+                         f"{s['throughput_fps']:.1f} | {s['p99_ms']:.0f} |" if s["p99_ms"] is not None else
+                         f"| {name} | {s['stream']} | {s['frames_read']} | {s['frames_processed']} | {s['frames_dropped']} | "
+                         f"{s['throughput_fps']:.1f} | n/a |")
+    return "\n".join(lines) + "\n"
