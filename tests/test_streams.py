@@ -183,3 +183,22 @@ def test_three_streams_give_each_stream_what_it_gives_alone(faces_video, mirrore
 def test_save_needs_the_stream_field_with_several_streams(faces_video, tmp_path):
     proc = _cli(["--source", str(faces_video), "--source", str(faces_video), "--save", str(tmp_path / "v.mp4")])
     assert proc.returncode == 2 and "{stream}" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_bench_streams_measures_one_process_against_n(index_clip, tmp_path):
+    out = tmp_path / "s.json"
+    proc = subprocess.run([sys.executable, "-m", "rtvision", "bench", "--source", str(index_clip), "--streams", "2",
+                           "--frames", "30", "--classifier", "mobilenet_v2", "--out", str(out), "--md", str(tmp_path / "s.md")],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(out.read_text())
+    one, many = r["runs"]["one_process"][0], r["runs"]["processes"][0]
+    assert one["processes"] == 1 and many["processes"] == 2
+    assert len(one["streams"]) == 2 and len(many["streams"]) == 2
+    for arm in (one, many):
+        assert all(s["frames_read"] == 30 and 0 < s["frames_processed"] <= 30 for s in arm["streams"])
+        assert arm["aggregate_fps"] == pytest.approx(sum(s["throughput_fps"] for s in arm["streams"]))
+        assert arm["peak_rss_mb"] > 300
+    assert r["ratios"]["aggregate_fps_one_over_many"] == pytest.approx(one["aggregate_fps"] / many["aggregate_fps"])
+    assert "one process, all streams" in (tmp_path / "s.md").read_text()
