@@ -11,19 +11,28 @@ counters. The worker runs the classifier once per batch over the frames of all s
 stream's face stage on that stream's frames, in order; results carry the stream's name.
 
 A stream that fails (it does not open, too many corrupt frames, reconnects exhausted) is marked
-failed with its error and removed; the others go on. In this first version the face stages
-detect in line on the worker (no background detections, no overlap): one thread owns the networks.
+failed with its error and removed; the others go on. With several streams the face stages of a
+batch run side by side on a pool of helper threads (``rtvision-faces``, one per core at most)
+while the worker runs the classifier; torch's and OpenCV's threads are then one per thread, the
+way the single-stream overlap splits them. A live stream's stage detects in the background (its
+own helper thread, as in a single-stream run), so that frames a slow worker had to drop do not
+turn every frame into a full detection.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import queue
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+
+import cv2
+import torch
 
 from ..buffer import RingBuffer
 from ..config import RunConfig, SourceConfig
@@ -98,12 +107,19 @@ class FairBatcher:
         return [(streams[i], taken[i]) for i in served]
 
 
+def _timed_detect(stage: FaceStage, frames: list[Frame]) -> tuple[list[Faces], float]:
+    t0 = time.perf_counter()
+    faces = stage.detect(frames)
+    return faces, (time.perf_counter() - t0) * 1000.0
+
+
 class MultiWorker(threading.Thread):
     """The one inference worker of a multi-stream run (see the module docstring)."""
 
     def __init__(self, streams: list[Stream], out: queue.Queue, stop: threading.Event, wake: threading.Event,
-                 classifier, batch: int, topk: int, cuda_sync: bool) -> None:
+                 classifier, batch: int, topk: int, cuda_sync: bool, face_pool: ThreadPoolExecutor | None = None) -> None:
         super().__init__(name="rtvision-worker", daemon=True)
+        self.face_pool = face_pool
         self.streams = streams
         self.out = out
         self.stop_event = stop
@@ -116,9 +132,14 @@ class MultiWorker(threading.Thread):
         self.batches = 0
 
     def run(self) -> None:
+        threads, cv_threads = torch.get_num_threads(), cv2.getNumThreads()
         try:
+            split = self.face_pool is not None and threads > 1
+            if split:  # the face stages run beside the classifier: one thread each
+                torch.set_num_threads(1)
+                cv2.setNumThreads(1)
             if self.classifier is not None:
-                self.classifier.set_num_threads(None)
+                self.classifier.set_num_threads(1 if split else None)
             self._loop()
         except BaseException as exc:
             self.error = exc
@@ -128,6 +149,10 @@ class MultiWorker(threading.Thread):
                 if s.buffer is not None:
                     s.buffer.close()
         finally:
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
+            if cv2.getNumThreads() != cv_threads:
+                cv2.setNumThreads(cv_threads)
             self._emit(END, force=True)
 
     def _loop(self) -> None:
@@ -171,6 +196,11 @@ class MultiWorker(threading.Thread):
     def process(self, groups: list[tuple[Stream, list[Frame]]]) -> list[Result]:
         frames = [f for _, fs in groups for f in fs]
         n = len(frames)
+        # each stream's faces on the pool (its stage is used by one thread at a time: batches are
+        # processed one after the other), while the classifier runs here
+        pending = {}
+        if self.face_pool is not None and len(groups) > 1:
+            pending = {id(s): self.face_pool.submit(_timed_detect, s.faces, fs) for s, fs in groups if s.faces is not None}
         timings = {"queue_wait": 0.0, "preprocess": 0.0, "classifier": 0.0}
         labels: list[Labels] = [Labels.empty()] * n
         if self.classifier is not None:
@@ -185,7 +215,10 @@ class MultiWorker(threading.Thread):
         for stream, fs in groups:
             faces: list[Faces] = [Faces.empty()] * len(fs)
             face_ms = 0.0
-            if stream.faces is not None:
+            if id(stream) in pending:
+                faces, ms = pending[id(stream)].result()
+                face_ms = ms / len(fs)
+            elif stream.faces is not None:
                 with StageTimer(self.cuda_sync) as t:
                     faces = stream.faces.detect(fs)
                 face_ms = t.ms / len(fs)
@@ -215,6 +248,7 @@ class MultiPipeline:
         self.wake = threading.Event()
         self.out: queue.Queue = queue.Queue(maxsize=64)
         self.worker: MultiWorker | None = None
+        self.face_pool: ThreadPoolExecutor | None = None
         self.batch = 1
         self.stuck_threads: list[str] = []
         self._started = False
@@ -240,8 +274,7 @@ class MultiPipeline:
                 from ..models.build import build_models
 
                 # int8 calibrates on the first stream that opened; the face stage is per stream
-                self.models = build_models(dataclasses.replace(cfg.model, face_background=False), opened[0].source,
-                                           opened[0].info)
+                self.models = build_models(cfg.model, opened[0].source, opened[0].info)
             any_live = any(s.live for s in opened)
             self.batch = cfg.batch or (len(opened) if any_live else max(4, len(opened)))
             self.out = queue.Queue(maxsize=max(16, 4 * self.batch))
@@ -256,8 +289,11 @@ class MultiPipeline:
                     if isinstance(s.faces, PlannedFaceStage):
                         s.faces.set_live(s.live)
                     s.faces.start()
+            if self.models.faces is not None and len(opened) > 1:
+                workers = max(1, min(len(opened), os.cpu_count() or 1))
+                self.face_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rtvision-faces")
             self.worker = MultiWorker(self.streams, self.out, self.stop_event, self.wake, self.models.classifier,
-                                      self.batch, cfg.model.topk, self.models.device.type == "cuda")
+                                      self.batch, cfg.model.topk, self.models.device.type == "cuda", self.face_pool)
         except BaseException:
             for s in self.streams:
                 if s.faces is not None:
@@ -321,6 +357,8 @@ class MultiPipeline:
                 stuck.append(t.name)
                 log.error("thread %s did not stop within %.0fs", t.name, self.cfg.join_timeout_s)
         worker_stuck = self.worker is not None and self.worker.name in stuck
+        if self.face_pool is not None and not worker_stuck:
+            self.face_pool.shutdown(wait=True, cancel_futures=True)  # its threads are joined here
         for s in self.streams:
             if s.faces is not None and not worker_stuck:
                 try:
