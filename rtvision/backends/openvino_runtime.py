@@ -170,7 +170,7 @@ class OpenVINORuntime:
     def _compile(self, threads: int | None):
         if threads not in self._compiled:
             config = self._config(threads)
-            lock = folder_lock(Path(self.cache_dir) / ".compile.lock") if self.cache_dir else contextlib.nullcontext()
+            lock = folder_lock(Path(self.cache_dir) / ".locks" / "compile.lock") if self.cache_dir else contextlib.nullcontext()
             with lock:
                 compiled = core().compile_model(self.model, "CPU", config)
             self._compiled[threads] = (compiled, compiled.create_infer_request())

@@ -404,7 +404,7 @@ def folder_lock(lock_path: Path):
 def entry_lock(path: Path):
     """The lock for building the cache entry at ``path``: of two processes started together, the
     second waits for the first's entry instead of building its own."""
-    return folder_lock(path.with_name(f".{path.name}.lock"))
+    return folder_lock(path.parent / ".locks" / f"{path.name}.lock")
 
 
 def read_cache_entry(path: Path, key: str) -> Artifact | None:
