@@ -85,7 +85,7 @@ def test_tile_text_says_name_fps_latency_drops_and_state():
     st = LiveStats()
     cap = SimpleNamespace(stats=SimpleNamespace(read=200, state="running", message=""))
     stream = SimpleNamespace(name="lobby", capture=cap, buffer=SimpleNamespace(dropped=10), state="running", error=None)
-    runner = SimpleNamespace(stats={"lobby": st})
+    runner = SimpleNamespace(stats={"lobby": st}, started_at=st.started_at)
     text = tile_text(runner, stream)
     assert text == TileText("lobby · 0.0 fps · – · dropped 10 (5.0%) · running", "running", None)
     cap.stats.state, cap.stats.message = "reconnecting", "x"
@@ -96,6 +96,10 @@ def test_tile_text_says_name_fps_latency_drops_and_state():
     assert text.state == "failed" and "secret" not in text.failure and "5 reconnect attempts" in text.failure
     stream.state, stream.error = "failed", RuntimeError("file does not open")
     assert stream_state(stream) == ("failed", "file does not open")
+    # a stream that is over shows its mean rate over the run, not a live rate decaying to 0
+    cap.stats.state, stream.state = "ended", "ended"
+    st.processed, st.last_result_at, runner.started_at = 50, 105.0, 100.0
+    assert tile_text(runner, stream).line.startswith("lobby · 10.0 fps mean · ")
 
 
 def test_tiles_sit_in_the_grid_with_their_own_video_and_stats(qtbot, grid_window):

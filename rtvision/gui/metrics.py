@@ -185,10 +185,17 @@ def tile_text(runner, stream, now: float | None = None) -> TileText:
     read = stream.capture.stats.read if stream.capture is not None else 0
     dropped = stream.buffer.dropped if stream.buffer is not None else 0
     state, why = stream_state(stream)
-    fps = st.infer_rate.rate(now) if st is not None else float("nan")
+    fps_text = "– fps"
+    if st is not None and state in ("running", "reconnecting", "starting"):
+        fps_text = f"{_num(st.infer_rate.rate(now))} fps"
+    elif st is not None and st.processed and st.last_result_at is not None:
+        # a stream that is over: its mean over the run (the live rate would decay to 0)
+        started = getattr(runner, "started_at", st.started_at)
+        span = st.last_result_at - started
+        fps_text = f"{_num(st.processed / span if span > 0 else float('nan'))} fps mean"
     latency = st.latency.last if st is not None and st.processed else float("nan")
     share = 100.0 * dropped / read if read else 0.0
-    parts = [stream.name, f"{_num(fps)} fps", _num(latency, 0, " ms"), f"dropped {dropped} ({share:.1f}%)", state]
+    parts = [stream.name, fps_text, _num(latency, 0, " ms"), f"dropped {dropped} ({share:.1f}%)", state]
     return TileText(" · ".join(parts), state, redact_text(why) if why else None)
 
 
