@@ -8,7 +8,7 @@
 #   scripts/x11_screenshot.sh OUT.png N [rtvision flags...]   # shoot once N results are written (all streams)
 #   scripts/x11_screenshot.sh assets/window.png 40 --source ../shared/data/faces_1080p.mp4
 #   scripts/x11_screenshot.sh assets/grid.png 60 --source street=../shared/data/faces_1080p.mp4 --source demo \
-#     --source door=rtsp://127.0.0.1:9/cam --reconnect 0
+#     --source door=rtsp://127.0.0.1:9/cam --reconnect 0 --classifier mobilenet_v2
 set -euo pipefail
 out=${1:?usage: $0 OUT.png N [rtvision flags...]}
 want=${2:?usage: $0 OUT.png N [rtvision flags...]}

@@ -14,7 +14,7 @@ import pytest
 from conftest import decode_index, rtvision_threads
 from fakes import FakeClassifier, FakeFaces, fake_models
 from faults import Faults, FaultySource
-from PyQt5.QtCore import QPoint, Qt
+from PyQt5.QtCore import QPoint, QRect, Qt
 from test_window import is_box_colour, rgb_array
 
 from rtvision.config import ModelConfig, RunConfig, SourceConfig
@@ -65,7 +65,7 @@ def grid_window(qtbot, tmp_path):
 def tile_rect(window: GridWindow, name: str):
     """A tile's rectangle in the grid's coordinates."""
     tile = window.grid.tiles[name]
-    return tile.geometry().translated(tile.parentWidget().mapTo(window.grid, QPoint(0, 0)))
+    return QRect(tile.mapTo(window.grid, QPoint(0, 0)), tile.size())
 
 
 def all_shown(window: GridWindow) -> bool:
@@ -87,7 +87,7 @@ def test_tile_text_says_name_fps_latency_drops_and_state():
     stream = SimpleNamespace(name="lobby", capture=cap, buffer=SimpleNamespace(dropped=10), state="running", error=None)
     runner = SimpleNamespace(stats={"lobby": st}, started_at=st.started_at)
     text = tile_text(runner, stream)
-    assert text == TileText("lobby · 0.0 fps · – · dropped 10 (5.0%) · running", "running", None)
+    assert text == TileText("lobby · 0.0 fps · – ms · dropped 10 (5.0%) · running", "running", None)
     cap.stats.state, cap.stats.message = "reconnecting", "x"
     assert tile_text(runner, stream).state == "reconnecting"
     # the capture failed: the tile says so at once, with the reason (secrets masked)
@@ -196,6 +196,9 @@ def test_a_failed_stream_tile_says_why_and_the_others_go_on(qtbot, grid_window, 
     bad = grid.tiles["bad"]
     qtbot.waitUntil(lambda: bad.state == "failed", timeout=20_000)
     assert bad.failure.isVisible() and "corrupt" in bad.failure.text() and bad.stats.text().endswith(" · failed")
+    qtbot.wait(50)
+    sizes = {n: tile_rect(window, n).size() for n in grid.names}
+    assert len(set((s.width(), s.height()) for s in sizes.values())) == 1, sizes  # a failure line never resizes a cell
     assert bad.view.image is not None  # its last frame stays on screen under the failure line
     at_failure = {n: grid.tiles[n].shown_result.frame.index for n in ("ok1", "ok2")}
     assert max(at_failure.values()) < 40

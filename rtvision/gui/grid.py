@@ -21,17 +21,15 @@ import math
 import threading
 import time
 
-from PyQt5.QtCore import Qt, QTimer, pyqtSignal
+from PyQt5.QtCore import QRect, QSize, Qt, QTimer, pyqtSignal
 from PyQt5.QtGui import QGuiApplication
 from PyQt5.QtWidgets import (
     QAction,
-    QGridLayout,
     QHBoxLayout,
     QLabel,
     QLayout,
     QMainWindow,
     QSizePolicy,
-    QStackedLayout,
     QToolBar,
     QToolButton,
     QVBoxLayout,
@@ -141,8 +139,10 @@ class StreamTile(QWidget):
 
 
 class TileGrid(QWidget):
-    """The video area: the tiles in ``rows`` x ``cols`` cells (stream i at row i // cols,
-    column i % cols), or one of them enlarged to the whole area (``enlarged``: its name)."""
+    """The video area: the tiles in ``rows`` x ``cols`` equal cells (stream i at row i // cols,
+    column i % cols; ``cell_rect``), or one of them enlarged to the whole area (``enlarged``: its
+    name). The tiles are placed by hand on every resize, so that a cell's size never depends on
+    what its tile shows (a failure line, a long stats line, no frame yet)."""
 
     def __init__(self, names: list[str], parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -150,60 +150,61 @@ class TileGrid(QWidget):
         self.rows, self.cols = grid_shape(len(self.names))
         self.tiles: dict[str, StreamTile] = {}
         self.enlarged: str | None = None
-        self._stack = QStackedLayout(self)
-        self._grid_page = QWidget()
-        self._grid = QGridLayout(self._grid_page)
-        self._grid.setContentsMargins(0, 0, 0, 0)
-        self._grid.setSpacing(TILE_SPACING)
-        for i, name in enumerate(self.names):
-            tile = StreamTile(name)
+        for name in self.names:
+            tile = StreamTile(name, self)
             tile.clicked.connect(self.toggle)
             self.tiles[name] = tile
-            self._grid.addWidget(tile, *self.cell(name))
-        for r in range(self.rows):
-            self._grid.setRowStretch(r, 1)
-        for c in range(self.cols):
-            self._grid.setColumnStretch(c, 1)
-        self._focus_page = QWidget()
-        self._focus = QVBoxLayout(self._focus_page)
-        self._focus.setContentsMargins(0, 0, 0, 0)
-        self._stack.addWidget(self._grid_page)
-        self._stack.addWidget(self._focus_page)
-        self._stack.setCurrentWidget(self._grid_page)
         self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
+        self.setMinimumSize(160 * self.cols, 110 * self.rows)
+        self._place()
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt name
+        return QSize(1100, 700)
 
     def cell(self, name: str) -> tuple[int, int]:
         i = self.names.index(name)
         return i // self.cols, i % self.cols
+
+    def cell_rect(self, row: int, col: int) -> QRect:
+        """Cell (row, col) in this widget's coordinates: equal cells, TILE_SPACING px apart."""
+        w, h, sp = self.width(), self.height(), TILE_SPACING
+        x0 = round(col * (w + sp) / self.cols)
+        x1 = round((col + 1) * (w + sp) / self.cols) - sp
+        y0 = round(row * (h + sp) / self.rows)
+        y1 = round((row + 1) * (h + sp) / self.rows) - sp
+        return QRect(x0, y0, max(1, x1 - x0), max(1, y1 - y0))
 
     def visible_tiles(self) -> list[StreamTile]:
         if self.enlarged is not None:
             return [self.tiles[self.enlarged]]
         return [self.tiles[n] for n in self.names]
 
+    def _place(self) -> None:
+        for name, tile in self.tiles.items():
+            if self.enlarged is None:
+                tile.setGeometry(self.cell_rect(*self.cell(name)))
+                tile.show()
+            elif name == self.enlarged:
+                tile.setGeometry(self.rect())
+                tile.show()
+            else:
+                tile.hide()
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt name
+        super().resizeEvent(event)
+        self._place()
+
     def enlarge(self, name: str) -> None:
         """Show only ``name``'s tile, over the whole video area."""
-        if name not in self.tiles or self.enlarged == name:
-            return
-        if self.enlarged is not None:
-            self.show_grid()
-        tile = self.tiles[name]
-        self._grid.removeWidget(tile)
-        self._focus.addWidget(tile)
-        tile.show()
-        self.enlarged = name
-        self._stack.setCurrentWidget(self._focus_page)
+        if name in self.tiles and self.enlarged != name:
+            self.enlarged = name
+            self._place()
 
     def show_grid(self) -> None:
         """Back to the grid (the enlarged tile returns to its cell)."""
-        if self.enlarged is None:
-            return
-        tile = self.tiles[self.enlarged]
-        self._focus.removeWidget(tile)
-        self._grid.addWidget(tile, *self.cell(self.enlarged))
-        tile.show()
-        self.enlarged = None
-        self._stack.setCurrentWidget(self._grid_page)
+        if self.enlarged is not None:
+            self.enlarged = None
+            self._place()
 
     def toggle(self, name: str) -> None:
         """A click on a tile: enlarge it, or, when it is the enlarged one, back to the grid."""

@@ -195,7 +195,7 @@ def tile_text(runner, stream, now: float | None = None) -> TileText:
         fps_text = f"{_num(st.processed / span if span > 0 else float('nan'))} fps mean"
     latency = st.latency.last if st is not None and st.processed else float("nan")
     share = 100.0 * dropped / read if read else 0.0
-    parts = [stream.name, fps_text, _num(latency, 0, " ms"), f"dropped {dropped} ({share:.1f}%)", state]
+    parts = [stream.name, fps_text, f"{_num(latency, 0)} ms", f"dropped {dropped} ({share:.1f}%)", state]
     return TileText(" · ".join(parts), state, redact_text(why) if why else None)
 
 
