@@ -209,7 +209,8 @@ def test_a_failed_stream_tile_says_why_and_the_others_go_on(qtbot, grid_window, 
         assert tile.shown_result.frame.index == 59
     window._refresh_stats()
     assert window.panel.values["streams"].text() == "2 ended, 2 failed"
-    assert window.banner.isVisible() and "all streams ended" in window.banner.text()
+    assert window.banner.isVisible() and "all streams are over; failed: bad, gone" in window.banner.text()
+    assert window.panel.values["total_fps"].text().endswith(" mean")
     window.close()
     window.runner.pipeline.stop()
     assert window.runner.build_summary()["exit_code"] == EXIT_STREAM_FAILED

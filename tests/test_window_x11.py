@@ -450,3 +450,44 @@ def test_streams_without_a_display_are_one_line_then_headless(faces_video, grid_
     rc, out, err = finish(proc, 180)
     assert rc == 0 and err.count("\n") == 1 and "DISPLAY is not set" in err and "--headless" in err, err
     assert len(jsonl(results)) == 8 and "total" in out
+
+
+def test_grid_window_failed_stream_tile_on_a_real_x_server(xserver, grid_clips, tmp_path):
+    """A stream that does not open keeps its tile, in a cell of the same size as the others, with
+    a red FAILED line across its top; the other stream plays to its end; q quits with exit 7 (a
+    stream failed), its outputs complete, the summary naming the failed stream and why."""
+    n = 12
+    results = tmp_path / "all.jsonl"
+    missing = tmp_path / "gone.mp4"
+    proc = rtvision(["--source", f"index={grid_clips['index']}", "--source", f"door={missing}", "--max-frames", str(n),
+                     "--classifier", "none", "--results", str(results)], user_env(xserver, tmp_path))
+    try:
+        win = window_id(xserver)
+        deadline = time.monotonic() + 180
+        while len(jsonl(results)) < n and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.3)
+        assert len(jsonl(results)) == n, f"the run stopped early (exit {proc.poll()})"
+        frame = read_frame(grid_clips["index"], n - 1)
+        screen, found = find_all(xserver, {"index": frame})
+        cv2.imwrite(str(tmp_path / "failed.png"), screen)
+        score, scale, x0, y0 = found["index"]
+        assert score > 0.9, found
+        # 1x2: index on the left; its 4:3 video fills its (tall) cell's width
+        cell_w = frame.shape[1] * scale
+        b, g, r = (screen[..., i].astype(int) for i in range(3))
+        failure_red = (r >= 150) & (g <= 40) & (b <= 70) & (b >= 10)  # the failure line, #b00020
+        ys, xs = np.nonzero(failure_red)
+        assert xs.size > 2000, "no red failure line on the X display"
+        assert abs(xs.min() - (x0 + cell_w + 4)) <= 4 and abs((xs.max() - xs.min() + 1) - cell_w) <= 4, \
+            (xs.min(), xs.max(), x0, cell_w)  # across the whole width of the next cell, and only there
+        assert ys.max() < y0, "the failure line is at the top of its tile, above the video of the next cell"
+        press(xserver, win, "q")
+        rc, out, err = finish(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert rc == 7, err[-2000:]
+    assert "Traceback" not in err and "qt.qpa" not in err, err
+    assert [r["frame"] for r in jsonl(results) if r["stream"] == "index"] == list(range(n))
+    assert "FAILED      door" in out and "gone.mp4" in out

@@ -204,10 +204,14 @@ def grid_panel_text(runner, display_fps: float, now: float | None = None) -> Pan
     now = time.monotonic() if now is None else now
     p, t = runner.pipeline, runner.total
     v: dict[str, str] = {}
-    v["total_fps"] = _num(t.infer_rate.rate(now))
-    v["display_fps"] = _num(display_fps)
     states = [stream_state(s)[0] for s in p.streams]
     counts = collections.Counter("running" if s in ("running", "reconnecting", "starting") else s for s in states)
+    if counts["running"] or not t.processed or t.last_result_at is None:
+        v["total_fps"] = _num(t.infer_rate.rate(now))
+    else:  # every stream is over: the mean over the run (the live rate of the last burst says little)
+        span = t.last_result_at - getattr(runner, "started_at", t.started_at)
+        v["total_fps"] = f"{_num(t.processed / span if span > 0 else float('nan'))} mean"
+    v["display_fps"] = _num(display_fps)
     v["streams"] = ", ".join(f"{counts[k]} {k}" for k in ("running", "ended", "failed", "stopped") if counts[k]) or "–"
     v["frames"] = str(t.processed)
     read = sum(s.capture.stats.read for s in p.streams if s.capture is not None)
@@ -233,8 +237,11 @@ def grid_banner_messages(runner, ended: bool) -> list[tuple[str, str]]:
     if m is not None:
         out.extend(("warning", w) for w in m.warnings)
     if ended:
+        failed = [s.name for s in runner.pipeline.streams if stream_state(s)[0] == "failed"]
         if runner.error is not None:
             out.append(("warning", f"run stopped: {runner.error}"))
+        elif failed:
+            out.append(("warning", f"all streams are over; failed: {', '.join(failed)} (the tile says why)"))
         else:
             out.append(("info", "all streams ended"))
     return out
