@@ -318,14 +318,37 @@ def _run_streams(a: argparse.Namespace, specs) -> int:
     import_baseline_mb = rss_mb()
     a.source = specs[0].spec  # the template of every stream's settings; each stream has its own spec
     cfg = run_config(a)
+    probe = None
     if not cfg.headless:
-        print(f"rtvision: {len(specs)} streams run headless (the window shows one stream); pass --headless to "
-              "silence this", file=sys.stderr)
-    with MultiPipeline(cfg, specs) as pipeline:
+        from .gui.probe import DisplayProbe
+
+        probe = DisplayProbe.start()  # a child process; it runs while the streams open and the models load
+    try:
+        pipeline = MultiPipeline(cfg, specs).start()
+    except BaseException:
+        if probe is not None:
+            probe.cancel()
+        raise
+    with pipeline:  # the pipeline owns every stream's threads: leaving this block stops and joins them
+        run_grid_window = None
+        if probe is not None:
+            verdict = probe.result()
+            if verdict:
+                try:
+                    from .gui.grid import run_grid_window
+                except ImportError as exc:
+                    print(f"rtvision: the window is unavailable ({exc}); running headless", file=sys.stderr)
+            else:
+                print(f"rtvision: no window: {verdict.reason}; running headless", file=sys.stderr)
         runner = MultiRunner(cfg, pipeline, import_baseline_mb)
+        stuck: list[str] = []
         with _signals_stop(runner):
-            runner.run()
-    summary = runner.build_summary()
+            if run_grid_window is not None:
+                stuck = run_grid_window(cfg, runner)  # the grid of tiles; the runner runs on its own thread
+            else:
+                runner.run()
+    summary = runner.build_summary()  # after the stop: threads joined, any stuck one named
+    summary["stuck_threads"] = sorted(set(summary["stuck_threads"]) | set(stuck))
     stdout_taken = is_stdout(cfg.results_path) or is_stdout(a.summary_json)
     _print_summary(format_summary(summary), sys.stderr if stdout_taken else sys.stdout)
     if a.summary_json:

@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import count_frames
+from conftest import count_frames, make_index_clip
 
 from rtvision.annotate import draw_faces
 from rtvision.gui.probe import XCB_PACKAGES
@@ -144,6 +144,38 @@ def jsonl(path: Path) -> list[dict]:
     return [json.loads(x) for x in lines if x.endswith("}")]
 
 
+def assert_boxes_on_screen(screen: np.ndarray, frame: np.ndarray, scale: float, x0: float, y0: float, faces: Faces,
+                           min_pixels: int = 200) -> None:
+    """The boxes are where the results say: every edge of every box big enough to check is
+    box-coloured on screen, and nothing box-coloured is where the results have no box (boxes and
+    score tags drawn the way annotate draws them, then scaled to the screen). ``frame`` is the
+    raw frame shown at ``scale`` with its top-left corner at (x0, y0) on ``screen``."""
+    h, w = frame.shape[:2]
+    view = screen[int(round(y0)) : int(round(y0 + h * scale)), int(round(x0)) : int(round(x0 + w * scale))]
+    shown = green_mask(view)
+    checked = 0
+    for x1, y1, x2, y2 in faces.xyxy:
+        X1, Y1, X2, Y2 = (int(round(v * scale)) for v in (x1, y1, x2, y2))
+        if X2 - X1 < 12 or Y2 - Y1 < 12:
+            continue
+        checked += 1
+        edges = {
+            "bottom": shown[max(0, Y2 - 2) : Y2 + 3, X1 + 3 : X2 - 2].any(axis=0),
+            "left": shown[Y1 + (Y2 - Y1) // 3 : Y2 - 2, max(0, X1 - 2) : X1 + 3].any(axis=1),
+            "right": shown[Y1 + (Y2 - Y1) // 3 : Y2 - 2, max(0, X2 - 2) : X2 + 3].any(axis=1),
+        }
+        for side, hit in edges.items():
+            assert hit.mean() >= 0.9, f"box {x1:.0f},{y1:.0f},{x2:.0f},{y2:.0f}: {side} edge not on screen ({hit.mean():.2f})"
+    assert checked >= 1, "no box of the results is big enough on screen to check"
+    expected = green_mask(draw_faces(frame.copy(), faces))
+    expected = cv2.resize(expected.astype(np.uint8), (shown.shape[1], shown.shape[0]), interpolation=cv2.INTER_AREA) > 0
+    near = cv2.dilate(expected.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
+    assert shown.sum() > min_pixels
+    stray = (shown & ~near).sum() / shown.sum()
+    assert stray < 0.02, f"{stray:.1%} of the box-coloured pixels are where no result box is"
+    assert green_mask(frame).mean() < 0.001  # the raw frame itself has no such colour
+
+
 def window_id(display: str, timeout_s: float = 120.0) -> str:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -154,6 +186,13 @@ def window_id(display: str, timeout_s: float = 120.0) -> str:
             return ids[0]
         time.sleep(0.3)
     pytest.fail("the rtvision window never appeared on the X display")
+
+
+def click(display: str, x: float, y: float) -> None:
+    """A real left click (XTEST) at screen pixel (x, y)."""
+    env = {**os.environ, "DISPLAY": display}
+    subprocess.run(["xdotool", "mousemove", "--sync", str(int(round(x))), str(int(round(y))), "click", "1"], env=env,
+                   check=True, timeout=20)
 
 
 def press(display: str, win: str, key: str) -> None:
@@ -201,31 +240,7 @@ def test_cli_window_on_a_real_x_server(xserver, faces_video, tmp_path):
         assert 0.3 < scale < 0.8, scale
         cv2.imwrite(str(tmp_path / "screen.png"), screen)
 
-        # the boxes are where the results say: every edge of every box is box-coloured on screen
-        h, w = frame.shape[:2]
-        view = screen[int(round(y0)) : int(round(y0 + h * scale)), int(round(x0)) : int(round(x0 + w * scale))]
-        shown = green_mask(view)
-        faces = faces_of(last)
-        for x1, y1, x2, y2 in faces.xyxy:
-            X1, Y1, X2, Y2 = (int(round(v * scale)) for v in (x1, y1, x2, y2))
-            if X2 - X1 < 12 or Y2 - Y1 < 12:
-                continue
-            edges = {
-                "bottom": shown[max(0, Y2 - 2) : Y2 + 3, X1 + 3 : X2 - 2].any(axis=0),
-                "left": shown[Y1 + (Y2 - Y1) // 3 : Y2 - 2, max(0, X1 - 2) : X1 + 3].any(axis=1),
-                "right": shown[Y1 + (Y2 - Y1) // 3 : Y2 - 2, max(0, X2 - 2) : X2 + 3].any(axis=1),
-            }
-            for side, hit in edges.items():
-                assert hit.mean() >= 0.9, f"box {x1:.0f},{y1:.0f},{x2:.0f},{y2:.0f}: {side} edge not on screen ({hit.mean():.2f})"
-        # and nothing box-coloured where the results have no box (boxes + score tags, drawn
-        # the way annotate draws them, then scaled to the screen)
-        expected = green_mask(draw_faces(frame.copy(), faces))
-        expected = cv2.resize(expected.astype(np.uint8), (shown.shape[1], shown.shape[0]), interpolation=cv2.INTER_AREA) > 0
-        near = cv2.dilate(expected.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
-        assert shown.sum() > 200
-        stray = (shown & ~near).sum() / shown.sum()
-        assert stray < 0.02, f"{stray:.1%} of the box-coloured pixels are where no result box is"
-        assert green_mask(frame).mean() < 0.001  # the raw frame itself has no such colour
+        assert_boxes_on_screen(screen, frame, scale, x0, y0, faces_of(last))
 
         # real key events: s saves a snapshot, q quits
         press(xserver, win, "s")
@@ -319,3 +334,160 @@ def test_missing_xcb_library_is_one_line_then_headless(xserver, faces_video, tmp
     assert len(notes) == 1 and "libxcb-icccm4" in notes[0] and "apt-get install" in notes[0], err
     assert "Aborted" not in err and "Traceback" not in err
     assert len(jsonl(results)) == 4
+
+
+# -- many streams: the grid window --------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def grid_clips(tmp_path_factory) -> dict[str, Path]:
+    """Two short generated clips (index-coded frames over noise, 320x240 and 480x270) for the
+    streams next to the 1080p clip."""
+    d = tmp_path_factory.mktemp("grid-clips")
+    return {"index": make_index_clip(d / "index.mp4", 30), "wide": make_index_clip(d / "wide.mp4", 30, size_wh=(480, 270))}
+
+
+def find_all(display: str, frames: dict[str, np.ndarray], timeout_s: float = 30.0, min_score: float = 0.9):
+    """A screenshot on which every frame of ``frames`` is found (or the last one tried), and where."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        screen = screenshot(display)
+        found = {name: find_frame(screen, f) for name, f in frames.items()}
+        if all(v[0] > min_score for v in found.values()) or time.monotonic() > deadline:
+            return screen, found
+        time.sleep(0.5)
+
+
+def test_grid_window_on_a_real_x_server(xserver, faces_video, grid_clips, tmp_path):
+    """Three streams from the command line on a desktop: the window opens on xcb with a 2x2 grid of
+    tiles, each its own stream's video where the grid puts it (street, index / wide, empty), the
+    street tile's boxes where its JSONL says; a real click enlarges the tile to the whole video area
+    and a second one brings the grid back; q quits with exit 0, every stream's JSONL complete and
+    in order, one finalized video per stream."""
+    n = 16
+    clips = {"street": faces_video, **grid_clips}
+    results, save = tmp_path / "all.jsonl", str(tmp_path / "v-{stream}.mp4")
+    sources = [a for name, p in clips.items() for a in ("--source", f"{name}={p}")]
+    proc = rtvision([*sources, "--max-frames", str(n), "--classifier", "none", "--results", str(results), "--save", save],
+                    user_env(xserver, tmp_path))
+    try:
+        win = window_id(xserver)
+        deadline = time.monotonic() + 240
+        while len(jsonl(results)) < 3 * n and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.3)
+        records = jsonl(results)
+        assert len(records) == 3 * n, f"the run stopped early (exit {proc.poll()}): {len(records)} results"
+        last = {name: [r for r in records if r["stream"] == name][-1] for name in clips}
+        assert all(r["frame"] == n - 1 for r in last.values())
+        assert len(last["street"]["faces"]) >= 3
+        frames = {name: read_frame(clips[name], n - 1) for name in clips}
+        # every stream has ended: each tile stays on its last frame; find them on the X display
+        screen, found = find_all(xserver, frames)
+        cv2.imwrite(str(tmp_path / "grid.png"), screen)
+        for name, (score, *_rest) in found.items():
+            assert score > 0.9, f"{name}'s last frame is not on the X display (best match {score:.2f})"
+
+        def box(name):  # (left, top, right, bottom) of a stream's video on screen
+            _, s, x0, y0 = found[name]
+            h, w = frames[name].shape[:2]
+            return x0, y0, x0 + w * s, y0 + h * s
+
+        def centre(name):
+            x1, y1, x2, y2 = box(name)
+            return (x1 + x2) / 2, (y1 + y2) / 2
+
+        # the tiles are where a 2x2 grid puts them: street | index on the first row, wide under street
+        (sx, sy), (ix, iy), (wx, wy) = centre("street"), centre("index"), centre("wide")
+        assert abs(sy - iy) <= 3 and abs(sx - wx) <= 3, (found, "street/index share a row, street/wide a column")
+        cell_w = box("street")[2] - box("street")[0]  # 16:9 in a cell wider than 16:9: the cell's width
+        assert abs(cell_w - (box("wide")[2] - box("wide")[0])) <= 3, "street and wide are in cells of one size"
+        assert abs((ix - sx) - cell_w) <= 8, (ix - sx, cell_w)  # the next column, one cell (+ spacing) along
+        assert box("wide")[1] > box("street")[3] and box("index")[0] > box("street")[2] - 2
+        assert wy - sy > box("street")[3] - box("street")[1]  # the next row: at least one video's height down
+        assert 0.2 < found["street"][1] < 0.45, found["street"]  # a quarter of the video area, not all of it
+        # the fourth cell (under index) is empty: no video there
+        empty = screen[int(box("wide")[1]) + 10 : int(box("wide")[3]) - 10, int(box("index")[0]) + 10 : int(box("index")[2]) - 10]
+        assert empty.size and empty.std() < 8, "the empty cell is not empty"
+        # the street tile's boxes are where its JSONL says
+        _, scale, x0, y0 = found["street"]
+        assert_boxes_on_screen(screen, frames["street"], scale, x0, y0, faces_of(last["street"]))
+
+        # a real click on the street tile enlarges it to the whole video area; the others are hidden
+        click(xserver, sx, sy)
+        screen2, found2 = find_all(xserver, {"street": frames["street"]})
+        cv2.imwrite(str(tmp_path / "enlarged.png"), screen2)
+        score, scale2, x2, y2 = found2["street"]
+        assert score > 0.9 and scale2 > 1.7 * scale, (scale, found2)
+        assert x2 < box("street")[0] + 3 and scale2 * 1920 > 2 * cell_w - 10  # it spans both columns now
+        for name in ("index", "wide"):
+            assert find_frame(screen2, frames[name])[0] < 0.7, f"{name} still on screen with a tile enlarged"
+        assert_boxes_on_screen(screen2, frames["street"], scale2, x2, y2, faces_of(last["street"]))
+        # a second click: the grid again
+        click(xserver, x2 + scale2 * 960, y2 + scale2 * 540)
+        screen3, found3 = find_all(xserver, frames)
+        for name in clips:
+            assert found3[name][0] > 0.9 and abs(found3[name][1] - found[name][1]) < 0.01, (name, found3[name], found[name])
+        press(xserver, win, "q")
+        rc, out, err = finish(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert rc == 0, err[-2000:]
+    assert "no window" not in err and "qt.qpa" not in err and "Traceback" not in err, err
+    records = jsonl(results)
+    for name, clip in clips.items():
+        assert [r["frame"] for r in records if r["stream"] == name] == list(range(n)), name
+        assert count_frames(tmp_path / f"v-{name}.mp4") == n, name
+        assert f"{name}" in out and f"processed {n} |" in out
+    assert f"processed {3 * n} |" in out
+
+
+def test_streams_without_a_display_are_one_line_then_headless(faces_video, grid_clips, tmp_path):
+    """Several streams, no DISPLAY: the same one line as for one stream, then headless."""
+    results = tmp_path / "out.jsonl"
+    proc = rtvision(["--source", str(faces_video), "--source", str(grid_clips["index"]), "--max-frames", "4",
+                     "--classifier", "none", "--results", str(results)], user_env(None, tmp_path))
+    rc, out, err = finish(proc, 180)
+    assert rc == 0 and err.count("\n") == 1 and "DISPLAY is not set" in err and "--headless" in err, err
+    assert len(jsonl(results)) == 8 and "total" in out
+
+
+def test_grid_window_failed_stream_tile_on_a_real_x_server(xserver, grid_clips, tmp_path):
+    """A stream that does not open keeps its tile, in a cell of the same size as the others, with
+    a red FAILED line across its top; the other stream plays to its end; q quits with exit 7 (a
+    stream failed), its outputs complete, the summary naming the failed stream and why."""
+    n = 12
+    results = tmp_path / "all.jsonl"
+    missing = tmp_path / "gone.mp4"
+    proc = rtvision(["--source", f"index={grid_clips['index']}", "--source", f"door={missing}", "--max-frames", str(n),
+                     "--classifier", "none", "--results", str(results)], user_env(xserver, tmp_path))
+    try:
+        win = window_id(xserver)
+        deadline = time.monotonic() + 180
+        while len(jsonl(results)) < n and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.3)
+        assert len(jsonl(results)) == n, f"the run stopped early (exit {proc.poll()})"
+        frame = read_frame(grid_clips["index"], n - 1)
+        screen, found = find_all(xserver, {"index": frame})
+        cv2.imwrite(str(tmp_path / "failed.png"), screen)
+        score, scale, x0, y0 = found["index"]
+        assert score > 0.9, found
+        # 1x2: index on the left; its 4:3 video fills its (tall) cell's width
+        cell_w = frame.shape[1] * scale
+        b, g, r = (screen[..., i].astype(int) for i in range(3))
+        failure_red = (r >= 150) & (g <= 40) & (b <= 70) & (b >= 10)  # the failure line, #b00020
+        ys, xs = np.nonzero(failure_red)
+        assert xs.size > 2000, "no red failure line on the X display"
+        assert abs(xs.min() - (x0 + cell_w + 4)) <= 4 and abs((xs.max() - xs.min() + 1) - cell_w) <= 4, \
+            (xs.min(), xs.max(), x0, cell_w)  # across the whole width of the next cell, and only there
+        assert ys.max() < y0, "the failure line is at the top of its tile, above the video of the next cell"
+        press(xserver, win, "q")
+        rc, out, err = finish(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert rc == 7, err[-2000:]
+    assert "Traceback" not in err and "qt.qpa" not in err, err
+    assert [r["frame"] for r in jsonl(results) if r["stream"] == "index"] == list(range(n))
+    assert "FAILED      door" in out and "gone.mp4" in out

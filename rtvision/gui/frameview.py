@@ -37,6 +37,7 @@ class FrameView(QWidget):
         self._array: np.ndarray | None = None  # keeps the buffer alive behind self._qimage
         self._qimage: QImage | None = None
         self._fresh = False
+        self.placeholder = "waiting for the first frame…"  # shown until the first image
         self.painted_frames = 0
         self.paint_ms_total = 0.0  # GUI-thread time spent painting new frames
         self.display_rate = RateMeter(window_s=2.0)
@@ -89,7 +90,7 @@ class FrameView(QWidget):
             p.fillRect(self.rect(), QColor(0, 0, 0))
             if self._qimage is None:
                 p.setPen(QColor(200, 200, 200))
-                p.drawText(self.rect(), Qt.AlignCenter, "waiting for the first frame…")
+                p.drawText(self.rect(), Qt.AlignCenter | Qt.TextWordWrap, self.placeholder)
                 return
             p.setRenderHint(QPainter.SmoothPixmapTransform, True)
             p.drawImage(self.image_rect(), self._qimage)

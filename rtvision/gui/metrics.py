@@ -130,3 +130,118 @@ def compact_face_mode(description: str) -> str:
     out = re.sub(r"\s+", " ", out).replace(": ,", ":").strip()
     return out + " full resolution" if out.endswith(":") else out
 
+
+# -- many streams (the grid window) ------------------------------------------------------------------
+
+# (key, row title) of the grid window's overall panel, in display order
+GRID_PANEL_ROWS: tuple[tuple[str, str], ...] = (
+    ("total_fps", "Total FPS"),
+    ("display_fps", "Display FPS"),
+    ("streams", "Streams"),
+    ("frames", "Frames done"),
+    ("dropped", "Dropped"),
+    ("latency_pct", "Latency p50 / p95"),
+    ("batch", "Batch"),
+    ("device", "Device"),
+    ("classifier", "Classifier"),
+    ("faces", "Faces"),
+    ("rss", "Memory (RSS)"),
+    ("gpu", "GPU alloc / reserved"),
+)
+
+
+@dataclass(frozen=True)
+class TileText:
+    """One refresh of a stream's tile: its stats line, its state and, when it failed, why."""
+
+    line: str
+    state: str  # starting | running | reconnecting | ended | failed | stopped
+    failure: str | None = None
+
+
+def stream_state(stream) -> tuple[str, str | None]:
+    """(state, why it failed) of a ``rtvision.streams.engine.Stream``. A capture that has failed
+    counts as failed at once (the worker retires the stream once its buffer is drained); a live
+    source that is reconnecting says so."""
+    cap = stream.capture.stats if stream.capture is not None else None
+    state = stream.state
+    if state == "failed":
+        return "failed", str(stream.error) if stream.error is not None else (cap.message if cap else "failed")
+    if state == "running" and cap is not None:
+        if cap.state == "failed":
+            return "failed", cap.message or "failed"
+        if cap.state == "reconnecting":
+            return "reconnecting", None
+    return state, None
+
+
+def tile_text(runner, stream, now: float | None = None) -> TileText:
+    """``street · 12.3 fps · 85 ms · dropped 0 (0.0%) · running`` for one stream of a
+    ``MultiRunner`` (reads counters only; never blocks the run)."""
+    from ..specs import redact_text
+
+    now = time.monotonic() if now is None else now
+    st = runner.stats.get(stream.name)
+    read = stream.capture.stats.read if stream.capture is not None else 0
+    dropped = stream.buffer.dropped if stream.buffer is not None else 0
+    state, why = stream_state(stream)
+    fps_text = "– fps"
+    if st is not None and state in ("running", "reconnecting", "starting"):
+        fps_text = f"{_num(st.infer_rate.rate(now))} fps"
+    elif st is not None and st.processed and st.last_result_at is not None:
+        # a stream that is over: its mean over the run (the live rate would decay to 0)
+        started = getattr(runner, "started_at", st.started_at)
+        span = st.last_result_at - started
+        fps_text = f"{_num(st.processed / span if span > 0 else float('nan'))} fps mean"
+    latency = st.latency.last if st is not None and st.processed else float("nan")
+    share = 100.0 * dropped / read if read else 0.0
+    parts = [stream.name, fps_text, f"{_num(latency, 0)} ms", f"dropped {dropped} ({share:.1f}%)", state]
+    return TileText(" · ".join(parts), state, redact_text(why) if why else None)
+
+
+def grid_panel_text(runner, display_fps: float, now: float | None = None) -> PanelText:
+    """The overall panel of a multi-stream run: totals over the streams, models, memory."""
+    now = time.monotonic() if now is None else now
+    p, t = runner.pipeline, runner.total
+    v: dict[str, str] = {}
+    states = [stream_state(s)[0] for s in p.streams]
+    counts = collections.Counter("running" if s in ("running", "reconnecting", "starting") else s for s in states)
+    if counts["running"] or not t.processed or t.last_result_at is None:
+        v["total_fps"] = _num(t.infer_rate.rate(now))
+    else:  # every stream is over: the mean over the run (the live rate of the last burst says little)
+        span = t.last_result_at - getattr(runner, "started_at", t.started_at)
+        v["total_fps"] = f"{_num(t.processed / span if span > 0 else float('nan'))} mean"
+    v["display_fps"] = _num(display_fps)
+    v["streams"] = ", ".join(f"{counts[k]} {k}" for k in ("running", "ended", "failed", "stopped") if counts[k]) or "–"
+    v["frames"] = str(t.processed)
+    read = sum(s.capture.stats.read for s in p.streams if s.capture is not None)
+    dropped = sum(s.buffer.dropped for s in p.streams if s.buffer is not None)
+    v["dropped"] = f"{dropped} ({100.0 * dropped / read if read else 0.0:.1f}%)"
+    v["latency_pct"] = f"{_num(t.latency.percentile(50), 0)} / {_num(t.latency.percentile(95), 0)} ms"
+    v["batch"] = f"{t.last_batch} (max {p.batch}, across streams)"
+    m = p.models
+    v["device"] = str(m.device) if m else "–"
+    v["classifier"] = m.classifier_variant if m else "–"
+    v["faces"] = compact_face_mode(m.face_mode) if m else "–"
+    v["rss"] = _num(rss_mb(), 0, " MB")
+    gpu = gpu_memory_mb() if m is not None and m.device.type == "cuda" else {}
+    v["gpu"] = f"{gpu['gpu_allocated_mb']:.0f} / {gpu['gpu_reserved_mb']:.0f} MB" if gpu else "n/a (CPU)"
+    return PanelText(v)
+
+
+def grid_banner_messages(runner, ended: bool) -> list[tuple[str, str]]:
+    """(level, text) for the grid window's banner: model warnings and the end of the run. A
+    stream's own trouble (failed, reconnecting) is on its tile."""
+    out: list[tuple[str, str]] = []
+    m = runner.pipeline.models
+    if m is not None:
+        out.extend(("warning", w) for w in m.warnings)
+    if ended:
+        failed = [s.name for s in runner.pipeline.streams if stream_state(s)[0] == "failed"]
+        if runner.error is not None:
+            out.append(("warning", f"run stopped: {runner.error}"))
+        elif failed:
+            out.append(("warning", f"all streams are over; failed: {', '.join(failed)} (the tile says why)"))
+        else:
+            out.append(("info", "all streams ended"))
+    return out

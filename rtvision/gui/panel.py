@@ -1,4 +1,5 @@
-"""The stats panel: one value label per row of ``metrics.PANEL_ROWS``, plus the rolling plot."""
+"""The stats panel: one value label per row (``metrics.PANEL_ROWS``, or the grid window's
+``metrics.GRID_PANEL_ROWS``), plus the rolling plot."""
 
 from __future__ import annotations
 
@@ -15,14 +16,14 @@ PANEL_MAX_WIDTH = 380  # px
 class StatsPanel(QWidget):
     """``values[key]`` is the QLabel of a row (object name ``stat_<key>``, for tests)."""
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, parent: QWidget | None = None, rows: tuple[tuple[str, str], ...] = PANEL_ROWS) -> None:
         super().__init__(parent)
         outer = QVBoxLayout(self)
         outer.setContentsMargins(6, 6, 6, 6)
         form = QFormLayout()
         form.setLabelAlignment(Qt.AlignLeft)
         self.values: dict[str, QLabel] = {}
-        for key, title in PANEL_ROWS:
+        for key, title in rows:
             value = QLabel("–")
             value.setObjectName(f"stat_{key}")
             value.setTextInteractionFlags(Qt.TextSelectableByMouse)

@@ -406,7 +406,7 @@ def application() -> QApplication:
     return app
 
 
-def _install_signal_handlers(window: MainWindow):
+def _install_signal_handlers(window):
     """Ctrl-C / SIGTERM / SIGHUP close the window (main thread only). Returns a function that restores
     the previous handlers."""
     if threading.current_thread() is not threading.main_thread():
@@ -443,11 +443,22 @@ def run_window(
     """
     if auto_close is None:
         auto_close = env_flag(AUTOCLOSE_ENV)
+    return show_until_closed(lambda: MainWindow(cfg, runner, auto_close=auto_close, snapshot_dir=snapshot_dir),
+                             runner, on_window)
+
+
+def show_until_closed(make_window, runner, on_window=None) -> list[str]:
+    """Build a window with ``make_window()`` (``MainWindow``, or the grid window of a multi-stream
+    run: both have ``start``/``shutdown``/``interrupt``, a ``closed`` signal, ``is_shut_down``,
+    ``interrupt_code`` and ``stuck_threads``), show it, start it and run Qt's loop until it is
+    closed (q, Esc, the close button, a signal). The runner has finished when this returns;
+    a signal's exit code is handed to ``runner.exit_code``. Returns the threads that did not stop.
+    """
     app = application()
     window = None
     restore = lambda: None  # noqa: E731
     try:
-        window = MainWindow(cfg, runner, auto_close=auto_close, snapshot_dir=snapshot_dir)
+        window = make_window()
         loop = QEventLoop()
         window.closed.connect(loop.quit)
         restore = _install_signal_handlers(window)

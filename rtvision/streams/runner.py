@@ -17,6 +17,7 @@ from ..errors import EXIT_OK, EXIT_STREAM_FAILED, Interrupted, RtvisionError
 from ..runner import LiveStats
 from ..sinks import JsonlSink, VideoSink
 from ..stats import peak_rss_mb, process_age_s, rss_mb
+from ..types import Result
 from .engine import MultiPipeline
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,12 @@ def save_path(pattern: str, stream: str) -> str:
 
 
 class MultiRunner:
-    """Consumes a started ``MultiPipeline``; ``request_stop()`` ends the run from any thread."""
+    """Consumes a started ``MultiPipeline``; ``request_stop()`` ends the run from any thread.
+
+    Headless, ``run()`` runs on the main thread; with the window (``rtvision.gui.grid``) it runs
+    on a thread of its own and the window polls ``latest`` (stream name -> its newest Result; one
+    dict item assignment per result) and the live statistics; it never blocks this consumer.
+    """
 
     def __init__(self, cfg: RunConfig, pipeline: MultiPipeline, import_baseline_mb: float | None = None) -> None:
         self.cfg = cfg
@@ -40,6 +46,7 @@ class MultiRunner:
         self.exit_code = EXIT_OK
         self.import_baseline_mb = import_baseline_mb if import_baseline_mb is not None else rss_mb()
         self.listeners: list = []
+        self.latest: dict[str, Result] = {}  # read by the window
         self._stop = threading.Event()
         self.started_at = time.monotonic()
 
@@ -80,6 +87,7 @@ class MultiRunner:
                         t2 = time.perf_counter()
                         st.add(r, (t1 - t0) * 1000.0, (t2 - t1) * 1000.0)
                         self.total.add(r, 0.0, 0.0)
+                        self.latest[r.stream] = r
                         for listener in self.listeners:
                             listener(r)
                 except KeyboardInterrupt:

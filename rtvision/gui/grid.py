@@ -1,0 +1,444 @@
+"""The window of a multi-stream run: a grid of tiles, one per stream, and the overall panel.
+
+Each tile (``StreamTile``) is the stream's newest annotated frame (a ``FrameView``, drawn with
+``annotate`` as in the single-stream window) under an optional failure line and above its stats
+line: name, fps, latency, drops, state (running, reconnecting, ended, failed). A failed stream's
+tile says so and why; the other tiles go on. Clicking a tile enlarges it to the whole video area;
+a second click (or Esc) goes back to the grid. Keys: ``1``-``9`` enlarge that tile, ``f`` / ``l``
+faces / labels on/off, ``q`` quits (Esc quits from the grid).
+
+Like ``MainWindow``, it only consumes: ``MultiRunner.run()`` runs on a thread named
+``rtvision-runner``; a ~60 Hz QTimer reads ``runner.latest`` (stream -> newest Result) and the
+counters, never waiting on them; closing asks the runner (and through it the pipeline) to stop and
+joins the runner thread, which finalizes the outputs. The ``MultiPipeline``'s owner stops the
+pipeline and joins its threads once the window is gone.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+
+from PyQt5.QtCore import QRect, QSize, Qt, QTimer, pyqtSignal
+from PyQt5.QtGui import QGuiApplication
+from PyQt5.QtWidgets import (
+    QAction,
+    QHBoxLayout,
+    QLabel,
+    QLayout,
+    QMainWindow,
+    QSizePolicy,
+    QToolBar,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..annotate import annotate
+from ..config import RunConfig
+from ..errors import EXIT_OK
+from .frameview import FrameView
+from .metrics import GRID_PANEL_ROWS, TileText, grid_banner_messages, grid_panel_text, tile_text
+from .panel import StatsPanel
+from .window import _BANNER_STYLE, AUTOCLOSE_ENV, POLL_MS, STATS_MS, env_flag, show_until_closed
+
+log = logging.getLogger(__name__)
+
+TILE_SPACING = 4  # px between tiles
+
+_STATE_STYLE = {
+    "running": "background:#1d3324; color:white; padding:3px 6px;",
+    "reconnecting": "background:#7a4b00; color:white; padding:3px 6px;",
+    "ended": "background:#30404f; color:white; padding:3px 6px;",
+    "failed": "background:#8b1a1a; color:white; padding:3px 6px; font-weight:bold;",
+    "stopped": "background:#3a3a3a; color:white; padding:3px 6px;",
+    "starting": "background:#3a3a3a; color:white; padding:3px 6px;",
+}
+_FAILURE_STYLE = "background:#b00020; color:white; padding:6px; font-weight:bold;"
+
+
+def grid_shape(n: int) -> tuple[int, int]:
+    """(rows, cols) for ``n`` tiles: as square as can be, wider than tall (video is wide):
+    1 -> 1x1, 2 -> 1x2, 3-4 -> 2x2, 5-6 -> 2x3, 7-9 -> 3x3, 10-12 -> 3x4."""
+    if n < 1:
+        raise ValueError(f"grid_shape needs at least one tile, got {n}")
+    cols = math.ceil(math.sqrt(n))
+    return math.ceil(n / cols), cols
+
+
+class StreamTile(QWidget):
+    """One stream: its video (``view``), a failure line (``failure``, hidden unless it failed)
+    and its stats line (``stats``). Emits ``clicked(name)`` on a left click."""
+
+    clicked = pyqtSignal(str)
+
+    def __init__(self, name: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.name = name
+        self.setObjectName(f"tile_{name}")
+        self.shown_result = None
+        self.state = "starting"
+        self.text: TileText | None = None
+        self.view = FrameView()
+        self.view.setMinimumSize(96, 54)
+        self.view.placeholder = f"{name}: waiting for the first frame…"
+        self.failure = QLabel()
+        self.failure.setObjectName("tile_failure")
+        self.failure.setWordWrap(True)
+        self.failure.setStyleSheet(_FAILURE_STYLE)
+        self.failure.hide()
+        self.stats = QLabel(name)
+        self.stats.setObjectName("tile_stats")
+        self.stats.setStyleSheet(_STATE_STYLE["starting"])
+        self.stats.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Fixed)  # a long line never widens the tile
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.setSpacing(0)
+        lay.addWidget(self.failure)
+        lay.addWidget(self.view, 1)
+        lay.addWidget(self.stats)
+        self.setToolTip(f"{name}: click to enlarge (click again or Esc for the grid)")
+
+    def show_result(self, r, show_faces: bool = True, show_labels: bool = True) -> None:
+        """Draw ``r`` (this stream's Result) annotated."""
+        self.shown_result = r
+        self.view.set_image(annotate(r, show_faces=show_faces, show_labels=show_labels))
+
+    def set_text(self, text: TileText) -> None:
+        if text == self.text:
+            return
+        self.text = text
+        self.stats.setText(text.line)
+        if text.state != self.state:
+            self.state = text.state
+            self.stats.setStyleSheet(_STATE_STYLE.get(text.state, _STATE_STYLE["stopped"]))
+        if text.state == "failed":
+            why = text.failure or "failed"
+            self.failure.setText(f"FAILED: {why}")
+            self.failure.show()
+            if self.view.image is None:  # failed before its first frame
+                self.view.placeholder = f"{self.name} failed: {why}"
+                self.view.update()
+        else:
+            self.failure.hide()
+
+    def mousePressEvent(self, event) -> None:  # noqa: N802 - Qt name
+        if event.button() == Qt.LeftButton:
+            event.accept()  # so that the release comes here too
+        else:
+            super().mousePressEvent(event)
+
+    def mouseReleaseEvent(self, event) -> None:  # noqa: N802 - Qt name
+        if event.button() == Qt.LeftButton and self.rect().contains(event.pos()):
+            event.accept()
+            self.clicked.emit(self.name)
+        else:
+            super().mouseReleaseEvent(event)
+
+
+class TileGrid(QWidget):
+    """The video area: the tiles in ``rows`` x ``cols`` equal cells (stream i at row i // cols,
+    column i % cols; ``cell_rect``), or one of them enlarged to the whole area (``enlarged``: its
+    name). The tiles are placed by hand on every resize, so that a cell's size never depends on
+    what its tile shows (a failure line, a long stats line, no frame yet)."""
+
+    def __init__(self, names: list[str], parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.names = list(names)
+        self.rows, self.cols = grid_shape(len(self.names))
+        self.tiles: dict[str, StreamTile] = {}
+        self.enlarged: str | None = None
+        for name in self.names:
+            tile = StreamTile(name, self)
+            tile.clicked.connect(self.toggle)
+            self.tiles[name] = tile
+        self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
+        self.setMinimumSize(160 * self.cols, 110 * self.rows)
+        self._place()
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt name
+        return QSize(1100, 700)
+
+    def cell(self, name: str) -> tuple[int, int]:
+        i = self.names.index(name)
+        return i // self.cols, i % self.cols
+
+    def cell_rect(self, row: int, col: int) -> QRect:
+        """Cell (row, col) in this widget's coordinates: equal cells, TILE_SPACING px apart."""
+        w, h, sp = self.width(), self.height(), TILE_SPACING
+        x0 = round(col * (w + sp) / self.cols)
+        x1 = round((col + 1) * (w + sp) / self.cols) - sp
+        y0 = round(row * (h + sp) / self.rows)
+        y1 = round((row + 1) * (h + sp) / self.rows) - sp
+        return QRect(x0, y0, max(1, x1 - x0), max(1, y1 - y0))
+
+    def visible_tiles(self) -> list[StreamTile]:
+        if self.enlarged is not None:
+            return [self.tiles[self.enlarged]]
+        return [self.tiles[n] for n in self.names]
+
+    def _place(self) -> None:
+        for name, tile in self.tiles.items():
+            if self.enlarged is None:
+                tile.setGeometry(self.cell_rect(*self.cell(name)))
+                tile.show()
+            elif name == self.enlarged:
+                tile.setGeometry(self.rect())
+                tile.show()
+            else:
+                tile.hide()
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt name
+        super().resizeEvent(event)
+        self._place()
+
+    def enlarge(self, name: str) -> None:
+        """Show only ``name``'s tile, over the whole video area."""
+        if name in self.tiles and self.enlarged != name:
+            self.enlarged = name
+            self._place()
+
+    def show_grid(self) -> None:
+        """Back to the grid (the enlarged tile returns to its cell)."""
+        if self.enlarged is not None:
+            self.enlarged = None
+            self._place()
+
+    def toggle(self, name: str) -> None:
+        """A click on a tile: enlarge it, or, when it is the enlarged one, back to the grid."""
+        if self.enlarged == name:
+            self.show_grid()
+        else:
+            self.enlarge(name)
+
+
+class GridWindow(QMainWindow):
+    """The window of a multi-stream run (see the module docstring); ``start()`` once after
+    building it. For tests and scripts: ``grid`` (TileGrid; ``grid.tiles[name]``), ``panel``,
+    ``banner``, ``is_ended``."""
+
+    closed = pyqtSignal()
+    ended = pyqtSignal()
+
+    def __init__(self, cfg: RunConfig, runner, auto_close: bool = False, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.cfg = cfg
+        self.runner = runner
+        self.auto_close = auto_close
+        self.show_faces = True
+        self.show_labels = True
+        self.is_ended = False
+        self.is_shut_down = False
+        self.interrupt_code = EXIT_OK
+        self.stuck_threads: list[str] = []
+        self._thread: threading.Thread | None = None
+        self._banner_text = None
+        streams = runner.pipeline.streams
+        names = [s.name for s in streams]
+        self.setWindowTitle(f"rtvision — {len(names)} streams: {', '.join(names)}")
+        if QGuiApplication.platformName() in ("offscreen", "minimal"):
+            self.layout().setSizeConstraint(QLayout.SetNoConstraint)  # see MainWindow
+
+        self.grid = TileGrid(names)
+        self.panel = StatsPanel(rows=GRID_PANEL_ROWS)
+        self.banner = QLabel()
+        self.banner.setWordWrap(True)
+        self.banner.setObjectName("banner")
+        self.banner.hide()
+        central = QWidget()
+        outer = QVBoxLayout(central)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.setSpacing(0)
+        outer.addWidget(self.banner)
+        row = QHBoxLayout()
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.grid, 1)
+        row.addWidget(self.panel, 0)
+        outer.addLayout(row, 1)
+        self.setCentralWidget(central)
+        self.state_label = QLabel("starting")
+        self.statusBar().addPermanentWidget(self.state_label)
+        self.statusBar().showMessage("click a tile to enlarge it (again, or Esc, for the grid); q quits")
+        self._build_actions()
+        self.resize(1440, 860)
+
+        self._poll_timer = QTimer(self)
+        self._poll_timer.setInterval(POLL_MS)
+        self._poll_timer.timeout.connect(self._poll)
+        self._stats_timer = QTimer(self)
+        self._stats_timer.setInterval(STATS_MS)
+        self._stats_timer.timeout.connect(self._refresh_stats)
+        self._refresh_tiles()
+
+    def _build_actions(self) -> None:
+        tb = QToolBar("controls")
+        tb.setMovable(False)
+        self.addToolBar(tb)
+
+        def action(text: str, tip: str, slot, checkable: bool = False) -> QAction:
+            a = QAction(text, self)
+            a.setToolTip(tip)
+            a.setCheckable(checkable)
+            a.setChecked(checkable)
+            a.triggered.connect(slot)
+            tb.addAction(a)
+            return a
+
+        self.grid_action = action("Grid", "Back to the grid (Esc)", self.grid.show_grid)
+        tb.addSeparator()
+        self.faces_action = action("Faces", "Face boxes on/off (F)", self.set_faces, True)
+        self.labels_action = action("Labels", "Classifier labels on/off (L)", self.set_labels, True)
+        tb.addSeparator()
+        action("Quit", "Quit (Q)", self.close)
+        for button in tb.findChildren(QToolButton):
+            button.setFocusPolicy(Qt.NoFocus)
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the runner thread and the timers (once)."""
+        if self._thread is not None or self.is_shut_down:
+            return
+        self._thread = threading.Thread(target=self.runner.run, name="rtvision-runner", daemon=True)
+        self._thread.start()
+        self.state_label.setText("running")
+        self._poll_timer.start()
+        self._stats_timer.start()
+        self._refresh_stats()
+
+    @property
+    def runner_thread(self) -> threading.Thread | None:
+        return self._thread
+
+    def shutdown(self) -> list[str]:
+        """Ask the runner (and through it the pipeline) to stop and join the runner thread, which
+        finalizes the outputs, with a timeout. Idempotent; returns the threads that did not stop."""
+        if self.is_shut_down:
+            return self.stuck_threads
+        self.is_shut_down = True
+        self._poll_timer.stop()
+        self._stats_timer.stop()
+        self.runner.request_stop()
+        if self._thread is not None:
+            self._thread.join(timeout=self.cfg.join_timeout_s + 5.0)
+            if self._thread.is_alive():
+                self.stuck_threads.append(self._thread.name)
+                log.error("the runner thread did not stop within %.0fs", self.cfg.join_timeout_s + 5.0)
+        return self.stuck_threads
+
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt name
+        self.shutdown()
+        event.accept()
+        super().closeEvent(event)
+        self.closed.emit()
+
+    def interrupt(self, code: int) -> None:
+        """Close because of a signal (SIGHUP: 129, Ctrl-C: 130, SIGTERM: 143)."""
+        self.interrupt_code = code
+        self.runner.interrupt(code)
+        self.close()
+
+    # -- the GUI-thread loop -------------------------------------------------------------------------
+    def _poll(self) -> None:
+        latest = self.runner.latest
+        for tile in self.grid.visible_tiles():
+            r = latest.get(tile.name)
+            # a new result once the previous one is on screen: a slow display skips display
+            # frames, never pipeline frames
+            if r is not None and r is not tile.shown_result and not tile.view.pending:
+                tile.show_result(r, self.show_faces, self.show_labels)
+        if not self.is_ended and self._thread is not None and not self._thread.is_alive():
+            self._on_ended()
+
+    def _refresh_tiles(self) -> None:
+        now = time.monotonic()
+        for s in self.runner.pipeline.streams:
+            self.grid.tiles[s.name].set_text(tile_text(self.runner, s, now))
+
+    def _refresh_stats(self) -> None:
+        self._refresh_tiles()
+        display_fps = sum(t.view.display_rate.rate() for t in self.grid.tiles.values())
+        self.panel.show_text(grid_panel_text(self.runner, display_fps))
+        self.panel.plot.set_history(list(self.runner.total.history))
+        self._update_banner()
+
+    def _update_banner(self) -> None:
+        msgs = grid_banner_messages(self.runner, self.is_ended)
+        key = tuple(msgs)
+        if key == self._banner_text:
+            return
+        self._banner_text = key
+        if not msgs:
+            self.banner.hide()
+            return
+        level = "warning" if any(lv == "warning" for lv, _ in msgs) else "info"
+        self.banner.setStyleSheet(_BANNER_STYLE[level])
+        self.banner.setText("\n".join(text for _, text in msgs))
+        self.banner.show()
+
+    def _on_ended(self) -> None:
+        self.is_ended = True
+        err = self.runner.error
+        self.state_label.setText("ended" if err is None else "stopped on error")
+        self._refresh_stats()
+        self.statusBar().showMessage("all streams ended; q quits" if err is None else f"stopped: {err}")
+        self.ended.emit()
+        if self.auto_close:
+            QTimer.singleShot(0, self._close_when_drawn)
+
+    def _close_when_drawn(self) -> None:
+        self._poll()
+        if any(t.view.pending for t in self.grid.visible_tiles()) and self.isVisible():
+            QTimer.singleShot(POLL_MS, self._close_when_drawn)
+            return
+        self.close()
+
+    # -- controls --------------------------------------------------------------------------------------
+    def set_faces(self, on: bool) -> None:
+        self.show_faces = bool(on)
+        self.faces_action.setChecked(self.show_faces)
+        self._redraw()
+
+    def set_labels(self, on: bool) -> None:
+        self.show_labels = bool(on)
+        self.labels_action.setChecked(self.show_labels)
+        self._redraw()
+
+    def _redraw(self) -> None:
+        for tile in self.grid.tiles.values():
+            if tile.shown_result is not None:
+                tile.show_result(tile.shown_result, self.show_faces, self.show_labels)
+
+    def keyPressEvent(self, event) -> None:  # noqa: N802 - Qt name
+        key = event.key()
+        if event.modifiers() & (Qt.ControlModifier | Qt.AltModifier | Qt.MetaModifier):
+            super().keyPressEvent(event)
+            return
+        if key == Qt.Key_Escape:
+            if self.grid.enlarged is not None:
+                self.grid.show_grid()
+            else:
+                self.close()
+        elif key == Qt.Key_Q:
+            self.close()
+        elif Qt.Key_1 <= key <= Qt.Key_9 and key - Qt.Key_1 < len(self.grid.names):
+            self.grid.toggle(self.grid.names[key - Qt.Key_1])
+        elif key == Qt.Key_F:
+            self.set_faces(not self.show_faces)
+        elif key == Qt.Key_L:
+            self.set_labels(not self.show_labels)
+        else:
+            super().keyPressEvent(event)
+            return
+        event.accept()
+
+
+def run_grid_window(cfg: RunConfig, runner, auto_close: bool | None = None, on_window=None) -> list[str]:
+    """Show the grid window over a started ``MultiPipeline``'s ``MultiRunner`` until it is closed
+    (as ``run_window`` does for one stream): when this returns the runner has finished and the
+    outputs are finalized; the pipeline's owner then stops it. ``auto_close`` None reads
+    ``RTVISION_WINDOW_AUTOCLOSE``. Returns the names of the window's threads that did not stop."""
+    if auto_close is None:
+        auto_close = env_flag(AUTOCLOSE_ENV)
+    return show_until_closed(lambda: GridWindow(cfg, runner, auto_close=auto_close), runner, on_window)
