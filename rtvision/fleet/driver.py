@@ -25,8 +25,10 @@ import math
 import os
 import socket
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..config import RunConfig
 from ..errors import (
@@ -51,6 +53,7 @@ INSTALL_HINT = 'rtvision fleet needs Ray, an optional extra: pip install -e ".[r
 # "no multi-node cluster" switch is off (its default on macOS/Windows): then every Ray process
 # of a local instance binds to loopback. Read by Ray when imported, and by its child processes.
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+AUTH_MODE_ENV = "RAY_AUTH_MODE"
 REACH_TIMEOUT_S = 5.0
 STOP_TIMEOUT_S = 30.0
 PROBE_RETRY_S = 0.2
@@ -61,12 +64,24 @@ def is_loopback(address: str) -> bool:
     return host in ("localhost", "::1") or host.startswith("127.")
 
 
-def import_ray(loopback: bool):
-    """``ray``, with its node address on loopback or not; UsageError (exit 2) when not installed."""
+def _token_available() -> bool:
+    return bool(os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+                or (Path.home() / ".ray" / "auth_token").is_file())
+
+
+def import_ray(loopback: bool, joining: bool = False):
+    """``ray``, with its node address on loopback or not; UsageError (exit 2) when not installed.
+
+    ``joining`` a cluster: when this machine has a Ray token (``~/.ray/auth_token``,
+    ``RAY_AUTH_TOKEN``) and ``RAY_AUTH_MODE`` is not set, the driver sends it, as Ray itself does
+    for a cluster it finds on its own (a cluster without token authentication accepts it too;
+    ``ray start --head`` turns it on when the head machine has a token)."""
     if loopback:
         os.environ[LOOPBACK_ENV] = "0"
     elif os.environ.get(LOOPBACK_ENV) == "0":
         os.environ.pop(LOOPBACK_ENV)
+    if joining and AUTH_MODE_ENV not in os.environ and _token_available():
+        os.environ[AUTH_MODE_ENV] = "token"
     try:
         import ray
     except ImportError:
@@ -87,6 +102,28 @@ def check_reachable(address: str) -> None:
     except OSError as exc:
         raise ClusterError(f"cannot reach a Ray cluster at {address} ({exc.strerror or exc}); start one with "
                            f"`ray start --head --port={port}` on the head machine") from None
+
+
+@contextlib.contextmanager
+def _native_stderr_captured(lines: list[str]):
+    """Ray's C++ core writes its retries and warnings straight to file descriptor 2 (dozens of
+    lines while a connection fails); while ``ray.init`` joins a cluster they go to ``lines`` and
+    the debug log instead, and a failure is said in one line."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            for line in tmp.read().decode("utf-8", "replace").splitlines():
+                if line.strip():
+                    lines.append(line)
+                    log.debug("ray: %s", line)
 
 
 class _RayPrints(io.TextIOBase):
@@ -202,7 +239,7 @@ class FleetDriver:
         try:
             with contextlib.ExitStack() as stack:
                 loopback = self.local or is_loopback(self.address)
-                self.ray = import_ray(loopback)
+                self.ray = import_ray(loopback, joining=not self.local)
                 if not self.local:
                     check_reachable(self.address)
                 sys.stdout = _RayPrints()
@@ -227,15 +264,20 @@ class FleetDriver:
         ray = self.ray
         t0 = time.monotonic()
         quiet = {"log_to_driver": False, "logging_level": logging.ERROR}
+        native: list[str] = []
         try:
-            if self.local:
+            if self.local:  # (not captured: the Ray processes started here would inherit the capture)
                 ray.init(address="local", _node_ip_address="127.0.0.1", num_cpus=self.local_cpus,
                          include_dashboard=False, **quiet)
             else:
-                ray.init(address=self.address, **({"_node_ip_address": "127.0.0.1"} if loopback else {}), **quiet)
+                with _native_stderr_captured(native):
+                    ray.init(address=self.address, **({"_node_ip_address": "127.0.0.1"} if loopback else {}), **quiet)
         except Exception as exc:  # noqa: BLE001 - Ray's own errors, in one line
             what = "start a local Ray instance" if self.local else f"join the Ray cluster at {self.address}"
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+            if any("Unauthenticated" in line or "InvalidAuthToken" in line for line in native):
+                first += ("; the cluster wants Ray's token: copy the head's ~/.ray/auth_token to this machine "
+                          "(or set RAY_AUTH_TOKEN) and set RAY_AUTH_MODE=token")
             raise ClusterError(f"cannot {what}: {first}") from None
         self.ray_init_s = time.monotonic() - t0
         res = ray.cluster_resources()

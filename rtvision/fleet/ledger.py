@@ -107,7 +107,7 @@ class StreamLedger:
             self.counters_done[k] += self.counters_now[k]
             self.counters_now[k] = 0
         self.track_offset = self.max_track_id
-        self._pending_restart = {"at_frame": self.next_index, "since": self.last_at or now, "lost": None}
+        self._pending_restart = {"at_frame": self.next_index, "since": self.last_at if self.last_at is not None else now, "lost": None}
         self.restarts.append(self._pending_restart)
         self.state = "pending"
 
