@@ -31,13 +31,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from typing import TYPE_CHECKING
+
 from ..config import RunConfig
 from ..errors import EXIT_INTERNAL, RtvisionError
 from ..sources import CorruptFrame, Source, SourceInfo, open_source
-from ..streams.engine import MultiPipeline, Stream
-from ..streams.runner import MultiRunner
 from ..streams.spec import StreamSpec
-from ..types import Result
+
+if TYPE_CHECKING:  # the pipeline (torch) is imported where it runs, in the actor: the driver never loads it
+    from ..streams.engine import MultiPipeline, Stream
+    from ..streams.runner import MultiRunner
+    from ..types import Result
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +152,9 @@ class FleetActor:
         ``{"ok": False, "error", "exit_code", "streams_failed"}`` (``streams_failed``: every stream
         failed on its own, e.g. no file opened; otherwise the actor itself cannot run, e.g. a bad
         model file)."""
+        from ..streams.engine import MultiPipeline
+        from ..streams.runner import MultiRunner
+
         base = {"pid": os.getpid(), "host": socket.gethostname()}
         if self.thread is not None:
             return base | {"ok": False, "error": "this actor already runs its streams", "exit_code": EXIT_INTERNAL,
