@@ -5,6 +5,7 @@ imports Ray. With Ray (skipped only when the ``ray`` extra is not installed): a 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -212,3 +213,49 @@ def test_two_actors_on_a_local_instance_survive_a_sigkill(tmp_path, faces_video)
     assert before and after and not before & after and min(after) > max(before)
     text = format_fleet_summary(s)
     assert "restarts 1, resumed at frame" in text and "lost 0" in text
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_actors_and_the_local_instance_cleanly(tmp_path, faces_video):
+    """``rtvision fleet`` in its own process group gets SIGINT there (a terminal's Ctrl-C reaches
+    the driver and every Ray process it started) once results flow: exit 130, no traceback, the
+    summary written with the streams stopped, the JSONL a clean in-order prefix of each stream,
+    and no process of the run left behind."""
+    psutil = pytest.importorskip("psutil")
+    pytest.importorskip("ray")
+    results, summary = tmp_path / "r.jsonl", tmp_path / "s.json"
+    cmd = [sys.executable, "-m", "rtvision", "fleet", "--source", f"one={faces_video}", "--source", f"two={faces_video}",
+           "--classifier", "none", "--results", str(results), "--summary-json", str(summary)]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    family: set = set()
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and p.poll() is None:
+            with contextlib.suppress(psutil.Error):
+                family |= {c.pid for c in psutil.Process(p.pid).children(recursive=True)}
+            if results.exists() and len(results.read_text().splitlines()) >= 4:
+                break
+            time.sleep(0.2)
+        assert p.poll() is None, "the run ended before it could be interrupted"
+        t0 = time.monotonic()
+        os.killpg(p.pid, signal.SIGINT)
+        out, err = p.communicate(timeout=60)
+        stop_s = time.monotonic() - t0
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    assert p.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and "Traceback" not in out
+    s = json.loads(summary.read_text())
+    assert s["exit_code"] == 130 and {r["state"] for r in s["streams"]} <= {"stopped", "ended"}
+    rows = [json.loads(x) for x in results.read_text().splitlines()]
+    for name in ("one", "two"):
+        frames = [r["frame"] for r in rows if r["stream"] == name]
+        assert frames == list(range(len(frames)))
+    assert len(rows) == s["frames_processed"] and len(rows) < 210
+    assert "rtvision fleet: 2 streams on 2 actors" in out
+    time.sleep(1.0)
+    left = [pid for pid in family if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    assert family and not left, f"processes of the run still alive: {left}"
+    print(f"stopped in {stop_s:.1f} s after SIGINT; {len(rows)} records")

@@ -19,6 +19,7 @@ bound to 127.0.0.1 (every Ray process listens on loopback) and shuts it down at 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import logging
 import math
@@ -69,27 +70,52 @@ def _token_available() -> bool:
                 or (Path.home() / ".ray" / "auth_token").is_file())
 
 
-def import_ray(loopback: bool, joining: bool = False):
-    """``ray``, with its node address on loopback or not; UsageError (exit 2) when not installed.
+def ray_installed() -> bool:
+    try:
+        return importlib.util.find_spec("ray") is not None
+    except (ImportError, ValueError):  # a module hidden or half-installed
+        return False
+
+
+@contextlib.contextmanager
+def ray_environment(loopback: bool, joining: bool):
+    """``ray``, imported with its node address on loopback or not, for the length of the block;
+    UsageError (exit 2) when it is not installed. The variables set are restored at the end.
 
     ``joining`` a cluster: when this machine has a Ray token (``~/.ray/auth_token``,
     ``RAY_AUTH_TOKEN``) and ``RAY_AUTH_MODE`` is not set, the driver sends it, as Ray itself does
     for a cluster it finds on its own (a cluster without token authentication accepts it too;
-    ``ray start --head`` turns it on when the head machine has a token)."""
+    ``ray start --head`` turns it on when the head machine has a token). Ray reads these variables
+    when it is first imported and initialized: one process runs one kind of fleet (the CLI does).
+    """
+    if not ray_installed():
+        raise UsageError(INSTALL_HINT)
+    saved = {k: os.environ.get(k) for k in (LOOPBACK_ENV, AUTH_MODE_ENV)}
     if loopback:
         os.environ[LOOPBACK_ENV] = "0"
     elif os.environ.get(LOOPBACK_ENV) == "0":
         os.environ.pop(LOOPBACK_ENV)
-    if joining and AUTH_MODE_ENV not in os.environ and _token_available():
+    if joining and saved[AUTH_MODE_ENV] is None and _token_available():
         os.environ[AUTH_MODE_ENV] = "token"
     try:
-        import ray
-    except ImportError:
-        raise UsageError(INSTALL_HINT) from None
-    from ray._private import ray_constants
+        try:
+            import ray
+        except ImportError:
+            raise UsageError(INSTALL_HINT) from None
+        from ray._private import ray_constants
 
-    ray_constants.ENABLE_RAY_CLUSTER = not loopback  # also when ray was imported before the variable was set
-    return ray
+        was = ray_constants.ENABLE_RAY_CLUSTER
+        ray_constants.ENABLE_RAY_CLUSTER = not loopback  # also when ray was imported before the variable was set
+        try:
+            yield ray
+        finally:
+            ray_constants.ENABLE_RAY_CLUSTER = was
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def check_reachable(address: str) -> None:
@@ -239,9 +265,11 @@ class FleetDriver:
         try:
             with contextlib.ExitStack() as stack:
                 loopback = self.local or is_loopback(self.address)
-                self.ray = import_ray(loopback, joining=not self.local)
+                if not ray_installed():
+                    raise UsageError(INSTALL_HINT)
                 if not self.local:
                     check_reachable(self.address)
+                self.ray = stack.enter_context(ray_environment(loopback, joining=not self.local))
                 sys.stdout = _RayPrints()
                 stack.callback(setattr, sys, "stdout", real_stdout)
                 stack.callback(self._shutdown)
