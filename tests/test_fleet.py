@@ -202,6 +202,7 @@ def test_two_actors_on_a_local_instance_survive_a_sigkill(tmp_path, faces_video)
         # written at the kill included), and the restarted actor delivered exactly from there
         assert seen["at"][name] <= log[0]["at_frame"] < 60 and log[0]["first_frame"] == log[0]["at_frame"]
         assert log[0]["lost"] == 0 and by[name]["frames_lost"] == 0
+        assert by[name]["duplicates_dropped"] == 0  # the restarted actor began at that frame, not before
     assert seen["at"]["street"] >= 9 and seen["at"]["b"] > 0  # killed mid-run, both streams unfinished
     assert by["a"]["restarts"] == 0 and by["c"]["restarts"] == 0
     assert s["frames_lost"] == 0 and s["frames_processed"] == 240 and s["exit_code"] == EXIT_OK
