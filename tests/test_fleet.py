@@ -260,3 +260,17 @@ def test_ctrl_c_stops_the_actors_and_the_local_instance_cleanly(tmp_path, faces_
     left = [pid for pid in family if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
     assert family and not left, f"processes of the run still alive: {left}"
     print(f"stopped in {stop_s:.1f} s after SIGINT; {len(rows)} records")
+
+
+def test_actors_are_as_many_as_the_cluster_holds_at_most_one_per_stream():
+    from rtvision.errors import ClusterError
+    from rtvision.fleet.driver import plan_actors
+
+    assert plan_actors(4, cpus=2, gpus=0, actors=None, actor_cpus=1, actor_gpus=0) == 2
+    assert plan_actors(3, cpus=16, gpus=0, actors=None, actor_cpus=1, actor_gpus=0) == 3
+    assert plan_actors(8, cpus=16, gpus=2, actors=None, actor_cpus=1, actor_gpus=0.5) == 4
+    assert plan_actors(2, cpus=2, gpus=0, actors=5, actor_cpus=1, actor_gpus=0) == 2  # one per stream at most
+    with pytest.raises(ClusterError, match="no room for 3 actor"):
+        plan_actors(4, cpus=2, gpus=0, actors=3, actor_cpus=1, actor_gpus=0)
+    with pytest.raises(ClusterError, match="no room for 1 actor"):
+        plan_actors(4, cpus=2, gpus=0, actors=None, actor_cpus=4, actor_gpus=0)

@@ -45,7 +45,7 @@ from ..sinks import JsonlSink
 from ..stats import LatencyHistogram
 from ..streams.spec import StreamSpec
 from .actor import Assignment, FleetActor
-from .ledger import StreamLedger
+from .ledger import MIN_RATE_SPAN_S, StreamLedger
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +188,7 @@ class ActorSlot:
 
     @property
     def active(self) -> bool:
-        return self.state not in ("done", "lost")
+        return self.state not in ("done", "lost", "stopped")
 
 
 def plan_actors(n_streams: int, cpus: float, gpus: float, actors: int | None, actor_cpus: float,
@@ -287,6 +287,12 @@ class FleetDriver:
             self.error, self.exit_code = exc, EXIT_INTERNAL
         if self._stop_code is not None and self.error is None:
             self.exit_code = self._stop_code
+        for led in self.ledgers.values():  # a run ended by an error: what was left, stopped with it
+            if not led.finished and (self.error is not None or self._stop_code is not None):
+                led.state = "stopped"
+        for slot in self.slots:
+            if slot.active and self.error is not None:
+                slot.state = "stopped"
 
     def _connect(self, loopback: bool) -> None:
         ray = self.ray
@@ -474,7 +480,11 @@ class FleetDriver:
             if out is None:
                 continue
             if self._jsonl is not None:
-                self._jsonl.write_record(out)
+                try:
+                    self._jsonl.write_record(out)
+                except RtvisionError:
+                    led.delivered -= 1  # not delivered after all: the run ends on this error
+                    raise
             self.delivered += 1
             self.latency.add(float(out.get("latency_ms") or 0.0))
             if self.first_result_s is None:
@@ -573,7 +583,7 @@ class FleetDriver:
             "frames_processed": self.delivered,
             "frames_lost": sum(r["frames_lost"] or 0 for r in streams),
             "elapsed_s": elapsed,  # from the first result to the last: startup (Ray, models) apart
-            "throughput_fps": self.delivered / elapsed if elapsed > 0 else None,
+            "throughput_fps": self.delivered / elapsed if elapsed >= MIN_RATE_SPAN_S else None,
             "wall_s": time.monotonic() - self.started_at,
             "latency_ms": self.latency.summary(),
             "ray_init_s": self.ray_init_s,

@@ -19,6 +19,7 @@ from ..specs import redact_url
 from ..stats import LatencyHistogram
 
 FINAL = ("ended", "failed", "stopped")
+MIN_RATE_SPAN_S = 1.0
 COUNTERS = ("frames_read", "frames_dropped", "frames_corrupt", "reconnects")
 
 
@@ -144,7 +145,9 @@ class StreamLedger:
             "frames_lost": self.frames_lost if not self.live else None,
             "gap_s": round(sum(r.get("gap_s") or 0.0 for r in self.restarts), 3),
             "duplicates_dropped": self.duplicates,
-            "throughput_fps": self.delivered / span if span > 0 else None,  # first result to last (startup apart)
+            # first result to last as they reach the driver (startup apart); results come in chunks,
+            # so a span under MIN_RATE_SPAN_S says nothing
+            "throughput_fps": self.delivered / span if span >= MIN_RATE_SPAN_S else None,
             "latency_ms": self.latency.summary(),
         }
 
