@@ -32,6 +32,10 @@ def positive_float(text: str) -> float:
     return _number(text, float, lambda v: v > 0, "a positive number")
 
 
+def non_negative_float(text: str) -> float:
+    return _number(text, float, lambda v: v >= 0 and v == v, "a number >= 0")
+
+
 def fraction(text: str) -> float:
     """A number in (0, 1]."""
     return _number(text, float, lambda v: 0 < v <= 1, "a number in (0, 1]")

@@ -1,4 +1,5 @@
-"""Command line: ``rtvision [run flags]``, ``rtvision optimize …``, ``rtvision bench …``.
+"""Command line: ``rtvision [run flags]``, ``rtvision optimize …``, ``rtvision bench …``,
+``rtvision fleet …`` (the streams on a Ray cluster; Ray is imported only there).
 
 Every failure is one line on stderr and a documented exit code (see rtvision/errors.py).
 """
@@ -24,7 +25,7 @@ import threading  # noqa: E402
 from collections.abc import Callable
 
 from . import errors  # noqa: E402
-from .argtypes import non_negative_int, positive_float, positive_int, scale_fraction  # noqa: E402
+from .argtypes import non_negative_float, non_negative_int, positive_float, positive_int, scale_fraction  # noqa: E402
 from .config import (
     BACKENDS,
     CLASSIFIERS,
@@ -41,7 +42,12 @@ from .specs import redact_text  # noqa: E402
 
 log = logging.getLogger("rtvision")
 
-SUBCOMMANDS = ("optimize", "bench")
+SUBCOMMANDS = ("optimize", "bench", "fleet")
+
+
+EXIT_CODES_HELP = ("Exit codes: 0 ok, 1 internal failure, 2 usage, 3 bad input video, 4 camera/stream unavailable, "
+                   "5 bad model file, 6 output error, 7 a stream of several failed, 8 fleet: no Ray cluster to run on, "
+                   "129 SIGHUP (terminal closed), 130 Ctrl-C, 143 SIGTERM.")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -105,10 +111,8 @@ def build_run_parser(prog: str = "rtvision") -> OneLineParser:
     p = OneLineParser(
         prog=prog,
         description="Real-time video recognition: face detection and image classification on a camera, "
-        "stream or file. Subcommands: `rtvision optimize --help`, `rtvision bench --help`.",
-        epilog="Exit codes: 0 ok, 1 internal failure, 2 usage, 3 bad input video, 4 camera/stream unavailable, "
-        "5 bad model file, 6 output error, 7 a stream of several failed, 129 SIGHUP (terminal closed), 130 Ctrl-C, "
-        "143 SIGTERM.",
+        "stream or file. Subcommands: `rtvision optimize --help`, `rtvision bench --help`, `rtvision fleet --help`.",
+        epilog=EXIT_CODES_HELP,
     )
     add_source_args(p)
     add_model_args(p)
@@ -127,6 +131,41 @@ def build_run_parser(prog: str = "rtvision") -> OneLineParser:
     g.add_argument("--results-verbose", action="store_true", help="add batch_size and per-stage timings to each JSONL record")
     g.add_argument("--summary-json", default=None, help="also write the run summary as JSON (- for standard output)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    return p
+
+
+def build_fleet_parser(prog: str = "rtvision fleet") -> OneLineParser:
+    """``rtvision fleet``: the run's source and model flags (the same argument groups), the
+    fleet's own, and the outputs the driver gathers (no window, no annotated video)."""
+    p = OneLineParser(
+        prog=prog,
+        description="Run many streams on a Ray cluster: the streams are split across Ray actors, each running one "
+        "multi-stream pipeline for its share; the driver gathers every result into one JSON Lines file and one "
+        "summary, and resumes the streams of an actor that Ray restarts. Needs the ray extra: pip install -e \".[ray]\".",
+        epilog=EXIT_CODES_HELP,
+    )
+    add_source_args(p)
+    add_model_args(p)
+    g = p.add_argument_group("fleet")
+    g.add_argument("--ray", default="auto", metavar="auto|HOST:PORT",
+                   help="auto: start a local Ray instance on 127.0.0.1 (stopped at the end); HOST:PORT: join a cluster "
+                        "started with `ray start --head --port=PORT` (default: %(default)s)")
+    g.add_argument("--actors", type=positive_int, default=None,
+                   help="actors to run (default: as many as the cluster's CPUs/GPUs hold, at most one per stream)")
+    g.add_argument("--actor-cpus", type=positive_float, default=1.0, help="CPUs each actor declares (default: %(default)s)")
+    g.add_argument("--actor-gpus", type=non_negative_float, default=None,
+                   help="GPUs each actor declares, fractions allowed (default: 1 when the cluster has GPUs and --device "
+                        "is not cpu, else 0)")
+    g.add_argument("--max-restarts", type=non_negative_int, default=3,
+                   help="times Ray restarts an actor that died; its streams resume on the restarted actor (default: %(default)s)")
+    g.add_argument("--start-timeout", type=positive_float, default=300.0,
+                   help="seconds an actor may take to be placed and to load its models (default: %(default)s)")
+    g.add_argument("--batch", type=positive_int, default=None,
+                   help="most frames per inference batch in each actor (default: as a multi-stream run)")
+    g.add_argument("--results", default=None, help="every stream's results as JSON Lines, gathered by the driver (- for standard output)")
+    g.add_argument("--results-verbose", action="store_true", help="add batch_size and per-stage timings to each JSONL record")
+    g.add_argument("--summary-json", default=None, help="also write the fleet summary as JSON (- for standard output)")
     g.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     return p
 
@@ -361,6 +400,58 @@ def _run_streams(a: argparse.Namespace, specs) -> int:
     return summary["exit_code"]  # 7 when a stream failed: named, with its reason, in the log and the summary
 
 
+def _absolute_if_file(path: str | None) -> str | None:
+    """A path the actors can open wherever their working folder is (other machines: the same path)."""
+    return os.path.abspath(path) if path and os.path.exists(path) else path
+
+
+def run_fleet(a: argparse.Namespace) -> int:
+    """``rtvision fleet``: the streams on a Ray cluster (``rtvision.fleet``)."""
+    from .outputs import OutputClaims, check_outputs
+    from .streams.spec import StreamSpec, stream_specs
+
+    if not (a.source or a.sources):
+        raise UsageError("rtvision fleet: give the streams with --sources FILE or --source (repeated)")
+    specs = stream_specs(a.source, a.sources)
+    specs = [StreamSpec(s.name, _absolute_if_file(s.spec)) for s in specs]
+    outputs = {"--results": a.results, "--summary-json": a.summary_json}
+    for s in specs:
+        check_outputs(s.spec, outputs)
+    for flag in ("labels", "model", "cache_dir"):
+        setattr(a, flag, _absolute_if_file(getattr(a, flag)))
+    if not a.weights.startswith("imagenet"):
+        a.weights = _absolute_if_file(a.weights)
+    a.source = specs[0].spec  # the template of every stream's settings; each stream has its own spec
+    cfg = RunConfig(source=source_config(a), model=model_config(a), batch=a.batch, results_verbose=a.results_verbose,
+                    headless=True, progress=False)
+    with OutputClaims(outputs):
+        return _run_fleet(a, cfg, specs)
+
+
+def _run_fleet(a: argparse.Namespace, cfg: RunConfig, specs) -> int:
+    from .fleet.driver import FleetDriver
+    from .fleet.ledger import format_fleet_summary
+    from .outputs import is_stdout
+
+    driver = FleetDriver(cfg, specs, address=a.ray, actors=a.actors, actor_cpus=a.actor_cpus, actor_gpus=a.actor_gpus,
+                         max_restarts=a.max_restarts, start_timeout_s=a.start_timeout, results_path=a.results)
+    with _signals_stop(driver):
+        driver.run()
+    if driver.error is not None and not driver.slots:  # nothing ran (no Ray, no cluster): the error alone
+        raise driver.error
+    summary = driver.summary()
+    stdout_taken = is_stdout(a.results) or is_stdout(a.summary_json)
+    _print_summary(format_fleet_summary(summary), sys.stderr if stdout_taken else sys.stdout)
+    if a.summary_json:
+        write_summary_json(summary, a.summary_json)
+    if driver.error is not None:
+        err = driver.error
+        if isinstance(err, RtvisionError):
+            raise err
+        raise RuntimeError(f"{err.__class__.__name__}: {err}")
+    return summary["exit_code"]
+
+
 def _run_main(a: argparse.Namespace) -> int:
     from .outputs import is_stdout
     from .pipeline import Pipeline
@@ -460,6 +551,8 @@ def _dispatch(argv: list[str]) -> tuple[Callable[[argparse.Namespace], int], arg
         sub = parser.add_subparsers(dest="command", parser_class=OneLineParser)
         add_bench_parser(sub)
         return run_bench, parser.parse_args(argv)
+    if argv and argv[0] == "fleet":
+        return run_fleet, build_fleet_parser().parse_args(argv[1:])
     return run_main, build_run_parser().parse_args(argv)
 
 

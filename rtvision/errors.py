@@ -11,7 +11,8 @@ Exit codes (also in the README):
 5     bad model file: weights, labels or artifact missing, broken or unsafe
 6     output error: --save / --results / --summary-json cannot be written (full disk, bad path,
       locked by another process, a closed pipe)
-7     a stream of a multi-stream run failed (it is named in the summary); the others ran
+7     a stream of a multi-stream run or a fleet failed (it is named in the summary); the others ran
+8     fleet: the Ray cluster cannot be started or reached, or cannot place the actors asked for
 129   hung up: SIGHUP (the terminal was closed); outputs finalized
 130   interrupted by SIGINT (Ctrl-C)
 143   terminated by SIGTERM
@@ -28,6 +29,7 @@ EXIT_SOURCE_UNAVAILABLE = 4
 EXIT_BAD_MODEL = 5
 EXIT_OUTPUT = 6
 EXIT_STREAM_FAILED = 7
+EXIT_CLUSTER = 8
 EXIT_SIGHUP = 129
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
@@ -57,6 +59,12 @@ class ModelError(RtvisionError):
 
 class OutputError(RtvisionError):
     exit_code = EXIT_OUTPUT
+
+
+class ClusterError(RtvisionError):
+    """``rtvision fleet``: no Ray cluster to run on (cannot start or reach it, no room for the actors)."""
+
+    exit_code = EXIT_CLUSTER
 
 
 class Interrupted(RtvisionError):

@@ -49,25 +49,30 @@ class JsonlSink:
     """One JSON object per processed frame, in frame order, flushed per frame. ``-`` is standard
     output. The file is created (or truncated) at the first record."""
 
-    def __init__(self, path: str | Path, verbose: bool = False) -> None:
+    def __init__(self, path: str | Path, verbose: bool = False, stdout=None) -> None:
         self.to_stdout = str(path) == STDOUT
         self.path = Path(path)
         self.verbose = verbose
         self.count = 0
         self._fh = None
+        self._stdout = stdout  # ``-`` writes here (default: sys.stdout at the first record)
 
     def __enter__(self) -> JsonlSink:
         return self
 
     def _open(self) -> None:
         if self.to_stdout:
-            self._fh = sys.stdout
+            self._fh = self._stdout or sys.stdout
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fh = open(self.path, "w", encoding="utf-8")
 
     def write(self, result: Result) -> None:
-        line = json.dumps(result.to_json(self.verbose), separators=(",", ":")) + "\n"
+        self.write_record(result.to_json(self.verbose))
+
+    def write_record(self, record: dict) -> None:
+        """One record already in its JSON form (``Result.to_json``), e.g. from a fleet actor."""
+        line = json.dumps(record, separators=(",", ":")) + "\n"
         try:
             if self._fh is None:
                 self._open()

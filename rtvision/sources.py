@@ -51,6 +51,7 @@ class SourceInfo:
     fps: float
     resolution_wh: tuple[int, int]
     frame_count: int | None = None  # files only
+    first_index: int = 0  # index of the first frame delivered (> 0: a stream resumed mid-way, rtvision.fleet)
 
 
 class CorruptFrame(Exception):
@@ -438,14 +439,14 @@ class CaptureThread(threading.Thread):
         info = self.source.info
         fps = info.fps or 30.0
         t0 = time.monotonic()
-        index = 0
+        first = index = info.first_index  # a resumed stream goes on numbering where it left off
         max_frames = self.cfg.max_frames
         self.stats.state = "running"
         while not self.stop_event.is_set():
             if max_frames is not None and index >= max_frames:
                 return
             if self.paced:
-                due = t0 + index / fps
+                due = t0 + (index - first) / fps
                 delay = due - time.monotonic()
                 if delay > 0 and self.stop_event.wait(delay):
                     return
@@ -468,12 +469,12 @@ class CaptureThread(threading.Thread):
                 if not info.live:
                     return  # the end of a file is the end, paced or not: files never reconnect
                 self._reconnect("read failed")
-                t0 = time.monotonic() - index / fps
+                t0 = time.monotonic() - (index - first) / fps
                 continue
             if info.live and read_s > self.cfg.stall_timeout_s:
                 self.stats.stalls += 1
                 self._reconnect(f"stalled for {read_s:.1f}s")
-                t0 = time.monotonic() - index / fps
+                t0 = time.monotonic() - (index - first) / fps
                 continue
             if not valid_image(img, reject_black=info.live):
                 self.stats.invalid += 1
