@@ -104,12 +104,17 @@ def ray_environment(loopback: bool, joining: bool):
             raise UsageError(INSTALL_HINT) from None
         from ray._private import ray_constants
 
-        was = ray_constants.ENABLE_RAY_CLUSTER
-        ray_constants.ENABLE_RAY_CLUSTER = not loopback  # also when ray was imported before the variable was set
+        # Ray 2.60 reads the variable into this private constant at import: set it too, for a ray
+        # imported before the variable was set (a Ray without the constant reads the variable only)
+        patch = hasattr(ray_constants, "ENABLE_RAY_CLUSTER")
+        was = getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
+        if patch:
+            ray_constants.ENABLE_RAY_CLUSTER = not loopback
         try:
             yield ray
         finally:
-            ray_constants.ENABLE_RAY_CLUSTER = was
+            if patch:
+                ray_constants.ENABLE_RAY_CLUSTER = was
     finally:
         for k, v in saved.items():
             if v is None:
