@@ -25,6 +25,7 @@ from .background import BackgroundDetections
 from .frames import as_image, frame_indices
 from .protocols import Detector, TrackableDetector
 from .schedule import Plan, Schedule
+from .shots import ShotCuts
 from .tracker import FaceTracker
 
 
@@ -37,6 +38,8 @@ class StrideStats:
     tracked: int = 0  # frames answered by the tracker alone
     early: int = 0  # detections brought forward by low tracking confidence
     gaps: int = 0  # detections forced by a gap in frame indices
+    cuts: int = 0  # detections brought forward by a shot change (the old tracks re-verified)
+    motion: int = 0  # detections brought forward by motion (the picture changed by motion_budget)
     detect_calls: int = 0
     refined: int = 0  # tracked frames whose boxes the detector's last stage refined
     searched: int = 0  # lost tracks searched for near their expected place (detect_near)
@@ -45,6 +48,11 @@ class StrideStats:
     coarse: int = 0  # scheduled detections without the finest pyramid level (fine_every > 1)
     late: int = 0  # background detections merged into a later frame (background mode)
 
+    @property
+    def detections_per_100(self) -> float:
+        """Frames given to the detector per 100 frames processed (NaN before the first)."""
+        return 100.0 * self.detected / self.frames if self.frames else float("nan")
+
 
 class StridedFaceTracker:
     """Detect every ``stride``-th frame, track in between.
@@ -52,7 +60,12 @@ class StridedFaceTracker:
     detector: a :class:`Detector` (FacenetMTCNN), or a :class:`TrackableDetector` (FastMTCNN),
         which enables ``fine_every``, ``refine``, ``search`` and background mode; decided here,
         once (:attr:`trackable`).
-    stride: frames from one scheduled detection to the next (1: detect every frame).
+    stride: the most frames from one scheduled detection to the next (1: detect every frame).
+    motion_budget: a detection comes sooner, once the frames since the last one have changed
+        this much in all (:func:`rtvision.faces.shots.change`, summed), but not sooner than
+        ``min_stride`` frames after it; None: every ``stride`` frames. A frame that starts a
+        new shot (a hard cut) is always detected, and the old tracks that detection does not
+        re-find are dropped.
     min_confidence: a tracked frame whose lowest track confidence falls below this is detected
         right away (an extra detection; the stride schedule is unchanged).
     max_gap: a jump in frame index larger than this (dropped frames) forces a detection;
@@ -79,10 +92,16 @@ class StridedFaceTracker:
         refine: bool = True,
         search: bool = True,
         fine_every: int = 1,
+        motion_budget: float | None = None,
+        min_stride: int = 1,
     ) -> None:
         if stride < 1:
             raise ValueError(f"stride must be >= 1, got {stride}")
+        if min_stride < 1:
+            raise ValueError(f"min_stride must be >= 1, got {min_stride}")
         self.detector = detector
+        self.motion_budget = None if motion_budget is None else float(motion_budget)
+        self.min_stride = int(min_stride)
         self.trackable = isinstance(detector, TrackableDetector)
         self.stride = int(stride)
         self.min_confidence = float(min_confidence)
@@ -105,6 +124,8 @@ class StridedFaceTracker:
         self.background = False
         self._jobs = BackgroundDetections()
         self._since_submit: int | None = None  # frames processed since the last background detection
+        self._moved = 0.0  # background mode: the frames' changes summed since the last detection
+        self._shots = ShotCuts()  # background mode (files book cuts with the schedule)
         self._submitted = 0
 
     def set_background(self, on: bool) -> None:
@@ -147,6 +168,7 @@ class StridedFaceTracker:
         self._last_index = None
         self._schedule = Schedule()
         self._drop_pending()
+        self._shots.reset()
 
     def detect(self, frames: Sequence[Any]) -> list[Faces]:
         """The detector interface: frame indices from ``Frame.index``, else consecutive."""
@@ -160,8 +182,11 @@ class StridedFaceTracker:
         indices = frame_indices(frames, self._schedule.last) if indices is None else [int(i) for i in indices]
         if len(indices) != len(frames):
             raise ValueError(f"{len(frames)} frames but {len(indices)} indices")
-        plan, gaps = self._schedule.book(frames, indices, self.stride, self.max_gap, self.fine_every)
-        self.stats.gaps += gaps
+        plan, booked = self._schedule.book(frames, indices, self.stride, self.max_gap, self.fine_every,
+                                           self.motion_budget, self.min_stride)
+        self.stats.gaps += booked.gaps
+        self.stats.cuts += booked.cuts
+        self.stats.motion += booked.motion
         self.stats.coarse += sum(plan.coarse)
         return plan
 
@@ -206,6 +231,8 @@ class StridedFaceTracker:
             self.stats.frames += 1
             if self._last_index is not None and index <= self._last_index:
                 self.tracker.reset()  # went back (a source restart): old tracks mean nothing
+            if plan.cut[i]:
+                self.tracker.new_shot()
             if i in detections:
                 faces = self._detected(frame, index, detections[i])
             else:
@@ -267,6 +294,13 @@ class StridedFaceTracker:
             if self._last_index is not None and index <= self._last_index:
                 self.reset()  # went back (a source restart): old tracks and detections mean nothing
             gap = self._last_index is not None and index - self._last_index > self.max_gap
+            if self._shots.step(as_image(frame)) and self._since_submit is not None:
+                # A new shot: a detection of the old one (in flight) means nothing here, and
+                # the new shot's faces should not wait for one: detected in line, below.
+                self._drop_pending()
+                self.tracker.new_shot()
+                self.stats.cuts += 1
+            self._moved += self._shots.last_change
             faces = self.tracker.track(index, frame)
             p = self._jobs.pending
             if p is not None and p.grays[0].shape != self.tracker.gray.shape:
@@ -279,7 +313,7 @@ class StridedFaceTracker:
                 # line: nothing is tracked yet, and a late detection would leave frames empty.
                 faces = self._detected(frame, index, self.detector.detect([frame])[0])
                 self.stats.detect_calls += 1
-                self._since_submit = 0
+                self._since_submit, self._moved = 0, 0.0
                 self._submitted += 1
                 self._last_index = index
                 out.append(faces)
@@ -294,7 +328,10 @@ class StridedFaceTracker:
             faces = self._refit(frame, faces)
             self.stats.tracked += 1
             self._since_submit = None if self._since_submit is None else self._since_submit + 1
-            if self._jobs.pending is None and (self._since_submit is None or self._since_submit >= self.stride or gap):
+            moving = (self.motion_budget is not None and self._moved >= self.motion_budget
+                      and self._since_submit is not None and self._since_submit >= self.min_stride)
+            if self._jobs.pending is None and (self._since_submit is None or self._since_submit >= self.stride or gap or moving):
+                self.stats.motion += bool(moving and not gap and self._since_submit < self.stride)
                 self._submit(frame, index)
             self._last_index = index
             out.append(faces)
@@ -307,7 +344,7 @@ class StridedFaceTracker:
         run = self.detector.detect if fine else self.detector.detect_coarse
         self._jobs.submit(index, self.tracker.gray, self.tracker.snapshot(), lambda: run([img])[0])
         self._submitted += 1
-        self._since_submit = 0
+        self._since_submit, self._moved = 0, 0.0
         self.stats.detect_calls += 1
         self.stats.coarse += not fine
 

@@ -55,6 +55,7 @@ class FaceTracker:
         self._prev_gray: np.ndarray | None = None
         self._prev_index: int | None = None
         self._frame_wh: tuple[int, int] | None = None
+        self._new_shot = False  # the next update keeps only the tracks it re-finds
 
     # ------------------------------------------------------------------ state
     def reset(self) -> None:
@@ -63,6 +64,15 @@ class FaceTracker:
         self._prev_gray = None
         self._prev_index = None
         self._frame_wh = None
+        self._new_shot = False
+
+    def new_shot(self) -> None:
+        """The next frame starts a new shot (a hard cut): the flow does not cross a cut, so the
+        tracks are not moved into it, and the next :meth:`update` (its detection) keeps only the
+        tracks it re-finds at their old place (IoU, as usual; their ids stay) and drops the
+        others at once, instead of letting them coast and be searched for."""
+        self._prev_gray = None
+        self._new_shot = True
 
     @property
     def confidence(self) -> float:
@@ -189,7 +199,7 @@ class FaceTracker:
         for ti, di in pairs:
             t = self.tracks[ti]
             box = dets.xyxy[di].astype(np.float64)
-            if t.misses > 0:  # re-found after coasting: its motion since is unknown
+            if t.misses > 0 or self._new_shot:  # re-found after coasting, or across a cut: its motion is unknown
                 t.velocity = np.zeros(4)
             t.xyxy = box
             t.score = float(dets.scores[di])
@@ -207,10 +217,11 @@ class FaceTracker:
         for ti, t in enumerate(self.tracks):
             if ti not in matched_tracks:
                 t.misses += 1
-                if t.misses > self.max_misses:
+                if t.misses > self.max_misses or self._new_shot:
                     continue
             kept.append(t)
         self.tracks = kept
+        self._new_shot = False
         matched_dets = {di for _, di in pairs}
         for di in range(n):
             if di in matched_dets:
