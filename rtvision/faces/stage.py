@@ -198,7 +198,7 @@ def build_face_setup(
     else:
         raise ValueError(f"unknown face mode {mode!r}")
     cls = FastMTCNN if backend == "fast" else FacenetMTCNN
-    det = cls(device, scale=round(s, 4), min_face_size=round(detector_min, 2))
+    det = cls(device, scale=round(s, 4), min_face_size=detector_min)
     if detector_min != DEFAULT_MIN_FACE_SIZE:
         det.description += f" min face {detector_min:.0f}px"
     det.description = f"{mode}: {det.description}"
