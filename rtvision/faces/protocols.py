@@ -42,6 +42,11 @@ class TrackableDetector(Detector, Protocol):
         """``detect`` without the finest pyramid level (the smallest faces): cheaper."""
         ...
 
+    def coarse_blind_below(self) -> float:
+        """Box height (original pixels) under which ``detect_coarse`` may miss a face that
+        ``detect`` finds."""
+        ...
+
     def refine(self, frame: Any, xyxy: np.ndarray) -> tuple[Faces, np.ndarray]:
         """The last stage on boxes (N,4) carried into ``frame``: (one face per box, mask (N,) of
         the boxes it still calls a face)."""

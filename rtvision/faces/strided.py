@@ -234,7 +234,7 @@ class StridedFaceTracker:
             if plan.cut[i]:
                 self.tracker.new_shot()
             if i in detections:
-                faces = self._detected(frame, index, detections[i])
+                faces = self._detected(frame, index, detections[i], plan.coarse[i])
             else:
                 faces = self._refit(frame, self.tracker.track(index, frame))
                 if self.tracker.confidence < self.min_confidence:
@@ -251,22 +251,29 @@ class StridedFaceTracker:
             out.append(faces)
         return out
 
-    def _detected(self, frame: Any, index: int, detections: Faces) -> Faces:
+    def _detected(self, frame: Any, index: int, detections: Faces, coarse: bool = False) -> Faces:
         """A frame with a detection of its own: the detections take over the tracks; tracks
-        that the detection missed get their local search (:meth:`_search`)."""
-        faces = self.tracker.update(index, frame, detections)
+        that the detection missed get their local search (:meth:`_search`). A coarse detection
+        cannot see the smallest faces: their tracks are not counted as missed by it, but
+        re-fitted as on a tracked frame."""
+        blind = self.detector.coarse_blind_below() if coarse and self.refine else None
+        faces = self.tracker.update(index, frame, detections, blind_below=blind)
         self.stats.detected += 1
+        unseen = self.tracker.unseen() if blind is not None else np.zeros(0, np.int64)
+        if len(unseen):
+            return self._refit(frame, self.tracker.faces(), unseen)
         if self.search:
             faces = self._search(frame, faces, np.zeros(0, np.int64))
         return faces
 
-    def _refit(self, frame: Any, faces: Faces) -> Faces:
-        """A tracked frame after the flow: the re-fit of the reported boxes, then the local
-        search; the reported faces."""
+    def _refit(self, frame: Any, faces: Faces, only: np.ndarray | None = None) -> Faces:
+        """A tracked frame after the flow: the re-fit of the reported boxes (those at positions
+        ``only``, default all), then the local search; the reported faces."""
         lost = np.zeros(0, np.int64)
-        if self.refine and len(faces):
-            refined, ok = self.detector.refine(frame, faces.xyxy)
-            self.tracker.set_reported(refined, ok)
+        pos = np.arange(len(faces)) if only is None else np.asarray(only, np.int64)
+        if self.refine and len(pos):
+            refined, ok = self.detector.refine(frame, faces.xyxy[pos])
+            self.tracker.set_reported(refined, ok, pos)
             self.stats.refined += 1
             # A box the re-fit doubts (a face turning, blurred) that the flow still follows
             # well stays on its flow box until the next detection, without a search: on the
@@ -275,8 +282,8 @@ class StridedFaceTracker:
             # The flow alone carries a box for at most `stride` frames (a detection normally
             # comes first; background detections come later, and a face turning away would
             # otherwise be reported on its flow box until one does).
-            followed = (self.tracker.confidences() >= self.min_confidence) & (self.tracker.unconfirmed() <= self.stride)
-            lost = np.flatnonzero(~ok & ~followed)
+            followed = (self.tracker.confidences()[pos] >= self.min_confidence) & (self.tracker.unconfirmed()[pos] <= self.stride)
+            lost = pos[~ok & ~followed]
             self.stats.kept_on_flow += int((~ok & followed).sum())
         if self.search:
             return self._search(frame, faces, lost)
