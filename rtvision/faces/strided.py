@@ -28,6 +28,12 @@ from .schedule import Plan, Schedule
 from .shots import ShotCuts
 from .tracker import FaceTracker
 
+# A box the re-fit no longer calls a face is carried by the flow alone for at most this many
+# frames; then it is searched for (detect_near), and not found, no longer reported. The flow
+# follows a face's texture, but a face that moves faster than it can follow leaves its box on
+# the background, which the flow then follows just as confidently.
+FLOW_ONLY_FRAMES = 2
+
 
 @dataclass
 class StrideStats:
@@ -94,6 +100,7 @@ class StridedFaceTracker:
         fine_every: int = 1,
         motion_budget: float | None = None,
         min_stride: int = 1,
+        flow_only: int = FLOW_ONLY_FRAMES,
     ) -> None:
         if stride < 1:
             raise ValueError(f"stride must be >= 1, got {stride}")
@@ -102,6 +109,7 @@ class StridedFaceTracker:
         self.detector = detector
         self.motion_budget = None if motion_budget is None else float(motion_budget)
         self.min_stride = int(min_stride)
+        self.flow_only = int(flow_only)
         self.trackable = isinstance(detector, TrackableDetector)
         self.stride = int(stride)
         self.min_confidence = float(min_confidence)
@@ -282,7 +290,7 @@ class StridedFaceTracker:
             # The flow alone carries a box for at most `stride` frames (a detection normally
             # comes first; background detections come later, and a face turning away would
             # otherwise be reported on its flow box until one does).
-            followed = (self.tracker.confidences()[pos] >= self.min_confidence) & (self.tracker.unconfirmed()[pos] <= self.stride)
+            followed = (self.tracker.confidences()[pos] >= self.min_confidence) & (self.tracker.unconfirmed()[pos] <= self.flow_only)
             lost = pos[~ok & ~followed]
             self.stats.kept_on_flow += int((~ok & followed).sum())
         if self.search:
@@ -374,7 +382,7 @@ class StridedFaceTracker:
         self.stats.searched += len(boxes)
         self.stats.relocated += int(hit.sum())
         if k:
-            self.tracker.relocate(lost, near, hit, self.min_confidence, self.stride)
+            self.tracker.relocate(lost, near, hit, self.min_confidence, self.flow_only)
         if missed:
             self.tracker.rescue(missed, near, hit, start=k)
         return self.tracker.faces()
