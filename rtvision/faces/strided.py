@@ -14,6 +14,7 @@ every frame.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -58,6 +59,10 @@ class StrideStats:
     def detections_per_100(self) -> float:
         """Frames given to the detector per 100 frames processed (NaN before the first)."""
         return 100.0 * self.detected / self.frames if self.frames else float("nan")
+
+    def counts(self) -> dict[str, float]:
+        """The counters, and :attr:`detections_per_100`."""
+        return {**dataclasses.asdict(self), "detections_per_100": self.detections_per_100}
 
 
 class StridedFaceTracker:
