@@ -6,7 +6,8 @@ carries the faces over the frames between. With a detector that offers them
 (:class:`~rtvision.faces.protocols.TrackableDetector`: FastMTCNN), each tracked box is re-fitted
 by the detector's last stage, and a face the re-fit (with the flow) or a detection lost is
 searched for near its track (``detect_near``) instead of bringing a full-frame detection
-forward; a box only the re-fit doubts keeps its flow box until the next detection. Without
+forward; a box only the re-fit doubts rides on its flow box for at most ``FLOW_ONLY_FRAMES``
+frames, then is searched for (or dropped), never carried to the next detection. Without
 them, low tracking confidence brings the detection forward. Live sources may detect in the
 background (:mod:`rtvision.faces.background`). It returns ``Faces`` with ``track_ids`` for
 every frame.
