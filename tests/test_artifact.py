@@ -390,7 +390,7 @@ def test_damaged_cache_entry_is_rebuilt_not_loaded(models, faces_frames, tmp_pat
     # the rebuilt entry is intact, and the next start serves it again
     assert torch.equal(_logits(load_artifact(entry).torch_module(), batch), ref)
     assert torch.equal(_logits(artifact.torch_int8_cached(models["pruned"], *args), batch), ref)
-    assert quantize.calls == 2 and [p.name for p in tmp_path.iterdir()] == [entry.name]
+    assert quantize.calls == 2 and [p.name for p in tmp_path.iterdir() if p.name != ".locks"] == [entry.name]
 
 
 def test_cache_entry_written_for_another_key_is_rebuilt(models, faces_frames, tmp_path, monkeypatch, caplog):

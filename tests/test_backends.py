@@ -80,3 +80,26 @@ def test_a_classifier_that_answers_nan_stops_the_run():
     clf = Classifier("resnet18", _NaNRuntime(), [f"c{i}" for i in range(10)], Preprocess(), name="broken fp32")
     with pytest.raises(ModelError, match="non-finite outputs"):
         clf.logits(clf.prepare([np.zeros((8, 8, 3), np.uint8)]))
+
+
+@pytest.mark.slow
+def test_two_processes_started_together_on_a_cold_cache_build_once(index_clip, tmp_path):
+    """OpenVINO maps the compiled blobs it reads and rewrites a blob in place: a process that
+    compiled at the same time as another used to rewrite the blob the other had mapped (SIGBUS,
+    exit -7, seen in CI with bench --streams). Both processes succeed, the int8 model is built
+    by one of them, and the other reads it from the cache."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, RTVISION_CACHE=str(tmp_path / "cache"))
+    argv = [sys.executable, "-m", "rtvision", "--source", str(index_clip), "--headless", "--no-progress", "-v",
+            "--classifier", "mobilenet_v2", "--faces", "off", "--max-frames", "10"]
+    procs = [subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    errs = [p.communicate(timeout=600)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errs
+    built = [e for e in errs if "int8 calibration (NNCF)" in e]
+    cached = [e for e in errs if "OpenVINO model from cache" in e]
+    assert len(built) == 1 and len(cached) == 1, errs
+    assert list((tmp_path / "cache").glob("mobilenet_v2-int8-openvino-*.rtv"))
+    assert any((tmp_path / "cache" / "openvino").glob("*.blob"))

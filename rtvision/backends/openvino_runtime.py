@@ -7,7 +7,10 @@ transposes them inside the compiled graph, so no float batch is built in Python.
 
 Models travel as OpenVINO IR (XML text + weights bytes, ``serialize``/``deserialize``) inside
 rtvision's artifacts; compiled models are cached by OpenVINO itself (``CACHE_DIR``), so a second
-start compiles nothing.
+start compiles nothing. OpenVINO writes a blob in place and maps the blobs it reads, so a process
+that rewrites a blob another one has mapped kills that one (SIGBUS): compiling with a cache
+holds an inter-process lock on the folder (``folder_lock``), so the second of two processes
+started together finds the first's finished blob and writes nothing.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..models.artifact import folder_lock
 from ..models.classifier import Preprocess
 
 log = logging.getLogger(__name__)
@@ -165,7 +169,10 @@ class OpenVINORuntime:
 
     def _compile(self, threads: int | None):
         if threads not in self._compiled:
-            compiled = core().compile_model(self.model, "CPU", self._config(threads))
+            config = self._config(threads)
+            lock = folder_lock(Path(self.cache_dir) / ".locks" / "compile.lock") if self.cache_dir else contextlib.nullcontext()
+            with lock:
+                compiled = core().compile_model(self.model, "CPU", config)
             self._compiled[threads] = (compiled, compiled.create_infer_request())
         return self._compiled[threads][1]
 

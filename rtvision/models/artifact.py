@@ -30,6 +30,7 @@ entry's name is rebuilt, never served.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -378,6 +379,34 @@ def cache_key(**parts: Any) -> str:
     return hashlib.sha256(json.dumps(_plain(parts, "cache key"), sort_keys=True).encode()).hexdigest()
 
 
+@contextlib.contextmanager
+def folder_lock(lock_path: Path):
+    """Hold an inter-process lock at ``lock_path`` for the block. Best effort: where the lock
+    file cannot be made (a read-only folder), the block runs unlocked with a log line; what it
+    writes is atomic anyway."""
+    from filelock import FileLock
+
+    lock = None
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(lock_path))
+        lock.acquire()
+    except OSError as exc:
+        log.info("no lock at %s (%s); going on without it", lock_path, exc)
+        lock = None
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def entry_lock(path: Path):
+    """The lock for building the cache entry at ``path``: of two processes started together, the
+    second waits for the first's entry instead of building its own."""
+    return folder_lock(path.parent / ".locks" / f"{path.name}.lock")
+
+
 def read_cache_entry(path: Path, key: str) -> Artifact | None:
     """The entry at ``path`` if it is intact and was written for ``key``; None when absent. A
     damaged entry, or one written for another key, is reported and treated as absent (rebuilt)."""
@@ -407,18 +436,19 @@ def torch_int8_cached(model: nn.Module, arch: str, weights_id: str, calib_key: s
                     preprocess=compress.check_preprocess(preprocess), qbackend=qbackend, spec=spec, format=VERSION,
                     torch=str(torch.__version__))
     path = Path(cache_dir) / f"{arch}-int8-torch-{key[:20]}.rtv"
-    art = read_cache_entry(path, key)
-    if art is not None:
-        log.info("int8 model from cache %s", path)
-        return art.torch_module()
-    frames = calib_frames() if callable(calib_frames) else calib_frames
-    if not frames:
-        raise ValueError("no calibration frames for int8")
-    qmodel = compress.quantize_int8(model, frames, preprocess, backend=qbackend)
-    names = class_names or [f"class_{i}" for i in range(compress.num_classes_of(spec))]
-    write(path, torch_payload(qmodel, arch=arch, spec=spec, class_names=names, preprocess=preprocess,
-                              calibration={"source": calib_key, "frames": len(frames)},
-                              metadata={"weights": weights_id, "cache_key": key}, qbackend=qbackend))
+    with entry_lock(path):
+        art = read_cache_entry(path, key)
+        if art is not None:
+            log.info("int8 model from cache %s", path)
+            return art.torch_module()
+        frames = calib_frames() if callable(calib_frames) else calib_frames
+        if not frames:
+            raise ValueError("no calibration frames for int8")
+        qmodel = compress.quantize_int8(model, frames, preprocess, backend=qbackend)
+        names = class_names or [f"class_{i}" for i in range(compress.num_classes_of(spec))]
+        write(path, torch_payload(qmodel, arch=arch, spec=spec, class_names=names, preprocess=preprocess,
+                                  calibration={"source": calib_key, "frames": len(frames)},
+                                  metadata={"weights": weights_id, "cache_key": key}, qbackend=qbackend))
     return qmodel
 
 

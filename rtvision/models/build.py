@@ -122,28 +122,29 @@ def openvino_model(cfg: ModelConfig, choice: zoo.WeightsChoice, precision: str, 
                              crops=CALIB_CROPS_PER_FRAME, float_ops=list(INT8_FLOAT_OPS.get(choice.arch, ())),
                              preprocess=preprocess.to_dict(), format=artifact.VERSION, versions=artifact.versions())
     path = cache_dir / f"{choice.arch}-{stored}-openvino-{key[:20]}.rtv"
-    art = artifact.read_cache_entry(path, key)
-    if art is not None:
-        log.info("%s %s OpenVINO model from cache %s", choice.arch, stored, path)
-        return art.openvino_model(), art.class_names
-    net = zoo.build_network(choice.arch, choice.weights)
-    model = ovr.export(net.module, preprocess.crop)
-    calibration = None
-    if stored == "int8":
-        frames = frames_fn()
-        if not frames:
-            raise UsageError("int8 calibration read no frames from the source")
-        images = compress.calibration_images(frames, CALIB_CROPS_PER_FRAME)
-        batch = preprocess.batch(images).numpy()
-        log.info("int8 calibration (NNCF): %d frames, %d images", len(frames), len(images))
-        model = ovr.quantize(model, batch, float_ops=INT8_FLOAT_OPS.get(choice.arch, ()))
-        calibration = {"source": calib_key, "frames": len(frames), "images": len(images)}
-    try:
-        artifact.write(path, artifact.openvino_payload(
-            model, arch=choice.arch, precision=stored, class_names=net.categories, preprocess=preprocess.to_dict(),
-            calibration=calibration, metadata={"weights": choice.weights_id, "cache_key": key}))
-    except OSError as exc:
-        log.warning("model cache unavailable (%s); the next start will convert again", exc)
+    with artifact.entry_lock(path):
+        art = artifact.read_cache_entry(path, key)
+        if art is not None:
+            log.info("%s %s OpenVINO model from cache %s", choice.arch, stored, path)
+            return art.openvino_model(), art.class_names
+        net = zoo.build_network(choice.arch, choice.weights)
+        model = ovr.export(net.module, preprocess.crop)
+        calibration = None
+        if stored == "int8":
+            frames = frames_fn()
+            if not frames:
+                raise UsageError("int8 calibration read no frames from the source")
+            images = compress.calibration_images(frames, CALIB_CROPS_PER_FRAME)
+            batch = preprocess.batch(images).numpy()
+            log.info("int8 calibration (NNCF): %d frames, %d images", len(frames), len(images))
+            model = ovr.quantize(model, batch, float_ops=INT8_FLOAT_OPS.get(choice.arch, ()))
+            calibration = {"source": calib_key, "frames": len(frames), "images": len(images)}
+        try:
+            artifact.write(path, artifact.openvino_payload(
+                model, arch=choice.arch, precision=stored, class_names=net.categories, preprocess=preprocess.to_dict(),
+                calibration=calibration, metadata={"weights": choice.weights_id, "cache_key": key}))
+        except OSError as exc:
+            log.warning("model cache unavailable (%s); the next start will convert again", exc)
     return model, net.categories
 
 
