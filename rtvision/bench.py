@@ -100,6 +100,11 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--streams", type=int_at_least(2), default=None, metavar="N",
                    help="N cameras: the source played N times, each live-paced; one process with N streams against N "
                         "processes, measured in this run (aggregate fps, per-stream fps, drops and p99, memory)")
+    p.add_argument("--footage", action="store_true",
+                   help="also measure every face variant on clips made from --source (rtvision.benchmark.footage: hard cuts "
+                        "between spliced, mirrored and zoomed segments; the same at 640x360; every 2nd and every 3rd frame "
+                        "dropped), file mode, one run each: face recall against each clip's own full-resolution reference, "
+                        "detections per 100 frames, fps. The clips are written once under the cache dir")
     p.add_argument("--no-startup", action="store_true",
                    help="skip the start-up runs (fresh processes: time to the first result, memory above the import baseline)")
     p.add_argument("--out", default=None, help="write the full report as JSON")
@@ -222,6 +227,7 @@ def run_bench(args: argparse.Namespace) -> int:
     quality, ref_info = ({}, None)
     if not args.no_quality:
         quality, ref_info = measure_quality(args, arch, plans, models, first_rec, file_frames, weights)
+    footage = measure_footage(args, plans, models) if args.footage else None
     accuracy = measure_accuracy(arch, weights, plans, models, eval_set) if eval_set is not None else None
     startup = measure_startup(args, ctx, plans) if not args.no_startup else None
     variants = []
@@ -265,6 +271,7 @@ def run_bench(args: argparse.Namespace) -> int:
         },
         "reference": ref_info,
         "eval": {k: v for k, v in accuracy.items() if k != "variants"} if accuracy is not None else None,
+        "footage": footage,
         "variants": variants,
         "notes": _notes(args, weights_info, modes),
         "wall_s": time.monotonic() - started,
@@ -322,6 +329,53 @@ def run_streams(args: argparse.Namespace) -> int:
     if args.md:
         Path(args.md).write_text(md, encoding="utf-8")
     return 0
+
+
+def measure_footage(args, plans: list[VariantPlan], models: dict) -> dict:
+    """Every face variant on the clips generated from the source (``--footage``), file mode, one
+    run each over the whole clip: face quality against the clip's own reference (cached like the
+    source's), detections per 100 frames, fps. A clip of another frame size gets the face side
+    built for that size, as a run on it would (the defaults follow the frame size); the
+    classifier is reused."""
+    import dataclasses as dc
+
+    from .benchmark.footage import make_footage
+    from .config import default_cache_dir
+    from .faces.stage import build_face_setup
+
+    folder = Path(args.cache_dir or default_cache_dir()) / "footage"
+    clips = make_footage(args.source, folder)
+    face_plans = [p for p in plans if not p.is_naive and models[p.name].faces is not None]
+    out: dict = {"folder": str(next(iter(clips.values())).path.parent), "clips": {}}
+    device = None
+    for clip in clips.values():
+        facts = source_facts(str(clip.path))
+        n = facts["frame_count"] or len(clip.source_frames)
+        wh = tuple(facts["resolution_wh"])
+        recs = {}
+        for plan in face_plans:
+            m = models[plan.name]
+            device = m.device
+            if plan.build is None and wh != tuple(source_facts(args.source)["resolution_wh"]):
+                cfg = plan.model
+                m = dc.replace(m, faces=build_face_setup(
+                    cfg.faces, m.device, cfg.face_scale, cfg.face_stride, cfg.min_face, resolution_wh=wh,
+                    backend=cfg.face_backend, small_face_every=cfg.small_face_every, background=cfg.face_background))
+            desc = None if args.no_progress else f"{plan.name} on {clip.name}"
+            recs[plan.name] = run_pipeline(plan, m, str(clip.path), n, False, args.warmup, False, desc, keep_faces=True)
+        frames = set()
+        for _, rec in recs.values():
+            frames |= qmod.measured_file_frames(rec, args.warmup, n)
+        ref, _, _ = qmod.compute_references(str(clip.path), frames, set(), args.cache_dir, None, device or torch.device("cpu"),
+                                            progress=not args.no_progress)
+        variants = {}
+        for name, (stats, rec) in recs.items():
+            q = qmod.run_quality(rec, args.warmup, n, ref, {})
+            variants[name] = {"frames": q["frames"], "faces": q["faces"], "fps": stats.get("fps"),
+                              "face_detections_per_100": stats.get("face_detections_per_100")}
+        out["clips"][clip.name] = {"path": str(clip.path), "frames": n, "resolution_wh": list(wh), "cuts": clip.cuts,
+                                   "variants": variants}
+    return out
 
 
 def live_duplicates(plans: list[VariantPlan]) -> dict[str, str]:

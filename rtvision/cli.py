@@ -92,8 +92,12 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--faces", choices=FACE_MODES, default=ModelConfig.faces, help="face mode (default: %(default)s)")
     g.add_argument("--face-scale", type=scale_fraction, default=None,
                    help="detect faces on the frame resized by this factor, in [0.01, 1]")
-    g.add_argument("--face-stride", type=positive_int, default=None, help="run the detector every k-th frame, track in between")
-    g.add_argument("--min-face", type=positive_int, default=None, help="smallest face wanted, in original pixels")
+    g.add_argument("--face-stride", type=positive_int, default=None,
+                   help="run the detector at least every k-th frame (fast mode: sooner when the picture moves, and on "
+                        "every shot change), track in between; 1: every frame (default: 6 on CPU, 2 on CUDA)")
+    g.add_argument("--min-face", type=positive_int, default=None,
+                   help="smallest face wanted, in original pixels (fast mode default: 28 on CPU at 1080p, the same share "
+                        "of a smaller frame down to 20; 20 on CUDA)")
     g.add_argument("--no-face-background", action="store_true",
                    help="live sources, fast mode: run each face detection in line on the worker (default: on a helper "
                         "thread while the next frames are tracked, merged when done)")

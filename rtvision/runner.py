@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from .annotate import annotate, status_line
 from .config import RunConfig
 from .errors import EXIT_OK, Interrupted, RtvisionError
+from .faces.protocols import CountingFaceStage
 from .pipeline import Pipeline
 from .sinks import JsonlSink, VideoSink
 from .specs import redact_text as redact_url_text
@@ -266,6 +267,7 @@ class Runner:
             "peak_rss_mb": peak_rss_mb(),
             "peak_above_baseline_mb": peak_rss_mb() - self.import_baseline_mb,
             "rss_slope_mb_per_1000": rss_slope_mb_per_1000(s.rss_samples),
+            "face_counts": p.faces.counts() if isinstance(p.faces, CountingFaceStage) else None,
             "warnings": list(models.warnings) if models else [],
             "stuck_threads": list(p.stuck_threads),
             "exit_code": self.exit_code,
@@ -293,6 +295,11 @@ def format_summary(s: dict) -> str:
         f"  memory      peak RSS {f(s['peak_rss_mb'], 0)} MB, {f(s.get('peak_above_baseline_mb'), 0)} MB above the import "
         f"baseline {f(s.get('import_baseline_mb'), 0)} MB (start {f(s['rss_start_mb'], 0)}, end {f(s['rss_end_mb'], 0)})",
     ]
+    fc = s.get("face_counts")
+    if fc and fc.get("frames"):
+        why = ", ".join(f"{k} {fc[k]}" for k in ("cuts", "motion", "gaps", "early") if fc.get(k))
+        lines.append(f"  faces       {f(fc['detections_per_100'])} detections per 100 frames ({fc['detected']} of {fc['frames']})"
+                     + (f"; brought forward by {why}" if why else ""))
     if "gpu_peak_allocated_mb" in s:
         lines.append(
             f"  gpu memory  peak allocated {f(s['gpu_peak_allocated_mb'], 0)} MB | peak reserved {f(s['gpu_peak_reserved_mb'], 0)} MB"

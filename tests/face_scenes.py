@@ -112,6 +112,9 @@ class CountingSearchDetector(CountingDetector):
     def detect_coarse(self, frames):
         return self.inner.detect_coarse(frames)
 
+    def coarse_blind_below(self):
+        return self.inner.coarse_blind_below()
+
     def refine(self, frame, xyxy):
         return self.inner.refine(frame, xyxy)
 

@@ -63,7 +63,7 @@ def test_short_bench_writes_json_markdown_and_plot(small_faces_clip, tmp_path, c
     rc = main([
         "bench", "--source", str(small_faces_clip), "--frames", "6", "--naive-frames", "60", "--warmup", "1",
         "--classifier", "mobilenet_v2", "--device", "cpu", "--eval-images", str(tmp_path / "eval"),
-        "--variants", "default,fp32", "--cache-dir", str(cache), "--no-progress",
+        "--variants", "default,fp32", "--cache-dir", str(cache), "--no-progress", "--footage",
         "--out", str(out), "--md", str(md_path), "--plot", str(png),
     ])
     printed = capsys.readouterr().out
@@ -92,6 +92,8 @@ def test_short_bench_writes_json_markdown_and_plot(small_faces_clip, tmp_path, c
         assert tp["runs"][0]["stage_ms"]["faces"] > 0
         assert tp["runs"][0]["rss_end_mb"] > 0 and tp["runs"][0]["process_peak_rss_mb"] > 0
         assert tp["ratio_to_naive"]["fps"] > 0
+        if v["name"] != "naive":  # the whole run's schedule: 6 frames, the first detected
+            assert 100 / 6 <= tp["runs"][0]["face_detections_per_100"] <= 100
         assert v["live"] is None
         o = v["quality"]["throughput"]["faces"]["overall"]
         assert o["ref_boxes"] > 0 and o["recall"] == pytest.approx(o["ref_found"] / o["ref_boxes"])
@@ -121,7 +123,8 @@ def test_short_bench_writes_json_markdown_and_plot(small_faces_clip, tmp_path, c
     tp_rows = _table_rows(md, "Throughput")
     assert tp_rows[0][:2] == ["variant", "classifier"] and "vs naive" in tp_rows[0]
     assert [r[0] for r in tp_rows[1:]] == ["naive", "default", "fp32"]
-    assert tp_rows[1][-1] == "1.00x"
+    assert tp_rows[1][tp_rows[0].index("vs naive")] == "1.00x"
+    assert tp_rows[0][-1] == "face detections / 100 frames" and tp_rows[1][-1] == "100"
     stage_rows = _table_rows(md, "Time per frame by stage")
     assert stage_rows[0] == ["variant", "mode", "decode", "queue_wait", "preprocess", "classifier", "faces", "annotate", "sink"]
     assert len(stage_rows) == 4
@@ -131,6 +134,20 @@ def test_short_bench_writes_json_markdown_and_plot(small_faces_clip, tmp_path, c
     assert "Machine" in md and "avx" in md
 
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # --footage: every face variant on the clips made from the source, each against its own reference
+    fo = report["footage"]
+    assert list(fo["clips"]) == ["cuts", "cuts-360p", "skip2", "skip3"]
+    assert str(cache) in fo["folder"]
+    cuts = fo["clips"]["cuts"]
+    assert cuts["resolution_wh"] == [640, 360] and cuts["cuts"] and cuts["frames"] > max(cuts["cuts"])
+    for clip in fo["clips"].values():
+        assert set(clip["variants"]) == {"default", "fp32"}
+        for r in clip["variants"].values():
+            assert r["faces"]["overall"]["ref_boxes"] > 0 and 0 <= r["faces"]["overall"]["recall"] <= 1
+            assert 0 < r["face_detections_per_100"] <= 100
+    f_rows = _table_rows(md, "Faces on generated footage")
+    assert f_rows[0][:3] == ["clip", "variant", "frames"] and len(f_rows) == 1 + 4 * 2
 
     # the face reference is cached on disk and reused
     cache_file = qmod.reference_cache_path(str(small_faces_clip), str(cache))

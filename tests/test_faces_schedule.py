@@ -15,11 +15,11 @@ def test_schedule_books_stride_gaps_restarts_and_size_changes():
     ``max_gap``, after the indices go back and after a size change; every other one coarse."""
     small, big = np.zeros((8, 8, 3), np.uint8), np.zeros((16, 8, 3), np.uint8)
     s = Schedule()
-    plan, gaps = s.book([small] * 5, [0, 1, 2, 3, 4], stride=3, max_gap=3, fine_every=2)
-    assert plan.indices == [0, 1, 2, 3, 4] and plan.detect == [True, False, False, True, False] and gaps == 0
+    plan, booked = s.book([small] * 5, [0, 1, 2, 3, 4], stride=3, max_gap=3, fine_every=2)
+    assert plan.indices == [0, 1, 2, 3, 4] and plan.detect == [True, False, False, True, False] and booked.gaps == 0
     assert plan.coarse == [False, False, False, True, False]
-    plan, gaps = s.book([small] * 2, [9, 10], stride=3, max_gap=3, fine_every=2)  # 5..8 dropped
-    assert plan.detect == [True, False] and plan.coarse == [False, False] and gaps == 1
+    plan, booked = s.book([small] * 2, [9, 10], stride=3, max_gap=3, fine_every=2)  # 5..8 dropped
+    assert plan.detect == [True, False] and plan.coarse == [False, False] and booked.gaps == 1
     plan, _ = s.book([small, big, big], [2, 3, 4], stride=3, max_gap=3, fine_every=2)  # restart, then a new size
     assert plan.detect == [True, True, False] and plan.coarse == [False, False, False]
 
@@ -41,6 +41,9 @@ class CoarseRecordingDetector:
     def detect_coarse(self, frames):
         self.coarse.extend(int(f[0, 0, 0]) for f in frames)
         return [Faces.empty() for _ in frames]
+
+    def coarse_blind_below(self):
+        return 0.0
 
     def refine(self, frame, xyxy):  # never asked: no face is found, so none is tracked
         raise AssertionError("refine")

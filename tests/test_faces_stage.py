@@ -58,8 +58,8 @@ def test_fast_mode_looks_for_the_smallest_faces_every_second_detection_on_the_cp
 
 
 def test_default_fast_mode_recall_on_real_video(faces_video):
-    """The CPU's default fast face stage (stride 4, smallest faces every second detection,
-    re-fit, local search) on 24 frames of the real video, against facenet-pytorch's MTCNN on
+    """The CPU's default fast face stage (a detection at most every 6 frames, sooner with motion
+    but never within 2, smallest faces every second detection, re-fit, local search) on 24 frames of the real video, against facenet-pytorch's MTCNN on
     every frame: a result for every frame, ids, and recall/precision with conservative bounds
     (the bench reports the real figures over the whole clip)."""
     cap = cv2.VideoCapture(str(faces_video))
@@ -71,7 +71,10 @@ def test_default_fast_mode_recall_on_real_video(faces_video):
     for k in range(0, 24, 4):
         out += fast.detect([Frame(index=i, pts_s=i / 25, captured_at=0.0, image=frames[i]) for i in range(k, k + 4)])
     assert len(out) == 24 and all(f.track_ids is not None for f in out)
-    assert fast.stats.detected == 6 and fast.stats.coarse == 3
+    d = fast.stats
+    assert 24 // 6 <= d.detected <= 24 // 2
+    assert d.motion >= 1  # a street scene: the motion budget brings detections forward
+    assert d.coarse == d.detected // 2  # the finest pyramid levels every second detection
     reference = FacenetMTCNN("cpu")
     q = face_quality([(reference.detect([frames[i]])[0].xyxy, out[i].xyxy) for i in range(24)])
     assert q["tall"]["ref_boxes"] >= 100

@@ -112,17 +112,23 @@ class DoubtingRefitDetector(CountingSearchDetector):
         return faces, np.zeros_like(ok)
 
 
-def test_box_the_flow_follows_is_kept_without_a_search_when_the_refit_doubts_it(detector, face_patch, background):
-    """A smoothly moving face whose re-fit fails on every tracked frame: the flow still follows
-    it well, so it stays reported on its flow box, with its id, and is not searched for."""
+def test_box_the_flow_follows_rides_on_it_for_two_frames_then_is_searched_for(detector, face_patch, background):
+    """A smoothly moving face whose re-fit fails on every tracked frame: it stays reported on
+    its flow box, with its id, for at most FLOW_ONLY_FRAMES frames; then it is searched for near
+    its track (found: relocated), never carried on the flow alone for the rest of the stride,
+    and no full-frame detection is brought forward."""
+    from rtvision.faces.strided import FLOW_ONLY_FRAMES
+
     centers = [smooth_path(t) for t in range(6)]
     frames = render(background, face_patch, centers)
     doubting = DoubtingRefitDetector(detector)
     st = StridedFaceTracker(doubting, stride=10)
     out = st.process(frames, list(range(len(frames))))
     assert_one_face_followed(out, centers)
-    assert doubting.near_calls == 0 and st.stats.searched == 0
-    assert st.stats.kept_on_flow == len(frames) - 1 and st.stats.early == 0
+    assert FLOW_ONLY_FRAMES == 2 and doubting.calls == [1] and st.stats.early == 0
+    # frames 1-2 on the flow, frame 3 searched and found, frames 4-5 on the flow again
+    assert doubting.near_calls == 1 and st.stats.searched == 1 and st.stats.relocated == 1
+    assert st.stats.kept_on_flow == len(frames) - 1 - st.stats.relocated
 
 
 class LazyReference:

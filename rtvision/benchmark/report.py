@@ -100,6 +100,13 @@ def _drift(a: dict) -> str:
     return out
 
 
+def _detections(v: dict, a: dict) -> str:
+    """Face detections per 100 processed frames (the naive loop detects on every frame)."""
+    if v["name"] == "naive":
+        return "100"
+    return _mmm(a, "face_detections_per_100", 1) if "face_detections_per_100" in a else "—"
+
+
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     out += ["| " + " | ".join(r) + " |" for r in rows]
@@ -130,15 +137,17 @@ def render_markdown(report: dict) -> str:
                 continue
             a = m["summary"]
             rows.append([v["name"], v["classifier"], v["faces"], str(v["batch"]), f(med(a, "frames_measured"), 0),
-                         _mmm(a, "fps", 2), _mmm(a, "latency_ms.p50", 0), f(m["ratio_to_naive"].get("fps"), 2) + "x"])
-        lines += _table(["variant", "classifier", "faces", "batch", "frames measured", "fps", "latency p50 ms", "vs naive"], rows)
+                         _mmm(a, "fps", 2), _mmm(a, "latency_ms.p50", 0), f(m["ratio_to_naive"].get("fps"), 2) + "x",
+                         _detections(v, a)])
+        lines += _table(["variant", "classifier", "faces", "batch", "frames measured", "fps", "latency p50 ms", "vs naive",
+                         "face detections / 100 frames"], rows)
     if any(v.get("live") for v in variants):
         lines += ["", f"## Live (file paced at {f(src['fps'])} fps, drops allowed; latency = frame due → result written)", ""]
         rows = []
         for v in variants:
             m = v.get("live")
             if v.get("live_same_as"):
-                rows.append([v["name"], f"= {v['live_same_as']} (one configuration in live mode)"] + [""] * 8)
+                rows.append([v["name"], f"= {v['live_same_as']} (one configuration in live mode)"] + [""] * 9)
                 continue
             if not m:
                 continue
@@ -150,9 +159,10 @@ def render_markdown(report: dict) -> str:
                 _mmm(a, "latency_ms.max", 0),
                 _drift(a),
                 f(m["ratio_to_naive"].get("latency_p50"), 2) + "x",
+                _detections(v, a),
             ])
         lines += _table(["variant", "processed", "dropped (share)", "fps", "p50 ms", "p95 ms", "p99 ms", "max ms",
-                         "p99 first → last (ratio)", "p50 latency: naive / variant"], rows)
+                         "p99 first → last (ratio)", "p50 latency: naive / variant", "face detections / 100 frames"], rows)
         basis = next((r["drift"]["basis"] for v in variants if v.get("live") for r in v["live"]["runs"] if "drift" in r), None)
         if basis and basis != "too few results":
             lines.append(f"\nDrift: p99 {basis}; target: last within 20% of first (≤ 1.20x)."
@@ -199,6 +209,24 @@ def render_markdown(report: dict) -> str:
                          "mean IoU (matched)", "found/reference", "top-1 agreement"], rows)
     else:
         lines.append("(quality not measured: --no-quality)")
+    fo = report.get("footage")
+    if fo:
+        lines += ["", "## Faces on generated footage (file mode; each clip against its own full-resolution reference)", ""]
+        lines.append(f"Clips made from the source by `rtvision.benchmark.footage` (in `{fo['folder']}`): "
+                     + "; ".join(f"`{name}` {c['frames']} frames {c['resolution_wh'][0]}x{c['resolution_wh'][1]}"
+                                 + (f", cuts before frames {', '.join(map(str, c['cuts']))}" if c.get("cuts") else "")
+                                 for name, c in fo["clips"].items()) + ".")
+        lines.append("")
+        rows = []
+        for name, c in fo["clips"].items():
+            for vname, r in c["variants"].items():
+                fq = r.get("faces") or {}
+                o, t = fq.get("overall", {}), fq.get("tall", {})
+                rows.append([name, vname, str(r["frames"]), f(t.get("recall"), 3), f(o.get("recall"), 3), f(o.get("precision"), 3),
+                             f(t.get("precision"), 3), f"{o.get('ref_found', 'n/a')}/{o.get('ref_boxes', 'n/a')}",
+                             f(r.get("face_detections_per_100"), 1), f(r.get("fps"), 1)])
+        lines += _table(["clip", "variant", "frames", "recall ≥40px", "recall", "precision", "precision ≥40px", "found/reference",
+                         "face detections / 100 frames", "fps"], rows)
     ev = report.get("eval")
     if ev:
         lines += ["", f"## Classifier accuracy against labels ({ev['images']} photos in `{ev['folder']}`)", ""]

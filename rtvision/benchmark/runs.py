@@ -110,6 +110,9 @@ def run_pipeline(
     stats["process_peak_rss_mb"] = peak_rss_mb()
     stats["runner_summary"] = {k: summary[k] for k in ("frames_read", "frames_processed", "frames_dropped", "drop_share", "throughput_fps", "elapsed_s")}
     stats["loops"] = src.loops
+    fc = summary.get("face_counts")
+    if fc:  # the whole run's (warm-up included): the schedule is a property of the run
+        stats["face_detections_per_100"] = fc["detections_per_100"]
     stats.update(gpu_memory_mb())
     return stats, rec
 

@@ -44,6 +44,7 @@ from .pyramid import integral_cpu, integral_torch, level_template, pyramid_cpu
 DEFAULT_MIN_FACE_SIZE = 20
 DEFAULT_THRESHOLDS = (0.6, 0.7, 0.7)
 DEFAULT_FACTOR = 0.709
+COARSE_BOX_MARGIN = 1.3  # see FastMTCNN.coarse_blind_below
 
 
 def choose_scale(frame_wh: tuple[int, int], min_face_px: float, detector_min_face_px: float = DEFAULT_MIN_FACE_SIZE) -> float:
@@ -130,6 +131,12 @@ class FastMTCNN:
             return out
 
         return detect_grouped(images, run)
+
+    def coarse_blind_below(self) -> float:
+        """Box height (original pixels) under which ``detect_coarse`` may miss a face: the
+        finest level finds faces up to ``min_face_size / factor`` (detector pixels), and MTCNN's
+        boxes come out up to ~1.3x taller than the face side they were found at."""
+        return COARSE_BOX_MARGIN * self.min_face_size / self.factor / self.scale
 
     def refine(self, frame: Any, xyxy: np.ndarray) -> tuple[Faces, np.ndarray]:
         """O-Net on boxes carried into ``frame`` by a tracker (see :func:`rtvision.faces.search.refine`)."""

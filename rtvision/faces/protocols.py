@@ -3,7 +3,7 @@
 - :class:`Detector`: faces in frames. :class:`TrackableDetector` adds the cheap calls a tracker
   uses between detections (FastMTCNN has them; facenet-pytorch's MTCNN does not).
 - :class:`FaceStage`: what the inference worker runs (``--faces full``: a detector on every
-  frame). :class:`PlannedFaceStage` adds the tracking stage's schedule (``--faces fast``): the
+  frame). :class:`CountingFaceStage` also counts its detections (the run summary). :class:`PlannedFaceStage` adds the tracking stage's schedule (``--faces fast``): the
   worker runs each batch's detections ahead on its helper thread (files), or the stage detects
   in the background on a thread of its own (live sources).
 
@@ -42,6 +42,11 @@ class TrackableDetector(Detector, Protocol):
         """``detect`` without the finest pyramid level (the smallest faces): cheaper."""
         ...
 
+    def coarse_blind_below(self) -> float:
+        """Box height (original pixels) under which ``detect_coarse`` may miss a face that
+        ``detect`` finds."""
+        ...
+
     def refine(self, frame: Any, xyxy: np.ndarray) -> tuple[Faces, np.ndarray]:
         """The last stage on boxes (N,4) carried into ``frame``: (one face per box, mask (N,) of
         the boxes it still calls a face)."""
@@ -65,6 +70,17 @@ class FaceStage(Protocol):
     def start(self) -> None: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class CountingFaceStage(FaceStage, Protocol):
+    """A face stage that says what it did over its run (the run summary, the bench)."""
+
+    def counts(self) -> dict[str, float]:
+        """At least ``frames`` (processed), ``detected`` (frames given to the full detector) and
+        ``detections_per_100`` (NaN before the first frame); a tracking stage adds why its
+        detections came when they did (``cuts``, ``motion``, ``gaps``) and its searches."""
+        ...
 
 
 @runtime_checkable

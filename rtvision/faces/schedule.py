@@ -1,32 +1,53 @@
 """The detection schedule of a tracking face stage: which frames get a detection.
 
-A detection every ``stride`` processed frames, and also on the first frame, after a restart
-(frame indices going back), after a change of frame size, and after a gap in frame indices
-larger than ``max_gap`` (frames a live source dropped). Of those, all but every
+A detection on the first frame, after a restart (frame indices going back), after a change of
+frame size, on the first frame of a new shot (a hard cut, :mod:`rtvision.faces.shots`), after
+a gap in frame indices larger than ``max_gap`` (frames a live source dropped), and otherwise
+when the picture has changed enough since the last detection (``motion_budget``: the sum of the
+frames' changes, :func:`rtvision.faces.shots.change`), but never more than ``stride`` processed
+frames after the last one and, for motion alone, never fewer than ``min_stride``. A still
+scene is detected every ``stride`` frames; a moving one sooner. Of those, all but every
 ``fine_every``-th are *coarse* (no finest pyramid level, so no smallest faces; never the first
-one, nor the first after a restart or a size change).
+one, nor the first after a restart, a size change or a cut).
 
-The schedule depends only on frame indices and sizes, never on what was found: the frames of
-the next batch can be booked (:meth:`Schedule.book`, a :class:`Plan`) and their detections run
-on another thread while the tracker still works on the current batch.
+The schedule depends only on the frames themselves (indices, sizes and a tiny thumbnail),
+never on what was found: the frames of the next batch can be booked (:meth:`Schedule.book`, a
+:class:`Plan`) and their detections run on another thread while the tracker still works on the
+current batch.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .frames import as_image
+from .shots import ShotCuts
 
 
 @dataclass
 class Plan:
     """Frames booked into the detection schedule: their source indices, which of them get a
-    scheduled detection, and which of those are coarse (no finest pyramid level)."""
+    scheduled detection, which of those are coarse (no finest pyramid level), and which frames
+    start a new shot (each of those gets a full detection)."""
 
     indices: list[int]
     detect: list[bool]
     coarse: list[bool]
+    cut: list[bool] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.cut:
+            self.cut = [False] * len(self.indices)
+
+
+@dataclass
+class Booked:
+    """What booking brought forward: detections forced by a gap, by a cut, by motion."""
+
+    gaps: int = 0
+    cuts: int = 0
+    motion: int = 0
 
 
 @dataclass
@@ -37,29 +58,47 @@ class Schedule:
     last: int | None = None
     since: int = 0  # booked frames since the last scheduled detection
     since_fine: int = 0  # scheduled detections since the last full one
+    moved: float = 0.0  # the frames' changes summed since the last scheduled detection
     wh: tuple[int, int] | None = None
+    shots: ShotCuts = field(default_factory=ShotCuts)
 
-    def book(self, frames: list[Any], indices: list[int], stride: int, max_gap: int, fine_every: int) -> tuple[Plan, int]:
+    def book(
+        self, frames: list[Any], indices: list[int], stride: int, max_gap: int, fine_every: int,
+        motion_budget: float | None = None, min_stride: int = 1,
+    ) -> tuple[Plan, Booked]:
         """Book ``frames`` (source ``indices``, in order, each frame once): the :class:`Plan`,
-        and how many of its detections a gap forced before the stride was due."""
-        plan, coarse = [], []
-        gaps = 0
+        and how many of its detections came before the stride was due, and why."""
+        plan, coarse, cuts = [], [], []
+        booked = Booked()
         for frame, index in zip(frames, indices):
-            h, w = as_image(frame).shape[:2]
+            img = as_image(frame)
+            h, w = img.shape[:2]
             gap = self.last is not None and index - self.last > max_gap
             # The stride counts processed frames: a live source that drops frames still gets
             # tracked frames between detections (a long gap forces one).
             fresh = self.last_detect is None or self.last is None or index <= self.last or self.wh != (w, h)
-            detect = fresh or self.since + 1 >= stride or gap
-            fine = fresh or self.since_fine + 1 >= fine_every
+            if fresh:
+                self.shots.reset()
+            cut = self.shots.step(img) and not fresh
+            self.moved += self.shots.last_change
+            due = self.since + 1 >= stride
+            moving = motion_budget is not None and self.moved >= motion_budget and self.since + 1 >= min_stride
+            detect = fresh or cut or due or gap or moving
+            fine = fresh or cut or self.since_fine + 1 >= fine_every
             if detect:
-                if gap and self.since + 1 < stride:
-                    gaps += 1
-                self.last_detect, self.since = index, 0
+                if not (fresh or due):
+                    if cut:
+                        booked.cuts += 1
+                    elif gap:
+                        booked.gaps += 1
+                    else:
+                        booked.motion += 1
+                self.last_detect, self.since, self.moved = index, 0, 0.0
                 self.since_fine = 0 if fine else self.since_fine + 1
             else:
                 self.since += 1
             plan.append(detect)
             coarse.append(detect and not fine)
+            cuts.append(cut)
             self.last, self.wh = index, (w, h)
-        return Plan(list(indices), plan, coarse), gaps
+        return Plan(list(indices), plan, coarse, cuts), booked

@@ -6,7 +6,8 @@ carries the faces over the frames between. With a detector that offers them
 (:class:`~rtvision.faces.protocols.TrackableDetector`: FastMTCNN), each tracked box is re-fitted
 by the detector's last stage, and a face the re-fit (with the flow) or a detection lost is
 searched for near its track (``detect_near``) instead of bringing a full-frame detection
-forward; a box only the re-fit doubts keeps its flow box until the next detection. Without
+forward; a box only the re-fit doubts rides on its flow box for at most ``FLOW_ONLY_FRAMES``
+frames, then is searched for (or dropped), never carried to the next detection. Without
 them, low tracking confidence brings the detection forward. Live sources may detect in the
 background (:mod:`rtvision.faces.background`). It returns ``Faces`` with ``track_ids`` for
 every frame.
@@ -14,6 +15,7 @@ every frame.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +27,14 @@ from .background import BackgroundDetections
 from .frames import as_image, frame_indices
 from .protocols import Detector, TrackableDetector
 from .schedule import Plan, Schedule
+from .shots import ShotCuts
 from .tracker import FaceTracker
+
+# A box the re-fit no longer calls a face is carried by the flow alone for at most this many
+# frames; then it is searched for (detect_near), and not found, no longer reported. The flow
+# follows a face's texture, but a face that moves faster than it can follow leaves its box on
+# the background, which the flow then follows just as confidently.
+FLOW_ONLY_FRAMES = 2
 
 
 @dataclass
@@ -37,6 +46,8 @@ class StrideStats:
     tracked: int = 0  # frames answered by the tracker alone
     early: int = 0  # detections brought forward by low tracking confidence
     gaps: int = 0  # detections forced by a gap in frame indices
+    cuts: int = 0  # detections brought forward by a shot change (the old tracks re-verified)
+    motion: int = 0  # detections brought forward by motion (the picture changed by motion_budget)
     detect_calls: int = 0
     refined: int = 0  # tracked frames whose boxes the detector's last stage refined
     searched: int = 0  # lost tracks searched for near their expected place (detect_near)
@@ -45,6 +56,15 @@ class StrideStats:
     coarse: int = 0  # scheduled detections without the finest pyramid level (fine_every > 1)
     late: int = 0  # background detections merged into a later frame (background mode)
 
+    @property
+    def detections_per_100(self) -> float:
+        """Frames given to the detector per 100 frames processed (NaN before the first)."""
+        return 100.0 * self.detected / self.frames if self.frames else float("nan")
+
+    def counts(self) -> dict[str, float]:
+        """The counters, and :attr:`detections_per_100`."""
+        return {**dataclasses.asdict(self), "detections_per_100": self.detections_per_100}
+
 
 class StridedFaceTracker:
     """Detect every ``stride``-th frame, track in between.
@@ -52,7 +72,12 @@ class StridedFaceTracker:
     detector: a :class:`Detector` (FacenetMTCNN), or a :class:`TrackableDetector` (FastMTCNN),
         which enables ``fine_every``, ``refine``, ``search`` and background mode; decided here,
         once (:attr:`trackable`).
-    stride: frames from one scheduled detection to the next (1: detect every frame).
+    stride: the most frames from one scheduled detection to the next (1: detect every frame).
+    motion_budget: a detection comes sooner, once the frames since the last one have changed
+        this much in all (:func:`rtvision.faces.shots.change`, summed), but not sooner than
+        ``min_stride`` frames after it; None: every ``stride`` frames. A frame that starts a
+        new shot (a hard cut) is always detected, and the old tracks that detection does not
+        re-find are dropped.
     min_confidence: a tracked frame whose lowest track confidence falls below this is detected
         right away (an extra detection; the stride schedule is unchanged).
     max_gap: a jump in frame index larger than this (dropped frames) forces a detection;
@@ -79,10 +104,18 @@ class StridedFaceTracker:
         refine: bool = True,
         search: bool = True,
         fine_every: int = 1,
+        motion_budget: float | None = None,
+        min_stride: int = 1,
+        flow_only: int = FLOW_ONLY_FRAMES,
     ) -> None:
         if stride < 1:
             raise ValueError(f"stride must be >= 1, got {stride}")
+        if min_stride < 1:
+            raise ValueError(f"min_stride must be >= 1, got {min_stride}")
         self.detector = detector
+        self.motion_budget = None if motion_budget is None else float(motion_budget)
+        self.min_stride = int(min_stride)
+        self.flow_only = int(flow_only)
         self.trackable = isinstance(detector, TrackableDetector)
         self.stride = int(stride)
         self.min_confidence = float(min_confidence)
@@ -105,6 +138,8 @@ class StridedFaceTracker:
         self.background = False
         self._jobs = BackgroundDetections()
         self._since_submit: int | None = None  # frames processed since the last background detection
+        self._moved = 0.0  # background mode: the frames' changes summed since the last detection
+        self._shots = ShotCuts()  # background mode (files book cuts with the schedule)
         self._submitted = 0
 
     def set_background(self, on: bool) -> None:
@@ -147,6 +182,7 @@ class StridedFaceTracker:
         self._last_index = None
         self._schedule = Schedule()
         self._drop_pending()
+        self._shots.reset()
 
     def detect(self, frames: Sequence[Any]) -> list[Faces]:
         """The detector interface: frame indices from ``Frame.index``, else consecutive."""
@@ -160,8 +196,11 @@ class StridedFaceTracker:
         indices = frame_indices(frames, self._schedule.last) if indices is None else [int(i) for i in indices]
         if len(indices) != len(frames):
             raise ValueError(f"{len(frames)} frames but {len(indices)} indices")
-        plan, gaps = self._schedule.book(frames, indices, self.stride, self.max_gap, self.fine_every)
-        self.stats.gaps += gaps
+        plan, booked = self._schedule.book(frames, indices, self.stride, self.max_gap, self.fine_every,
+                                           self.motion_budget, self.min_stride)
+        self.stats.gaps += booked.gaps
+        self.stats.cuts += booked.cuts
+        self.stats.motion += booked.motion
         self.stats.coarse += sum(plan.coarse)
         return plan
 
@@ -206,8 +245,10 @@ class StridedFaceTracker:
             self.stats.frames += 1
             if self._last_index is not None and index <= self._last_index:
                 self.tracker.reset()  # went back (a source restart): old tracks mean nothing
+            if plan.cut[i]:
+                self.tracker.new_shot()
             if i in detections:
-                faces = self._detected(frame, index, detections[i])
+                faces = self._detected(frame, index, detections[i], plan.coarse[i])
             else:
                 faces = self._refit(frame, self.tracker.track(index, frame))
                 if self.tracker.confidence < self.min_confidence:
@@ -224,22 +265,29 @@ class StridedFaceTracker:
             out.append(faces)
         return out
 
-    def _detected(self, frame: Any, index: int, detections: Faces) -> Faces:
+    def _detected(self, frame: Any, index: int, detections: Faces, coarse: bool = False) -> Faces:
         """A frame with a detection of its own: the detections take over the tracks; tracks
-        that the detection missed get their local search (:meth:`_search`)."""
-        faces = self.tracker.update(index, frame, detections)
+        that the detection missed get their local search (:meth:`_search`). A coarse detection
+        cannot see the smallest faces: their tracks are not counted as missed by it, but
+        re-fitted as on a tracked frame."""
+        blind = self.detector.coarse_blind_below() if coarse and self.refine else None
+        faces = self.tracker.update(index, frame, detections, blind_below=blind)
         self.stats.detected += 1
+        unseen = self.tracker.unseen() if blind is not None else np.zeros(0, np.int64)
+        if len(unseen):
+            return self._refit(frame, self.tracker.faces(), unseen)
         if self.search:
             faces = self._search(frame, faces, np.zeros(0, np.int64))
         return faces
 
-    def _refit(self, frame: Any, faces: Faces) -> Faces:
-        """A tracked frame after the flow: the re-fit of the reported boxes, then the local
-        search; the reported faces."""
+    def _refit(self, frame: Any, faces: Faces, only: np.ndarray | None = None) -> Faces:
+        """A tracked frame after the flow: the re-fit of the reported boxes (those at positions
+        ``only``, default all), then the local search; the reported faces."""
         lost = np.zeros(0, np.int64)
-        if self.refine and len(faces):
-            refined, ok = self.detector.refine(frame, faces.xyxy)
-            self.tracker.set_reported(refined, ok)
+        pos = np.arange(len(faces)) if only is None else np.asarray(only, np.int64)
+        if self.refine and len(pos):
+            refined, ok = self.detector.refine(frame, faces.xyxy[pos])
+            self.tracker.set_reported(refined, ok, pos)
             self.stats.refined += 1
             # A box the re-fit doubts (a face turning, blurred) that the flow still follows
             # well stays on its flow box until the next detection, without a search: on the
@@ -248,8 +296,8 @@ class StridedFaceTracker:
             # The flow alone carries a box for at most `stride` frames (a detection normally
             # comes first; background detections come later, and a face turning away would
             # otherwise be reported on its flow box until one does).
-            followed = (self.tracker.confidences() >= self.min_confidence) & (self.tracker.unconfirmed() <= self.stride)
-            lost = np.flatnonzero(~ok & ~followed)
+            followed = (self.tracker.confidences()[pos] >= self.min_confidence) & (self.tracker.unconfirmed()[pos] <= self.flow_only)
+            lost = pos[~ok & ~followed]
             self.stats.kept_on_flow += int((~ok & followed).sum())
         if self.search:
             return self._search(frame, faces, lost)
@@ -267,6 +315,13 @@ class StridedFaceTracker:
             if self._last_index is not None and index <= self._last_index:
                 self.reset()  # went back (a source restart): old tracks and detections mean nothing
             gap = self._last_index is not None and index - self._last_index > self.max_gap
+            if self._shots.step(as_image(frame)) and self._since_submit is not None:
+                # A new shot: a detection of the old one (in flight) means nothing here, and
+                # the new shot's faces should not wait for one: detected in line, below.
+                self._drop_pending()
+                self.tracker.new_shot()
+                self.stats.cuts += 1
+            self._moved += self._shots.last_change
             faces = self.tracker.track(index, frame)
             p = self._jobs.pending
             if p is not None and p.grays[0].shape != self.tracker.gray.shape:
@@ -279,7 +334,7 @@ class StridedFaceTracker:
                 # line: nothing is tracked yet, and a late detection would leave frames empty.
                 faces = self._detected(frame, index, self.detector.detect([frame])[0])
                 self.stats.detect_calls += 1
-                self._since_submit = 0
+                self._since_submit, self._moved = 0, 0.0
                 self._submitted += 1
                 self._last_index = index
                 out.append(faces)
@@ -294,7 +349,10 @@ class StridedFaceTracker:
             faces = self._refit(frame, faces)
             self.stats.tracked += 1
             self._since_submit = None if self._since_submit is None else self._since_submit + 1
-            if self._jobs.pending is None and (self._since_submit is None or self._since_submit >= self.stride or gap):
+            moving = (self.motion_budget is not None and self._moved >= self.motion_budget
+                      and self._since_submit is not None and self._since_submit >= self.min_stride)
+            if self._jobs.pending is None and (self._since_submit is None or self._since_submit >= self.stride or gap or moving):
+                self.stats.motion += bool(moving and not gap and self._since_submit < self.stride)
                 self._submit(frame, index)
             self._last_index = index
             out.append(faces)
@@ -307,7 +365,7 @@ class StridedFaceTracker:
         run = self.detector.detect if fine else self.detector.detect_coarse
         self._jobs.submit(index, self.tracker.gray, self.tracker.snapshot(), lambda: run([img])[0])
         self._submitted += 1
-        self._since_submit = 0
+        self._since_submit, self._moved = 0, 0.0
         self.stats.detect_calls += 1
         self.stats.coarse += not fine
 
@@ -330,7 +388,7 @@ class StridedFaceTracker:
         self.stats.searched += len(boxes)
         self.stats.relocated += int(hit.sum())
         if k:
-            self.tracker.relocate(lost, near, hit, self.min_confidence, self.stride)
+            self.tracker.relocate(lost, near, hit, self.min_confidence, self.flow_only)
         if missed:
             self.tracker.rescue(missed, near, hit, start=k)
         return self.tracker.faces()

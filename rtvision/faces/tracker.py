@@ -55,6 +55,7 @@ class FaceTracker:
         self._prev_gray: np.ndarray | None = None
         self._prev_index: int | None = None
         self._frame_wh: tuple[int, int] | None = None
+        self._new_shot = False  # the next update keeps only the tracks it re-finds
 
     # ------------------------------------------------------------------ state
     def reset(self) -> None:
@@ -63,6 +64,15 @@ class FaceTracker:
         self._prev_gray = None
         self._prev_index = None
         self._frame_wh = None
+        self._new_shot = False
+
+    def new_shot(self) -> None:
+        """The next frame starts a new shot (a hard cut): the flow does not cross a cut, so the
+        tracks are not moved into it, and the next :meth:`update` (its detection) keeps only the
+        tracks it re-finds at their old place (IoU, as usual; their ids stay) and drops the
+        others at once, instead of letting them coast and be searched for."""
+        self._prev_gray = None
+        self._new_shot = True
 
     @property
     def confidence(self) -> float:
@@ -98,13 +108,16 @@ class FaceTracker:
             np.array([t.track_id for t in act], np.int64),
         )
 
-    def set_reported(self, faces: Faces, ok: np.ndarray) -> None:
-        """Replace the reported tracks' boxes with refined ones (same order as ``faces()``).
+    def set_reported(self, faces: Faces, ok: np.ndarray, positions: np.ndarray | None = None) -> None:
+        """Replace the reported tracks' boxes with refined ones (same order as ``faces()``, or
+        as ``positions`` in that order).
 
         A track whose refinement failed (``ok`` False: the last stage is unsure at this crop,
         e.g. a face turning, blurred or moved further than the flow could follow) keeps its
         flow-moved box and flow confidence; :meth:`relocate` then decides its fate."""
         act = [t for t in self.tracks if t.active]
+        if positions is not None:
+            act = [act[int(p)] for p in positions]
         for i, (t, good) in enumerate(zip(act, ok)):
             if good:  # the detector's own last stage confirms the face: full confidence again
                 self._confirm(t, faces, i)
@@ -154,6 +167,10 @@ class FaceTracker:
         others = [o.xyxy for o in self.tracks if o.active and o is not t]
         return bool(others) and float(iou_matrix(np.asarray(box)[None], np.stack(others)).max()) >= self.iou_threshold
 
+    def confirm(self, t: Track, faces: Faces, k: int) -> None:
+        """Face ``k`` of ``faces`` (a re-fit or a search result) is track ``t`` here (see :meth:`_confirm`)."""
+        self._confirm(t, faces, k)
+
     def _confirm(self, t: Track, faces: Faces, k: int) -> None:
         """Face ``k`` of ``faces`` (a re-fit or search result) is track ``t`` in its current
         frame: its box, score and landmarks, full confidence, velocity from the last confirmed box."""
@@ -174,9 +191,14 @@ class FaceTracker:
         self._advance(index, as_image(frame))
         return self.faces()
 
-    def update(self, index: int, frame: Any, detections: Faces) -> Faces:
+    def update(self, index: int, frame: Any, detections: Faces, blind_below: float | None = None) -> Faces:
         """Associate ``detections`` of frame ``index`` to the tracks (moving them into this frame
-        first, if not done yet); returns the detections with their ``track_ids``."""
+        first, if not done yet); returns the detections with their ``track_ids``.
+
+        ``blind_below``: the detection could not find faces whose box is less tall than this
+        (a coarse detection: no finest pyramid level); a reported track that small which it did
+        not match is not counted as missed: it stays reported on its flow box
+        (:meth:`unseen`, for the caller to re-fit)."""
         img = as_image(frame)
         if self._prev_index != index or self._prev_gray is None:
             self._advance(index, img)
@@ -189,7 +211,7 @@ class FaceTracker:
         for ti, di in pairs:
             t = self.tracks[ti]
             box = dets.xyxy[di].astype(np.float64)
-            if t.misses > 0:  # re-found after coasting: its motion since is unknown
+            if t.misses > 0 or self._new_shot:  # re-found after coasting, or across a cut: its motion is unknown
                 t.velocity = np.zeros(4)
             t.xyxy = box
             t.score = float(dets.scores[di])
@@ -206,11 +228,15 @@ class FaceTracker:
         kept = []
         for ti, t in enumerate(self.tracks):
             if ti not in matched_tracks:
+                if blind_below is not None and t.active and t.xyxy[3] - t.xyxy[1] < blind_below and not self._new_shot:
+                    kept.append(t)  # the detection could not have seen it
+                    continue
                 t.misses += 1
-                if t.misses > self.max_misses:
+                if t.misses > self.max_misses or self._new_shot:
                     continue
             kept.append(t)
         self.tracks = kept
+        self._new_shot = False
         matched_dets = {di for _, di in pairs}
         for di in range(n):
             if di in matched_dets:
@@ -228,6 +254,12 @@ class FaceTracker:
             self.tracks.append(t)
             ids[di] = t.track_id
         return Faces(dets.xyxy, dets.scores, dets.landmarks, ids)
+
+    def unseen(self) -> np.ndarray:
+        """Positions (in :meth:`faces` order) of the reported tracks that were neither
+        detected nor re-fitted nor found by a search in the current frame."""
+        act = [t for t in self.tracks if t.active]
+        return np.array([k for k, t in enumerate(act) if t.confirmed_index != self._prev_index], np.int64)
 
     def merge_late(self, grays: Sequence[np.ndarray], snapshot: list[tuple[int, np.ndarray]], detections: Faces) -> int:
         """Merge ``detections`` of an earlier frame (a detection that ran in the background)
