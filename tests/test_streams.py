@@ -163,9 +163,14 @@ def test_three_streams_give_each_stream_what_it_gives_alone(faces_video, mirrore
     its boxes are those of a run of that clip alone, and each stream has its own video."""
     clips = {"street": faces_video, "mirror": mirrored_clip, "index": index_clip}
     out = tmp_path / "all.jsonl"
-    args = ["--faces", "full", "--max-frames", "12", "--results", str(out), "--save", str(tmp_path / "v-{stream}.mp4")]
+    args = ["--faces", "full", "--max-frames", "12", "--results", str(out), "--save", str(tmp_path / "v-{stream}.mp4"),
+            "--summary-json", str(tmp_path / "s.json")]
     proc = _cli([a for name, p in clips.items() for a in ("--source", f"{name}={p}")] + args)
     assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "s.json").read_text())
+    # each stream's own face stage counted its own detections: full mode detects every frame
+    assert [(r["stream"], r["face_counts"]["frames"], r["face_counts"]["detected"]) for r in summary["streams"]] == \
+        [(name, 12, 12) for name in clips]
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     for name, clip in clips.items():
         mine = [r for r in rows if r["stream"] == name]

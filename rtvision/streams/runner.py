@@ -14,6 +14,7 @@ import time
 from ..annotate import annotate, status_line
 from ..config import RunConfig
 from ..errors import EXIT_OK, EXIT_STREAM_FAILED, Interrupted, RtvisionError
+from ..faces.protocols import CountingFaceStage
 from ..runner import LiveStats
 from ..sinks import JsonlSink, VideoSink
 from ..stats import peak_rss_mb, process_age_s, rss_mb
@@ -127,6 +128,7 @@ class MultiRunner:
                 "reconnects": cap.reconnects if cap else 0,
                 "throughput_fps": st.processed / elapsed if elapsed > 0 and st.processed else 0.0,
                 "latency_ms": st.latency.summary(),
+                "face_counts": s.faces.counts() if isinstance(s.faces, CountingFaceStage) else None,
             }
             streams.append(row)
             if s.state == "failed":
@@ -173,7 +175,8 @@ def format_summary(s: dict) -> str:
         lines.append(
             f"  {r['stream']:<{width}}  {'live' if r['live'] else 'file'} | read {r['frames_read']} | processed "
             f"{r['frames_processed']} | dropped {r['frames_dropped']} ({100 * r['drop_share']:.1f}%) | {f(r['throughput_fps'])} fps | "
-            f"p50 {f(lat.get('p50'))} p99 {f(lat.get('p99'))} ms | {state}")
+            f"p50 {f(lat.get('p50'))} p99 {f(lat.get('p99'))} ms | "
+            + (f"{f(r['face_counts']['detections_per_100'])} face detections/100 | " if r.get("face_counts") else "") + state)
     lat = s["latency_ms"] or {}
     lines.append(f"  {'total':<{width}}  processed {s['frames_processed']} | {f(s['throughput_fps'])} fps over "
                  f"{f(s['elapsed_s'])} s | p50 {f(lat.get('p50'))} p99 {f(lat.get('p99'))} ms | peak RSS "
