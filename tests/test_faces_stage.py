@@ -80,3 +80,13 @@ def test_default_fast_mode_recall_on_real_video(faces_video):
     assert q["tall"]["ref_boxes"] >= 100
     assert q["tall"]["recall"] >= 0.9 and q["tall"]["precision"] >= 0.9, q
     assert q["overall"]["recall"] >= 0.85, q
+
+
+def test_small_frames_detect_sooner_with_motion_than_1080p():
+    """The motion budget follows the frame size: cheap detections on small frames come sooner."""
+    cpu = torch.device("cpu")
+    big = build_face_stage("fast", cpu, resolution_wh=(1920, 1080)).tracker
+    small = build_face_stage("fast", cpu, resolution_wh=(640, 360)).tracker
+    mid = build_face_stage("fast", cpu, resolution_wh=(1280, 720)).tracker
+    assert big.motion_budget == mid.motion_budget == 0.25 and small.motion_budget == 0.15
+    assert big.stride == small.stride == 6 and big.min_stride == small.min_stride == 2
