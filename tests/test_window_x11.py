@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import count_frames, make_index_clip
+from conftest import count_frames
 
 from rtvision.annotate import draw_faces
 from rtvision.gui.probe import XCB_PACKAGES
@@ -339,11 +339,25 @@ def test_missing_xcb_library_is_one_line_then_headless(xserver, faces_video, tmp
 # -- many streams: the grid window --------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def grid_clips(tmp_path_factory) -> dict[str, Path]:
-    """Two short generated clips (index-coded frames over noise, 320x240 and 480x270) for the
-    streams next to the 1080p clip."""
+def grid_clips(tmp_path_factory, faces_video) -> dict[str, Path]:
+    """Two short clips for the streams next to the 1080p clip, made from it so that they have
+    real, smooth content (template matching finds a frame on the screen at any scale; per-pixel
+    noise does not survive the window's scaling) yet never match the street tile: ``index``
+    320x240, upside down; ``wide`` 480x270, upside down and in negative."""
     d = tmp_path_factory.mktemp("grid-clips")
-    return {"index": make_index_clip(d / "index.mp4", 30), "wide": make_index_clip(d / "wide.mp4", 30, size_wh=(480, 270))}
+    out = {"index": (d / "index.mp4", (320, 240), False), "wide": (d / "wide.mp4", (480, 270), True)}
+    cap = cv2.VideoCapture(str(faces_video))
+    frames = [cap.read()[1] for _ in range(30)]
+    cap.release()
+    assert all(f is not None for f in frames)
+    for path, size_wh, negative in out.values():
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, size_wh)
+        assert writer.isOpened()
+        for f in frames:
+            img = cv2.flip(cv2.resize(f, size_wh, interpolation=cv2.INTER_AREA), 0)
+            writer.write(255 - img if negative else img)
+        writer.release()
+    return {name: path for name, (path, _, _) in out.items()}
 
 
 def find_all(display: str, frames: dict[str, np.ndarray], timeout_s: float = 30.0, min_score: float = 0.9):
