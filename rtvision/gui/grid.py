@@ -40,6 +40,7 @@ from ..annotate import annotate
 from ..config import RunConfig
 from ..errors import EXIT_OK
 from .frameview import FrameView
+from .host import RunnerHostMixin
 from .metrics import GRID_PANEL_ROWS, TileText, grid_banner_messages, grid_panel_text, tile_text
 from .panel import StatsPanel
 from .window import _BANNER_STYLE, AUTOCLOSE_ENV, POLL_MS, STATS_MS, env_flag, show_until_closed
@@ -214,7 +215,7 @@ class TileGrid(QWidget):
             self.enlarge(name)
 
 
-class GridWindow(QMainWindow):
+class GridWindow(RunnerHostMixin, QMainWindow):
     """The window of a multi-stream run (see the module docstring); ``start()`` once after
     building it. For tests and scripts: ``grid`` (TileGrid; ``grid.tiles[name]``), ``panel``,
     ``banner``, ``is_ended``."""
@@ -296,50 +297,6 @@ class GridWindow(QMainWindow):
             button.setFocusPolicy(Qt.NoFocus)
 
     # -- lifecycle ---------------------------------------------------------------------------------
-    def start(self) -> None:
-        """Start the runner thread and the timers (once)."""
-        if self._thread is not None or self.is_shut_down:
-            return
-        self._thread = threading.Thread(target=self.runner.run, name="rtvision-runner", daemon=True)
-        self._thread.start()
-        self.state_label.setText("running")
-        self._poll_timer.start()
-        self._stats_timer.start()
-        self._refresh_stats()
-
-    @property
-    def runner_thread(self) -> threading.Thread | None:
-        return self._thread
-
-    def shutdown(self) -> list[str]:
-        """Ask the runner (and through it the pipeline) to stop and join the runner thread, which
-        finalizes the outputs, with a timeout. Idempotent; returns the threads that did not stop."""
-        if self.is_shut_down:
-            return self.stuck_threads
-        self.is_shut_down = True
-        self._poll_timer.stop()
-        self._stats_timer.stop()
-        self.runner.request_stop()
-        if self._thread is not None:
-            self._thread.join(timeout=self.cfg.join_timeout_s + 5.0)
-            if self._thread.is_alive():
-                self.stuck_threads.append(self._thread.name)
-                log.error("the runner thread did not stop within %.0fs", self.cfg.join_timeout_s + 5.0)
-        return self.stuck_threads
-
-    def closeEvent(self, event) -> None:  # noqa: N802 - Qt name
-        self.shutdown()
-        event.accept()
-        super().closeEvent(event)
-        self.closed.emit()
-
-    def interrupt(self, code: int) -> None:
-        """Close because of a signal (SIGHUP: 129, Ctrl-C: 130, SIGTERM: 143)."""
-        self.interrupt_code = code
-        self.runner.interrupt(code)
-        self.close()
-
-    # -- the GUI-thread loop -------------------------------------------------------------------------
     def _poll(self) -> None:
         latest = self.runner.latest
         for tile in self.grid.visible_tiles():

@@ -39,6 +39,7 @@ from ..annotate import annotate
 from ..config import RunConfig
 from ..errors import EXIT_OK, EXIT_SIGHUP, EXIT_SIGINT, EXIT_SIGTERM
 from .frameview import FrameView
+from .host import RunnerHostMixin
 from .metrics import WindowMeters, banner_messages
 from .panel import StatsPanel
 from .probe import drop_foreign_plugin_path
@@ -63,7 +64,7 @@ def env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no", "off")
 
 
-class MainWindow(QMainWindow):
+class MainWindow(RunnerHostMixin, QMainWindow):
     """Owns the runner thread; call ``start()`` once after building it.
 
     Read-only helpers for tests and scripts: ``shown_result`` (the Result on screen),
@@ -166,54 +167,9 @@ class MainWindow(QMainWindow):
             button.setFocusPolicy(Qt.NoFocus)  # keep Space for pause, not for "click the button"
 
     # -- lifecycle -------------------------------------------------------------------------------
-    def start(self) -> None:
-        """Start the runner thread and the timers (once)."""
-        if self._thread is not None or self.is_shut_down:
-            return
-        self._thread = threading.Thread(target=self.runner.run, name="rtvision-runner", daemon=True)
-        self._thread.start()
-        self.state_label.setText("running")
-        self._poll_timer.start()
-        self._stats_timer.start()
-        self._refresh_stats()
-
-    @property
-    def runner_thread(self) -> threading.Thread | None:
-        return self._thread
-
     @property
     def shown_index(self) -> int | None:
         return None if self.shown_result is None else self.shown_result.frame.index
-
-    def shutdown(self) -> list[str]:
-        """Stop consuming: ask the runner (and through it the pipeline) to stop and join the
-        runner thread, which finalizes the outputs, with a timeout. The pipeline itself is
-        stopped by its owner once the window is gone. Idempotent. Returns the names of threads
-        that did not stop."""
-        if self.is_shut_down:
-            return self.stuck_threads
-        self.is_shut_down = True
-        self._poll_timer.stop()
-        self._stats_timer.stop()
-        self.runner.request_stop()
-        if self._thread is not None:
-            self._thread.join(timeout=self.cfg.join_timeout_s + 5.0)
-            if self._thread.is_alive():
-                self.stuck_threads.append(self._thread.name)
-                log.error("the runner thread did not stop within %.0fs", self.cfg.join_timeout_s + 5.0)
-        return self.stuck_threads
-
-    def closeEvent(self, event) -> None:  # noqa: N802 - Qt name
-        self.shutdown()
-        event.accept()
-        super().closeEvent(event)
-        self.closed.emit()
-
-    def interrupt(self, code: int) -> None:
-        """Close because of a signal (SIGHUP: 129, Ctrl-C: 130, SIGTERM: 143)."""
-        self.interrupt_code = code
-        self.runner.interrupt(code)  # sets the exit code and stops the run cleanly
-        self.close()
 
     # -- the GUI-thread loop ---------------------------------------------------------------------
     def _next_to_show(self):

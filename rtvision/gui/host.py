@@ -1,0 +1,62 @@
+"""What the single-stream window and the grid window share: they host a runner on a thread of
+their own and only consume its results. :class:`RunnerHostMixin` starts that thread with the
+window's timers, stops it (the runner finalizes the outputs) when the window closes or a signal
+comes, and says which threads did not stop. The window class provides ``runner``, ``cfg``,
+``_thread``, ``_poll_timer``, ``_stats_timer``, ``state_label``, ``is_shut_down``,
+``stuck_threads``, ``interrupt_code``, a ``closed`` signal and ``_refresh_stats``."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+log = logging.getLogger(__name__)
+
+
+class RunnerHostMixin:
+    """Mixed in before ``QMainWindow``: ``class W(RunnerHostMixin, QMainWindow)``."""
+
+    def start(self) -> None:
+        """Start the runner thread and the timers (once)."""
+        if self._thread is not None or self.is_shut_down:
+            return
+        self._thread = threading.Thread(target=self.runner.run, name="rtvision-runner", daemon=True)
+        self._thread.start()
+        self.state_label.setText("running")
+        self._poll_timer.start()
+        self._stats_timer.start()
+        self._refresh_stats()
+
+    @property
+    def runner_thread(self) -> threading.Thread | None:
+        return self._thread
+
+    def shutdown(self) -> list[str]:
+        """Stop consuming: ask the runner (and through it the pipeline) to stop and join the
+        runner thread, which finalizes the outputs, with a timeout. The pipeline itself is
+        stopped by its owner once the window is gone. Idempotent. Returns the names of threads
+        that did not stop."""
+        if self.is_shut_down:
+            return self.stuck_threads
+        self.is_shut_down = True
+        self._poll_timer.stop()
+        self._stats_timer.stop()
+        self.runner.request_stop()
+        if self._thread is not None:
+            self._thread.join(timeout=self.cfg.join_timeout_s + 5.0)
+            if self._thread.is_alive():
+                self.stuck_threads.append(self._thread.name)
+                log.error("the runner thread did not stop within %.0fs", self.cfg.join_timeout_s + 5.0)
+        return self.stuck_threads
+
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt name
+        self.shutdown()
+        event.accept()
+        super().closeEvent(event)
+        self.closed.emit()
+
+    def interrupt(self, code: int) -> None:
+        """Close because of a signal (SIGHUP: 129, Ctrl-C: 130, SIGTERM: 143)."""
+        self.interrupt_code = code
+        self.runner.interrupt(code)  # sets the exit code and stops the run cleanly
+        self.close()
