@@ -43,7 +43,7 @@ from .frameview import FrameView
 from .host import RunnerHostMixin
 from .metrics import GRID_PANEL_ROWS, TileText, grid_banner_messages, grid_panel_text, tile_text
 from .panel import StatsPanel
-from .window import _BANNER_STYLE, AUTOCLOSE_ENV, POLL_MS, STATS_MS, env_flag, show_until_closed
+from .window import AUTOCLOSE_ENV, POLL_MS, STATS_MS, env_flag, show_until_closed
 
 log = logging.getLogger(__name__)
 
@@ -320,19 +320,8 @@ class GridWindow(RunnerHostMixin, QMainWindow):
         self.panel.plot.set_history(list(self.runner.total.history))
         self._update_banner()
 
-    def _update_banner(self) -> None:
-        msgs = grid_banner_messages(self.runner, self.is_ended)
-        key = tuple(msgs)
-        if key == self._banner_text:
-            return
-        self._banner_text = key
-        if not msgs:
-            self.banner.hide()
-            return
-        level = "warning" if any(lv == "warning" for lv, _ in msgs) else "info"
-        self.banner.setStyleSheet(_BANNER_STYLE[level])
-        self.banner.setText("\n".join(text for _, text in msgs))
-        self.banner.show()
+    def banner_messages(self) -> list[tuple[str, str]]:
+        return grid_banner_messages(self.runner, self.is_ended)
 
     def _on_ended(self) -> None:
         self.is_ended = True
@@ -352,16 +341,6 @@ class GridWindow(RunnerHostMixin, QMainWindow):
         self.close()
 
     # -- controls --------------------------------------------------------------------------------------
-    def set_faces(self, on: bool) -> None:
-        self.show_faces = bool(on)
-        self.faces_action.setChecked(self.show_faces)
-        self._redraw()
-
-    def set_labels(self, on: bool) -> None:
-        self.show_labels = bool(on)
-        self.labels_action.setChecked(self.show_labels)
-        self._redraw()
-
     def _redraw(self) -> None:
         for tile in self.grid.tiles.values():
             if tile.shown_result is not None:

@@ -3,7 +3,9 @@ their own and only consume its results. :class:`RunnerHostMixin` starts that thr
 window's timers, stops it (the runner finalizes the outputs) when the window closes or a signal
 comes, and says which threads did not stop. The window class provides ``runner``, ``cfg``,
 ``_thread``, ``_poll_timer``, ``_stats_timer``, ``state_label``, ``is_shut_down``,
-``stuck_threads``, ``interrupt_code``, a ``closed`` signal and ``_refresh_stats``."""
+``stuck_threads``, ``interrupt_code``, a ``closed`` signal and ``_refresh_stats``; for the
+banner and the overlay toggles, ``banner``, ``_banner_text``, ``is_ended``, ``banner_messages()``
+(its (level, text) lines), ``show_faces``/``show_labels`` with their actions and ``_redraw``."""
 
 from __future__ import annotations
 
@@ -11,6 +13,11 @@ import logging
 import threading
 
 log = logging.getLogger(__name__)
+
+BANNER_STYLE = {
+    "warning": "background:#7a4b00; color:white; padding:6px; font-weight:bold;",
+    "info": "background:#30404f; color:white; padding:6px; font-weight:bold;",
+}
 
 
 class RunnerHostMixin:
@@ -60,3 +67,28 @@ class RunnerHostMixin:
         self.interrupt_code = code
         self.runner.interrupt(code)  # sets the exit code and stops the run cleanly
         self.close()
+
+    # -- the banner and the overlay toggles ------------------------------------------------------
+    def _update_banner(self) -> None:
+        msgs = self.banner_messages()
+        key = tuple(msgs)
+        if key == self._banner_text:
+            return
+        self._banner_text = key
+        if not msgs:
+            self.banner.hide()
+            return
+        level = "warning" if any(lv == "warning" for lv, _ in msgs) else "info"
+        self.banner.setStyleSheet(BANNER_STYLE[level])
+        self.banner.setText("\n".join(text for _, text in msgs))
+        self.banner.show()
+
+    def set_faces(self, on: bool) -> None:
+        self.show_faces = bool(on)
+        self.faces_action.setChecked(self.show_faces)
+        self._redraw()
+
+    def set_labels(self, on: bool) -> None:
+        self.show_labels = bool(on)
+        self.labels_action.setChecked(self.show_labels)
+        self._redraw()

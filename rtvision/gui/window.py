@@ -54,10 +54,6 @@ DISPLAY_MAX_LAG = 8  # results a file's playback may trail the newest before it 
 STATS_MS = 250  # 4 Hz: the numbers and the plot
 SIGNAL_MS = 200  # lets Python run its signal handlers while Qt's loop runs
 
-_BANNER_STYLE = {
-    "warning": "background:#7a4b00; color:white; padding:6px; font-weight:bold;",
-    "info": "background:#30404f; color:white; padding:6px; font-weight:bold;",
-}
 
 
 def env_flag(name: str) -> bool:
@@ -225,19 +221,8 @@ class MainWindow(RunnerHostMixin, QMainWindow):
         self.panel.plot.set_history(list(self.runner.stats.history))  # list(): atomic copy under the GIL
         self._update_banner()
 
-    def _update_banner(self) -> None:
-        msgs = banner_messages(self.runner, self.is_ended)
-        key = tuple(msgs)
-        if key == self._banner_text:
-            return
-        self._banner_text = key
-        if not msgs:
-            self.banner.hide()
-            return
-        level = "warning" if any(lv == "warning" for lv, _ in msgs) else "info"
-        self.banner.setStyleSheet(_BANNER_STYLE[level])
-        self.banner.setText("\n".join(text for _, text in msgs))
-        self.banner.show()
+    def banner_messages(self) -> list[tuple[str, str]]:
+        return banner_messages(self.runner, self.is_ended)
 
     def _on_ended(self) -> None:
         self.is_ended = True
@@ -307,16 +292,6 @@ class MainWindow(RunnerHostMixin, QMainWindow):
         self.snapshots.append(path.resolve())
         self.statusBar().showMessage(f"snapshot saved: {path.resolve()}", 5000)
         return path
-
-    def set_faces(self, on: bool) -> None:
-        self.show_faces = bool(on)
-        self.faces_action.setChecked(self.show_faces)
-        self._redraw()
-
-    def set_labels(self, on: bool) -> None:
-        self.show_labels = bool(on)
-        self.labels_action.setChecked(self.show_labels)
-        self._redraw()
 
     def _redraw(self) -> None:
         if self.shown_result is not None:
