@@ -27,7 +27,7 @@ from .faces.protocols import FaceStage, PlannedFaceStage
 from .models.build import Models
 from .sources import CaptureThread, Source, SourceInfo, open_source
 from .types import Frame, Result
-from .worker import END, InferenceWorker, LoopPlan
+from .worker import InferenceWorker, LoopPlan, drain
 
 log = logging.getLogger(__name__)
 
@@ -120,16 +120,7 @@ class Pipeline:
         A failure in a thread is raised here (after the results before it were yielded).
         """
         assert self._started, "start() first"
-        while True:
-            try:
-                item = self.out.get(timeout=0.1)
-            except queue.Empty:
-                if not self.worker.is_alive() and self.out.empty():
-                    break
-                continue
-            if item is END:
-                break
-            yield item
+        yield from drain(self.out, self.worker)
         self.raise_if_failed()
 
     def raise_if_failed(self) -> None:

@@ -48,6 +48,39 @@ log = logging.getLogger(__name__)
 END = object()  # put on the results queue after the last result
 
 
+def emit(out: queue.Queue, item, stop_event: threading.Event, force: bool = False) -> bool:
+    """Put ``item`` on a worker's bounded results queue, waiting for room. Once a stop is asked:
+    give up (False), or with ``force`` (the END marker) make room by dropping the oldest result,
+    so that the consumer can finish."""
+    while True:
+        try:
+            out.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            if stop_event.is_set():
+                if not force:
+                    return False
+                try:
+                    out.get_nowait()
+                except queue.Empty:
+                    pass
+
+
+def drain(out: queue.Queue, worker: threading.Thread):
+    """A worker's results from ``out`` until its END marker, or until it has died with the queue
+    empty (its error, if any, is the caller's to raise)."""
+    while True:
+        try:
+            item = out.get(timeout=0.1)
+        except queue.Empty:
+            if not worker.is_alive() and out.empty():
+                return
+            continue
+        if item is END:
+            return
+        yield item
+
+
 class ClassifierStage(Protocol):
     def prepare(self, images_bgr: list) -> Any: ...
     def logits(self, batch: Any) -> torch.Tensor: ...
@@ -149,18 +182,7 @@ class InferenceWorker(threading.Thread):
             self._emit(END, force=True)
 
     def _emit(self, item, force: bool = False) -> bool:
-        while True:
-            try:
-                self.out.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                if self.stop_event.is_set():
-                    if not force:
-                        return False
-                    try:  # make room for the END marker so the consumer can finish
-                        self.out.get_nowait()
-                    except queue.Empty:
-                        pass
+        return emit(self.out, item, self.stop_event, force)
 
     def _loop(self) -> None:
         while not self.stop_event.is_set():

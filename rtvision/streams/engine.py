@@ -42,11 +42,11 @@ from ..models.build import Models
 from ..sources import CaptureThread, Source, SourceInfo, open_source
 from ..stats import StageTimer
 from ..types import Faces, Frame, Labels, Result
+from ..worker import END, drain, emit
 from .spec import StreamSpec
 
 log = logging.getLogger(__name__)
 
-END = object()
 
 
 @dataclass(eq=False)
@@ -180,18 +180,7 @@ class MultiWorker(threading.Thread):
                     s.state = "ended"
 
     def _emit(self, item, force: bool = False) -> bool:
-        while True:
-            try:
-                self.out.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                if self.stop_event.is_set():
-                    if not force:
-                        return False
-                    try:
-                        self.out.get_nowait()
-                    except queue.Empty:
-                        pass
+        return emit(self.out, item, self.stop_event, force)
 
     def process(self, groups: list[tuple[Stream, list[Frame]]]) -> list[Result]:
         frames = [f for _, fs in groups for f in fs]
@@ -311,16 +300,7 @@ class MultiPipeline:
         """Results as they come: each stream's in frame order. A worker failure is raised here;
         a stream's own failure is not (see ``Stream.state``/``error``)."""
         assert self._started, "start() first"
-        while True:
-            try:
-                item = self.out.get(timeout=0.1)
-            except queue.Empty:
-                if not self.worker.is_alive() and self.out.empty():
-                    break
-                continue
-            if item is END:
-                break
-            yield item
+        yield from drain(self.out, self.worker)
         if self.worker.error is not None:
             err = self.worker.error
             if isinstance(err, RtvisionError):
