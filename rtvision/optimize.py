@@ -91,6 +91,8 @@ def render_markdown(report: dict) -> str:
                  + ("" if report["agreement_informative"] else
                     f"; UNINFORMATIVE: fp32 answers fewer than {evaluation.MIN_DISTINCT_CLASSES} distinct classes there"))
     notes.append(f"calibration: {report['calibration']['images']} images from {report['calibration']['source']}")
+    if report.get("refused"):
+        notes.append(f"**not written**: {report['refused']}")
     return "\n".join(lines) + "\n\n" + "\n".join(f"- {n}" for n in notes)
 
 
@@ -167,6 +169,62 @@ def _ratio(text: str) -> float:
     return v
 
 
+DEFAULT_MAX_DROP = 2.0  # top-1 points; int8 keeps within 1 point on both trained networks here
+DEFAULT_MIN_AGREEMENT = 0.5  # agreement on unlabelled frames is a weaker measure: only a collapse is refused
+
+
+def _points(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected top-1 points in [0, 100], got {text!r}") from None
+    if math.isnan(v) or not 0.0 <= v <= 100.0:
+        raise argparse.ArgumentTypeError(f"expected top-1 points in [0, 100], got {text!r}")
+    return v
+
+
+def _fraction(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1], got {text!r}") from None
+    if math.isnan(v) or not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1], got {text!r}")
+    return v
+
+
+def accuracy_refusal(report: dict, name: str, max_drop: float, min_agreement: float) -> str | None:
+    """Why the variant ``name`` of ``report`` must not be written (it lost too much of the fp32
+    network's accuracy), or None. With labels: top-1 points lost against fp32. Without: agreement
+    with fp32's top-1 on the held-out images, unless fp32 answers too few classes for it to mean
+    anything (a random-init network)."""
+    rows = report["variants"]
+    ref, row = rows[0], next(r for r in rows if r["name"] == name)
+    if "eval" in report:
+        lost = 100.0 * (ref["accuracy"]["top1"] - row["accuracy"]["top1"])
+        if lost <= max_drop:
+            return None
+        ok = [r["name"] for r in rows[1:] if 100.0 * (ref["accuracy"]["top1"] - r["accuracy"]["top1"]) <= max_drop
+              and r["precision"] != "bf16" and r["name"] != name]
+        why = (f"top-1 {row['accuracy']['top1']:.3f} against fp32's {ref['accuracy']['top1']:.3f} on "
+               f"{report['eval']['images']} labelled photos ({lost:.1f} points lost, --max-drop {max_drop:g})")
+        bound = "--max-drop 100"
+    else:
+        if not report["agreement_informative"]:
+            return None
+        agree = row["agreement"]["top1"]
+        if agree >= min_agreement:
+            return None
+        ok = [r["name"] for r in rows[1:] if r["agreement"]["top1"] >= min_agreement
+              and r["precision"] != "bf16" and r["name"] != name]
+        why = (f"agrees with fp32 on {agree:.3f} of {report['agreement_on']} (--min-agreement {min_agreement:g})")
+        bound = "--min-agreement 0"
+    hint = ("; pruning a trained network needs fine-tuning on many images of its domain (--distill with more --calib images), "
+            "or a smaller --prune" if "pruned" in name else "")
+    within = f"; within the bound: {', '.join(ok)}" if ok else ""
+    return f"{name}: {why}: not written{hint}{within}; {bound} writes it anyway"
+
+
 def narrowest_layer(model: nn.Module, head: str) -> int:
     """Output channels of the narrowest convolution pruning shrinks (depthwise ones follow their
     input; the head is kept whole)."""
@@ -238,6 +296,14 @@ def add_optimize_parser(subparsers) -> argparse.ArgumentParser:
                    help="after pruning: fine-tune steps against the fp32 network's soft labels on the calibration images")
     p.add_argument("--eval-images", default=None, metavar="DIR",
                    help="a folder of labelled photos (labels.csv: file, class_id): top-1/top-5 of every variant")
+    p.add_argument("--max-drop", type=_points, default=DEFAULT_MAX_DROP, metavar="POINTS",
+                   help="the variant to write may lose at most POINTS of top-1 against fp32 on --eval-images "
+                   f"(default {DEFAULT_MAX_DROP:g}); otherwise nothing is written and the exit code is 5. "
+                   "100 writes it whatever it scores")
+    p.add_argument("--min-agreement", type=_fraction, default=DEFAULT_MIN_AGREEMENT, metavar="FRACTION",
+                   help="without --eval-images: the variant to write must give fp32's top-1 class on at least this "
+                   f"fraction of the held-out images (default {DEFAULT_MIN_AGREEMENT:g}; not checked when fp32 itself "
+                   "answers fewer than 10 classes there, as a random-init network does)")
     p.add_argument("--batch", type=int_at_least(1), default=4, metavar="N", help="batch size for throughput")
     p.add_argument("--plot", default=None, metavar="FILE.png", help="accuracy against speed, one point per variant")
     p.add_argument("--bench-repeats", type=int_at_least(1), default=3, metavar="N", help=argparse.SUPPRESS)
@@ -282,20 +348,35 @@ def run_optimize(args: argparse.Namespace) -> int:
     report = compare(candidates, holdout, eval_set, args, calib_source, len(calib_images), used)
     # the last variant built is the one asked for (bf16 is a way to run an fp32 model, not a model)
     final = next(c for c in reversed(candidates) if c.precision != "bf16" and not c.compare_only)
+    refusal = accuracy_refusal(report, final.name, args.max_drop, args.min_agreement)
+    report["written"] = None if refusal else {"file": str(out), "variant": final.name}
+    if refusal:
+        report["refused"] = refusal
+        _write_report(out, report, args.plot)
+        print(render_markdown(report))
+        print(f"\nwrote {out.name}.report.json" + (f" and {args.plot}" if args.plot else "") + f"; {out} NOT written")
+        raise ModelError(refusal)
     final.payload["report"] = json.loads(json.dumps(report))
     final.payload["calibration"] = {"source": calib_source, "images": len(calib_images)} if final.precision == "int8" else None
     final.payload["metadata"] = {"weights": net.weights_id, "prune": args.prune, "importance": args.importance,
                                  "round_to": args.round_to, "distill": args.distill}
     try:
         artifact.write(out, final.payload)
-        out.with_name(out.name + ".report.json").write_text(json.dumps(report, indent=2))
-        if args.plot:
-            plot_frontier(report, args.plot)
     except OSError as e:
         raise OutputError(f"cannot write {out}: {e.strerror or e}") from None
+    _write_report(out, report, args.plot)
     print(render_markdown(report))
     print(f"\nwrote {out} ({final.name}) and {out.name}.report.json" + (f" and {args.plot}" if args.plot else ""))
     return EXIT_OK
+
+
+def _write_report(out: Path, report: dict, plot: str | None) -> None:
+    try:
+        out.with_name(out.name + ".report.json").write_text(json.dumps(report, indent=2))
+        if plot:
+            plot_frontier(report, plot)
+    except OSError as e:
+        raise OutputError(f"cannot write the report next to {out}: {e.strerror or e}") from None
 
 
 def build_candidates(args, net: zoo.Network, backend: str, calib_images, holdout) -> list[Candidate]:
@@ -411,6 +492,8 @@ def compare(candidates: list[Candidate], holdout, eval_set, args, calib_source: 
         "prune": args.prune,
         "importance": args.importance,
         "distill": args.distill,
+        "max_drop": args.max_drop,
+        "min_agreement": args.min_agreement,
         "versions": artifact.versions(),
         "variants": rows,
     }

@@ -233,7 +233,9 @@ def test_prune_is_checked_against_the_narrowest_layer():
 
 def test_bad_flags_exit_2(faces_video, tmp_path):
     bad_flags = (["--prune", "1.5"], ["--prune", "0.99"], ["--prune", "0.005"], ["--prune", "nan"], ["--calib-frames", "0"],
-                 ["--quantize", "int4"], ["--classifier", "vgg"], ["--backend", "tensorrt"], ["--distill", "-1"])
+                 ["--quantize", "int4"], ["--classifier", "vgg"], ["--backend", "tensorrt"], ["--distill", "-1"],
+                 ["--max-drop", "-1"], ["--max-drop", "nan"], ["--max-drop", "101"], ["--min-agreement", "1.5"],
+                 ["--min-agreement", "x"])
     for bad in bad_flags:
         with pytest.raises(SystemExit) as ei:
             _parser().parse_args(["optimize", "--calib", str(faces_video), "--out", str(tmp_path / "x.rtv"), *bad])
@@ -277,3 +279,59 @@ def test_through_the_cli_main(faces_video, tmp_path, capsys):
     _one_error_line(capsys.readouterr().err)
     assert cli.main(["optimize", "--prune", "2", "--calib", str(faces_video), "--out", "x.rtv"]) == 2
     _one_error_line(capsys.readouterr().err)
+
+
+def _labelled_subset(tmp_path, step: int = 12):
+    """Every ``step``-th of the 500 labelled photos, as an --eval-images folder (labels.csv pointing at them)."""
+    from conftest import shared_file
+
+    photos = shared_file("imagenet-sample/labels.csv").parent
+    rows = (photos / "labels.csv").read_text().splitlines()
+    folder = tmp_path / "eval"
+    folder.mkdir()
+    (folder / "labels.csv").write_text(
+        "\n".join([rows[0]] + [f"{photos / r.split(',')[0]},{r.split(',', 1)[1]}" for r in rows[1:501:step]]) + "\n")
+    return folder
+
+
+def test_a_variant_that_lost_the_networks_accuracy_is_not_written(faces_video, tmp_path, capsys):
+    """A trained MobileNetV2 pruned by 30% without fine-tuning answers almost nothing right; optimize
+    measures that against the labels, says so in one line, writes the report but not the artifact
+    (exit 5), and writes it when told to with --max-drop 100."""
+    out = tmp_path / "p30.rtv"
+    argv = ["optimize", "--classifier", "mobilenet_v2", "--calib", str(faces_video), *SMALL, "--prune", "0.3",
+            "--backend", "torch", "--quantize", "none", "--eval-images", str(_labelled_subset(tmp_path)),
+            "--out", str(out), *FAST]
+    assert _run(argv) == errors.EXIT_BAD_MODEL
+    captured = capsys.readouterr()
+    line = _one_error_line(captured.err)
+    assert line.startswith("error: mobilenet_v2 pruned30 fp32: top-1 ") or "mobilenet_v2 pruned30 fp32: top-1 " in line, line
+    assert "not written" in line and "--max-drop 2" in line and "--max-drop 100 writes it anyway" in line
+    assert "| mobilenet_v2 pruned30 fp32 |" in captured.out and "NOT written" in captured.out
+    assert not out.exists()
+    report = json.loads((tmp_path / "p30.rtv.report.json").read_text())
+    fp32, pruned = report["variants"][0], report["variants"][-1]
+    assert report["written"] is None and report["refused"] in line
+    assert report["eval"]["images"] == 42 and report["max_drop"] == 2.0
+    assert fp32["accuracy"]["top1"] >= 0.7, fp32["accuracy"]  # the reference is a real classifier...
+    assert fp32["accuracy"]["top1"] - pruned["accuracy"]["top1"] > 0.02  # ...and the pruned one lost more than allowed
+    assert optimize.accuracy_refusal(report, pruned["name"], 100.0, 0.5) is None
+
+    assert _run(argv + ["--max-drop", "100"]) == 0
+    assert load_artifact(out).variant == "mobilenet_v2 pruned30 fp32"
+    assert json.loads((tmp_path / "p30.rtv.report.json").read_text())["written"]["variant"] == "mobilenet_v2 pruned30 fp32"
+
+
+def test_accuracy_refusal_without_labels_uses_agreement_only_when_it_means_something():
+    def report(agree: float, informative: bool) -> dict:
+        rows = [{"name": "m fp32", "precision": "fp32", "agreement": {"top1": 1.0}},
+                {"name": "m int8 openvino", "precision": "int8", "agreement": {"top1": 0.9}},
+                {"name": "m pruned30 int8 openvino", "precision": "int8", "agreement": {"top1": agree}}]
+        return {"variants": rows, "agreement_informative": informative, "agreement_on": "32 held-out frames"}
+
+    why = optimize.accuracy_refusal(report(0.1, True), "m pruned30 int8 openvino", 2.0, 0.5)
+    assert why and "agrees with fp32 on 0.100 of 32 held-out frames (--min-agreement 0.5)" in why
+    assert "within the bound: m int8 openvino" in why and "--min-agreement 0 writes it anyway" in why
+    assert optimize.accuracy_refusal(report(0.6, True), "m pruned30 int8 openvino", 2.0, 0.5) is None
+    assert optimize.accuracy_refusal(report(0.1, False), "m pruned30 int8 openvino", 2.0, 0.5) is None  # random-init
+    assert optimize.accuracy_refusal(report(0.1, True), "m pruned30 int8 openvino", 2.0, 0.0) is None
