@@ -206,4 +206,12 @@ def test_bench_streams_measures_one_process_against_n(index_clip, tmp_path):
         assert arm["aggregate_fps"] == pytest.approx(sum(s["throughput_fps"] for s in arm["streams"]))
         assert arm["peak_rss_mb"] > 300
     assert r["ratios"]["aggregate_fps_one_over_many"] == pytest.approx(one["aggregate_fps"] / many["aggregate_fps"])
-    assert "one process, all streams" in (tmp_path / "s.md").read_text()
+    # one failing stream: a camera on 127.0.0.1 that goes offline; the process exits 7, the other stream reads everything
+    f = r["failing"][0]
+    assert f["exit_codes"] == [7] and f["failing_stream"] == "s1" and f["failing_state"] == "failed"
+    assert "reconnect attempts failed" in f["failing_error"]
+    bad = next(s for s in f["streams"] if s["stream"] == "s1")
+    assert 0 < bad["frames_read"] < 30 and f["camera_frames_sent"] >= bad["frames_read"]
+    assert f["others_completed"] and set(f["others_fps_ratio"]) == {"s0"} and f["others_fps_ratio_min"] > 0
+    md = (tmp_path / "s.md").read_text()
+    assert "one process, all streams" in md and "**One failing stream**" in md

@@ -9,6 +9,12 @@ is measured the same way (each process's own peak, ``VmHWM``):
   across the streams, the networks loaded once;
 * N processes, one stream each, started together.
 
+A third arm, **one failing stream**: the same one process, but its last stream is a network
+camera on 127.0.0.1 (``rtvision.benchmark.camera``: the clip served as a live MPEG-TS stream)
+that goes offline after a third of its frames; its reconnects fail and the stream is removed.
+Reported: the failing stream's state and error, the exit code (7), the wall time (nothing
+hangs), and each other stream's fps against its own fps in the all-healthy one-process arm.
+
 Every stream reads ``--frames`` frames. Reported per arm: aggregate processed fps (the sum of the
 streams' processed frames over their own elapsed time), each stream's fps, drops and p99
 latency, the spread between the slowest and the fastest stream, and the peak RSS (summed over
@@ -25,6 +31,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from ..errors import EXIT_STREAM_FAILED
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +54,7 @@ def _streams_of(summary: dict) -> list[dict]:
              "throughput_fps": summary["throughput_fps"], "latency_ms": summary["latency_ms"], "state": "ended"}]
 
 
-def _arm(name: str, argvs: list[list[str]], tmp: Path) -> dict:
+def _arm(name: str, argvs: list[list[str]], tmp: Path, expect_rc: int = 0) -> dict:
     procs = []
     t0 = time.monotonic()
     for k, argv in enumerate(argvs):
@@ -56,7 +64,7 @@ def _arm(name: str, argvs: list[list[str]], tmp: Path) -> dict:
     summaries = []
     for proc, out in procs:
         _, err = proc.communicate(timeout=3600)
-        if proc.returncode != 0 or not out.is_file():
+        if proc.returncode != expect_rc or not out.is_file():
             raise RuntimeError(f"{name}: an rtvision process failed (exit {proc.returncode}): "
                                f"{(err.strip().splitlines() or ['no output'])[-1]}")
         summaries.append(json.loads(out.read_text()))
@@ -64,10 +72,11 @@ def _arm(name: str, argvs: list[list[str]], tmp: Path) -> dict:
     fps = [r["throughput_fps"] for r in streams]
     return {
         "processes": len(argvs),
+        "exit_codes": [proc.returncode for proc, _ in procs],
         "wall_s": time.monotonic() - t0,
         "aggregate_fps": sum(fps),
         "streams": [{k: r.get(k) for k in ("stream", "frames_read", "frames_processed", "frames_dropped", "drop_share",
-                                           "throughput_fps", "state")} | {"p99_ms": (r.get("latency_ms") or {}).get("p99")}
+                                           "throughput_fps", "state", "error")} | {"p99_ms": (r.get("latency_ms") or {}).get("p99")}
                     for r in streams],
         "slowest_over_fastest": min(fps) / max(fps) if fps and max(fps) > 0 else None,
         "peak_rss_mb": sum(s["peak_rss_mb"] for s in summaries),
@@ -81,15 +90,23 @@ def run_streams_bench(args) -> dict:
     one = [[*(a for k in range(n) for a in ("--source", f"s{k}={args.source}")), *flags]]
     many = [["--source", args.source, *flags] for _ in range(n)]
     runs: dict[str, list[dict]] = {"one_process": [], "processes": []}
+    failing: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="rtvision-streams-bench-") as tmp:
         for rep in range(args.repeat):
             order = (("one_process", one), ("processes", many)) if rep % 2 == 0 else (("processes", many), ("one_process", one))
             for name, argvs in order:
                 log.info("streams bench: %s, repeat %d", name, rep + 1)
                 runs[name].append(_arm(name, argvs, Path(tmp)))
+            log.info("streams bench: one failing stream, repeat %d", rep + 1)
+            failing.append(_failing_arm(args, flags, Path(tmp), runs["one_process"][-1]))
     med = {name: {k: statistics.median(r[k] for r in rs) for k in ("aggregate_fps", "peak_rss_mb", "slowest_over_fastest")}
            for name, rs in runs.items()}
     return {
+        "failing": failing,
+        "failing_median": {
+            "others_fps_ratio_min": statistics.median(f["others_fps_ratio_min"] for f in failing),
+            "wall_s": statistics.median(f["wall_s"] for f in failing),
+        },
         "streams": n,
         "frames_per_stream": args.frames,
         "source": args.source,
@@ -100,6 +117,38 @@ def run_streams_bench(args) -> dict:
             "aggregate_fps_one_over_many": med["one_process"]["aggregate_fps"] / med["processes"]["aggregate_fps"],
             "peak_rss_one_over_many": med["one_process"]["peak_rss_mb"] / med["processes"]["peak_rss_mb"],
         },
+    }
+
+
+FAILING_RECONNECTS = 2  # the failing camera's reconnect attempts (they fail: it is offline)
+FAILING_AT = 1 / 3  # of the stream's frames
+
+
+def _failing_arm(args, flags: list[str], tmp: Path, healthy: dict) -> dict:
+    """One process, N streams, the last one a network camera that goes offline (see the module
+    docstring); ``healthy``: the all-healthy one-process arm of the same repeat."""
+    from .camera import OfflineCamera, streamable_clip
+
+    n = args.streams
+    offline_after = max(1, round(args.frames * FAILING_AT))
+    with OfflineCamera(streamable_clip(args.source, tmp), offline_after_frames=offline_after) as cam:
+        argv = [*(a for k in range(n - 1) for a in ("--source", f"s{k}={args.source}")),
+                "--source", f"s{n - 1}={cam.url}", *flags, "--reconnect", str(FAILING_RECONNECTS)]
+        arm = _arm("one_failing", [argv], tmp, expect_rc=EXIT_STREAM_FAILED)
+        sent = cam.packets_sent
+    before = {s["stream"]: s["throughput_fps"] for s in healthy["streams"]}
+    others = [s for s in arm["streams"] if s["stream"] != f"s{n - 1}"]
+    ratios = {s["stream"]: s["throughput_fps"] / before[s["stream"]] for s in others if before.get(s["stream"])}
+    bad = next(s for s in arm["streams"] if s["stream"] == f"s{n - 1}")
+    return arm | {
+        "failing_stream": bad["stream"],
+        "failing_state": bad["state"],
+        "failing_error": bad.get("error"),
+        "offline_after_frames": offline_after,
+        "camera_frames_sent": sent,
+        "others_completed": all(s["state"] == "ended" and s["frames_read"] == args.frames for s in others),
+        "others_fps_ratio": ratios,
+        "others_fps_ratio_min": min(ratios.values()) if ratios else None,
     }
 
 
@@ -130,4 +179,18 @@ def render_markdown(report: dict, machine_line: str) -> str:
                          f"{s['throughput_fps']:.1f} | {s['p99_ms']:.0f} |" if s["p99_ms"] is not None else
                          f"| {name} | {s['stream']} | {s['frames_read']} | {s['frames_processed']} | {s['frames_dropped']} | "
                          f"{s['throughput_fps']:.1f} | n/a |")
+    f = r["failing"][0]
+    lines += ["", f"**One failing stream** (first repeat): stream {f['failing_stream']} is a network camera on 127.0.0.1 "
+                  f"(the clip as live MPEG-TS over HTTP) that goes offline after sending {f['camera_frames_sent']} frames; "
+                  f"{FAILING_RECONNECTS} reconnects. Exit code "
+                  f"{f['exit_codes'][0]}, wall {f['wall_s']:.1f} s; the stream ended `{f['failing_state']}`: "
+                  f"{f['failing_error']}. The other streams "
+                  + ("read all their frames" if f["others_completed"] else "did NOT all read their frames")
+                  + ", at x" + ", x".join(f"{v:.2f}" for v in f["others_fps_ratio"].values())
+                  + " of their fps in the all-healthy one-process arm (median over repeats of the lowest: "
+                  f"x{r['failing_median']['others_fps_ratio_min']:.2f}).", "",
+              "| stream | read | processed | dropped | fps | state |", "|---|---|---|---|---|---|"]
+    for s in f["streams"]:
+        lines.append(f"| {s['stream']} | {s['frames_read']} | {s['frames_processed']} | {s['frames_dropped']} | "
+                     f"{s['throughput_fps']:.1f} | {s['state']} |")
     return "\n".join(lines) + "\n"
