@@ -16,6 +16,8 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
 import dataclasses  # noqa: E402
+import faulthandler  # noqa: E402
+import io  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import math  # noqa: E402
@@ -129,6 +131,10 @@ def build_run_parser(prog: str = "rtvision") -> OneLineParser:
     g.add_argument("--lookahead", type=positive_int, default=RunConfig.lookahead,
                    help="files, with the overlap: batches whose face detections may run ahead of the batch being "
                         "finished (default: %(default)s)")
+    g.add_argument("--detect-workers", type=non_negative_int, default=None, metavar="N",
+                   help="several live streams: threads for their background face detections, shared by all the streams "
+                        "(default: one per core, at most one per stream; 0: one per stream). Fewer: more frames processed, "
+                        "each stream detected less often")
     g.add_argument("--headless", action="store_true", help="no window")
     g.add_argument("--save", default=None, help="write the annotated video (H.264 in a fragmented .mp4, .m4v or .mov)")
     g.add_argument("--results", default=None, help="write per-frame results as JSON Lines (- for standard output)")
@@ -215,6 +221,7 @@ def run_config(a: argparse.Namespace) -> RunConfig:
         batch=a.batch,
         overlap=not a.no_overlap,
         lookahead=a.lookahead,
+        detect_workers=a.detect_workers,
         results_path=a.results,
         results_verbose=a.results_verbose,
         save_path=a.save,
@@ -567,6 +574,11 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help, or a usage error already printed in one line
         return int(exc.code or 0)
     setup_logging(getattr(args, "verbose", 0) or 0)
+    if not faulthandler.is_enabled() and sys.stderr is not None and hasattr(sys.stderr, "fileno"):
+        try:  # a crash in native code (SIGSEGV, SIGBUS...) then says where every thread was
+            faulthandler.enable(all_threads=True)
+        except (OSError, ValueError, io.UnsupportedOperation):  # stderr without a file descriptor
+            pass
     in_main_thread = threading.current_thread() is threading.main_thread()
     old = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGTERM, signal.SIGHUP)} if in_main_thread else {}
     try:

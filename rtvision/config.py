@@ -123,6 +123,10 @@ class RunConfig:
         batch being finished (1: just the next one). Two let the helper run on while the worker
         has a slow batch (many local searches) and vice versa, instead of each waiting for the
         other at every batch.
+    detect_workers: several live streams in one process: how many threads run their background
+        face detections, shared by all the streams (None: one per core, at most one per stream;
+        0: a thread of each stream's own). Fewer threads leave more of the CPU to tracking, so
+        more frames are processed, each stream detected less often.
     """
 
     source: SourceConfig = field(default_factory=SourceConfig)
@@ -130,6 +134,7 @@ class RunConfig:
     batch: int | None = None
     overlap: bool = True
     lookahead: int = 2
+    detect_workers: int | None = None
     results_path: str | None = None
     results_verbose: bool = False
     save_path: str | None = None
@@ -142,3 +147,5 @@ class RunConfig:
             raise ValueError("batch must be >= 1")
         if self.lookahead < 1:
             raise ValueError("lookahead must be >= 1")
+        if self.detect_workers is not None and self.detect_workers < 0:
+            raise ValueError("detect_workers must be >= 0")

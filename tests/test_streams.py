@@ -135,6 +135,49 @@ def test_a_slow_live_stream_is_not_starved_and_does_not_slow_the_others():
     assert max(i for i, n in enumerate(order) if n in ("f1", "f2")) < cam_at[10]
 
 
+def test_detect_workers_default_one_per_core_at_most_one_per_stream(monkeypatch):
+    from rtvision.streams import engine
+
+    monkeypatch.setattr(engine.os, "cpu_count", lambda: 2)
+    assert engine.detect_workers(None, 4) == 2 and engine.detect_workers(None, 3) == 2
+    assert engine.detect_workers(None, 1) == 0  # one stream: its own background thread, as a plain run
+    assert engine.detect_workers(0, 4) == 0 and engine.detect_workers(1, 4) == 1 and engine.detect_workers(8, 3) == 3
+    with pytest.raises(ValueError):
+        RunConfig(detect_workers=-1)
+
+
+@pytest.mark.parametrize("workers", [1, 0])
+def test_live_streams_share_their_background_detections(faces_video, workers):
+    """Three live streams of the real clip: with --detect-workers 1 one thread (rtvision-detect)
+    runs every stream's background detections, and each stream still gets detections (its own
+    counts) and its faces; with 0 each stream detects on a thread of its own. Every thread is
+    stopped at the end."""
+    import threading
+
+    cfg = RunConfig(SourceConfig("template", realtime=True, max_frames=75),
+                    ModelConfig(classifier="none", faces="fast", device="cpu"), progress=False, detect_workers=workers)
+    specs = [StreamSpec(n, str(faces_video)) for n in ("a", "b", "c")]
+    detect_threads: set[str] = set()
+    faces_seen: dict[str, list[int]] = {}
+
+    def listen(r):
+        detect_threads.update(t.name for t in threading.enumerate() if t.name.startswith("rtvision-detect"))
+        faces_seen.setdefault(r.stream, []).append(len(r.faces))
+
+    with MultiPipeline(cfg, specs) as p:
+        runner = MultiRunner(cfg, p)
+        runner.listeners.append(listen)
+        runner.run()
+        counts = {s.name: s.faces.counts() for s in p.streams}
+    assert (p.detect_pool is not None) == (workers == 1)
+    assert len(detect_threads) == (1 if workers == 1 else 0), detect_threads
+    for name in ("a", "b", "c"):
+        assert counts[name]["detect_calls"] >= 2, (name, counts[name])  # the first in line, then in the background
+        assert counts[name]["late"] >= 1, (name, counts[name])  # ...which were merged when done
+        assert np.mean(faces_seen[name]) >= 4, (name, faces_seen[name])  # the clip shows about 7 faces
+    assert not rtvision_threads() and p.stuck_threads == []
+
+
 # -- the CLI on real clips -----------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -198,10 +241,13 @@ def test_bench_streams_measures_one_process_against_n(index_clip, tmp_path):
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr
     r = json.loads(out.read_text())
-    one, many = r["runs"]["one_process"][0], r["runs"]["processes"][0]
-    assert one["processes"] == 1 and many["processes"] == 2
-    assert len(one["streams"]) == 2 and len(many["streams"]) == 2
-    for arm in (one, many):
+    one, many, shared = r["runs"]["one_process"][0], r["runs"]["processes"][0], r["runs"]["one_process_detect1"][0]
+    assert one["processes"] == 1 and shared["processes"] == 1 and many["processes"] == 2
+    assert len(one["streams"]) == 2 and len(shared["streams"]) == 2 and len(many["streams"]) == 2
+    assert [s["stream"] for s in many["streams"]] == ["s0", "s1"]
+    for arm in (one, shared, many):
+        # the generated clip has no face: recall is null (never NaN), not a made-up number
+        assert arm["recall"]["tall"] is None and arm["recall"]["per_stream"]["s0"] == {"tall": None, "overall": None}
         assert all(s["frames_read"] == 30 and 0 < s["frames_processed"] <= 30 for s in arm["streams"])
         assert arm["aggregate_fps"] == pytest.approx(sum(s["throughput_fps"] for s in arm["streams"]))
         assert arm["peak_rss_mb"] > 300
@@ -215,3 +261,25 @@ def test_bench_streams_measures_one_process_against_n(index_clip, tmp_path):
     assert f["others_completed"] and set(f["others_fps_ratio"]) == {"s0"} and f["others_fps_ratio_min"] > 0
     md = (tmp_path / "s.md").read_text()
     assert "one process, all streams" in md and "**One failing stream**" in md
+
+
+def test_bench_streams_recall_is_measured_against_the_reference(faces_video, tmp_path):
+    """The streams bench's recall: a stream that reports the reference's own boxes scores 1, one
+    that reports nothing 0, and the pooled figure counts every stream's reference faces."""
+    import argparse
+
+    import torch
+
+    from rtvision.benchmark.quality import compute_references
+    from rtvision.benchmark.streams import _add_recall
+
+    ref, _, _ = compute_references(str(faces_video), {0, 1, 2}, set(), str(tmp_path), None, torch.device("cpu"), progress=False)
+    assert all(len(ref[i]) >= 4 for i in (0, 1, 2))  # the clip's real faces
+    arm = {"streams": [{"stream": "good"}, {"stream": "blind"}],
+           "boxes": {"good": {i: ref[i][:, :4].tolist() for i in (0, 1, 2)}, "blind": {i: [] for i in (0, 1, 2)}}}
+    _add_recall([arm], argparse.Namespace(source=str(faces_video), cache_dir=str(tmp_path)))
+    assert "boxes" not in arm
+    assert arm["recall"]["per_stream"]["good"] == {"tall": 1.0, "overall": 1.0}
+    assert arm["recall"]["per_stream"]["blind"] == {"tall": 0.0, "overall": 0.0}
+    assert arm["recall"]["overall"] == pytest.approx(0.5)
+    assert [s["recall_tall"] for s in arm["streams"]] == [1.0, 0.0]

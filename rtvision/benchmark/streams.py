@@ -7,6 +7,8 @@ is measured the same way (each process's own peak, ``VmHWM``):
 
 * one process, N streams (``--source s0=CLIP ... --source sN=CLIP``): one worker batching
   across the streams, the networks loaded once;
+* the same with ``--detect-workers 1``: one thread runs the background face detections of all
+  the streams (the default is one per core), leaving the rest of the CPU to tracking;
 * N processes, one stream each, started together.
 
 A third arm, **one failing stream**: the same one process, but its last stream is a network
@@ -45,30 +47,53 @@ def _common_flags(args) -> list[str]:
     return flags
 
 
-def _streams_of(summary: dict) -> list[dict]:
-    """Per-stream rows from a single- or a multi-stream summary."""
+def _streams_of(summary: dict, name: str = "s0") -> list[dict]:
+    """Per-stream rows from a single- or a multi-stream summary (``name``: a single stream's)."""
     if "streams" in summary:
         return summary["streams"]
-    return [{"stream": "s0", "frames_read": summary["frames_read"], "frames_processed": summary["frames_processed"],
+    return [{"stream": name, "frames_read": summary["frames_read"], "frames_processed": summary["frames_processed"],
              "frames_dropped": summary["frames_dropped"], "drop_share": summary["drop_share"],
-             "throughput_fps": summary["throughput_fps"], "latency_ms": summary["latency_ms"], "state": "ended"}]
+             "throughput_fps": summary["throughput_fps"], "latency_ms": summary["latency_ms"], "state": "ended",
+             "face_counts": summary.get("face_counts")}]
 
 
-def _arm(name: str, argvs: list[list[str]], tmp: Path, expect_rc: int = 0) -> dict:
+def _read_boxes(paths: list[Path], names: list[str]) -> dict[str, dict[int, list]]:
+    """{stream: {frame: boxes}} from the arm's JSONL files (a file without a ``stream`` key is the
+    stream of the same position in ``names``)."""
+    out: dict[str, dict[int, list]] = {}
+    for k, path in enumerate(paths):
+        if not path.is_file():
+            continue
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                row = json.loads(line)
+                name = row.get("stream", names[k] if k < len(names) else f"s{k}")
+                out.setdefault(name, {})[int(row["frame"])] = [f["xyxy"] for f in row.get("faces", [])]
+    return out
+
+
+def _arm(name: str, argvs: list[list[str]], tmp: Path, expect_rc: int = 0, names: list[str] | None = None) -> dict:
     procs = []
+    results = []
     t0 = time.monotonic()
     for k, argv in enumerate(argvs):
         out = tmp / f"{name}-{k}.json"
-        procs.append((subprocess.Popen([sys.executable, "-m", "rtvision", *argv, "--summary-json", str(out)],
+        results.append(tmp / f"{name}-{k}.jsonl")
+        results[-1].unlink(missing_ok=True)
+        procs.append((subprocess.Popen([sys.executable, "-m", "rtvision", *argv, "--summary-json", str(out),
+                                        "--results", str(results[-1])],
                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True), out))
     summaries = []
     for proc, out in procs:
         _, err = proc.communicate(timeout=3600)
         if proc.returncode != expect_rc or not out.is_file():
-            raise RuntimeError(f"{name}: an rtvision process failed (exit {proc.returncode}): "
-                               f"{(err.strip().splitlines() or ['no output'])[-1]}")
+            lines = err.strip().splitlines() or ["no output"]
+            if proc.returncode < 0:  # killed by a signal: a native crash, its stack (faulthandler) in the log
+                log.error("%s: an rtvision process died of signal %d; the end of its stderr:\n%s", name, -proc.returncode,
+                          "\n".join(lines[-40:]))
+            raise RuntimeError(f"{name}: an rtvision process failed (exit {proc.returncode}): {lines[-1]}")
         summaries.append(json.loads(out.read_text()))
-    streams = [row for s in summaries for row in _streams_of(s)]
+    streams = [row for k, s in enumerate(summaries) for row in _streams_of(s, f"s{k}")]
     fps = [r["throughput_fps"] for r in streams]
     return {
         "processes": len(argvs),
@@ -81,6 +106,8 @@ def _arm(name: str, argvs: list[list[str]], tmp: Path, expect_rc: int = 0) -> di
         "slowest_over_fastest": min(fps) / max(fps) if fps and max(fps) > 0 else None,
         "peak_rss_mb": sum(s["peak_rss_mb"] for s in summaries),
         "classifier": summaries[0].get("classifier"),
+        "detections_per_100": [((r.get("face_counts") or {}).get("detections_per_100")) for r in streams],
+        "boxes": _read_boxes(results, names or [f"s{k}" for k in range(len(argvs))]),
     }
 
 
@@ -88,19 +115,25 @@ def run_streams_bench(args) -> dict:
     n = args.streams
     flags = _common_flags(args)
     one = [[*(a for k in range(n) for a in ("--source", f"s{k}={args.source}")), *flags]]
+    one_shared1 = [[*one[0], "--detect-workers", "1"]]
     many = [["--source", args.source, *flags] for _ in range(n)]
-    runs: dict[str, list[dict]] = {"one_process": [], "processes": []}
+    runs: dict[str, list[dict]] = {"one_process": [], "one_process_detect1": [], "processes": []}
     failing: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="rtvision-streams-bench-") as tmp:
         for rep in range(args.repeat):
-            order = (("one_process", one), ("processes", many)) if rep % 2 == 0 else (("processes", many), ("one_process", one))
+            order = (("one_process", one), ("one_process_detect1", one_shared1), ("processes", many))
+            order = order if rep % 2 == 0 else order[::-1]
             for name, argvs in order:
                 log.info("streams bench: %s, repeat %d", name, rep + 1)
                 runs[name].append(_arm(name, argvs, Path(tmp)))
             log.info("streams bench: one failing stream, repeat %d", rep + 1)
             failing.append(_failing_arm(args, flags, Path(tmp), runs["one_process"][-1]))
+    _add_recall([*runs["one_process"], *runs["one_process_detect1"], *runs["processes"], *failing], args)
     med = {name: {k: statistics.median(r[k] for r in rs) for k in ("aggregate_fps", "peak_rss_mb", "slowest_over_fastest")}
            for name, rs in runs.items()}
+    for name, rs in runs.items():
+        med[name]["recall_tall"] = _median(r["recall"]["tall"] for r in rs)
+        med[name]["recall_overall"] = _median(r["recall"]["overall"] for r in rs)
     return {
         "failing": failing,
         "failing_median": {
@@ -116,8 +149,48 @@ def run_streams_bench(args) -> dict:
         "ratios": {
             "aggregate_fps_one_over_many": med["one_process"]["aggregate_fps"] / med["processes"]["aggregate_fps"],
             "peak_rss_one_over_many": med["one_process"]["peak_rss_mb"] / med["processes"]["peak_rss_mb"],
+            "aggregate_fps_detect1_over_many": med["one_process_detect1"]["aggregate_fps"] / med["processes"]["aggregate_fps"],
+            "peak_rss_detect1_over_many": med["one_process_detect1"]["peak_rss_mb"] / med["processes"]["peak_rss_mb"],
         },
     }
+
+
+def _add_recall(arms: list[dict], args) -> None:
+    """Face recall of every arm on the frames it processed (each stream's, and all streams'
+    pooled), against the full-resolution every-frame MTCNN reference of the source clip (cached,
+    as the main bench's); the arms' raw boxes are dropped from the report afterwards."""
+    import torch
+
+    from ..metrics import MIN_FACE_HEIGHT_PX, BoxCounts, frame_counts
+    from .quality import compute_references
+
+    frames = {i for arm in arms for boxes in arm["boxes"].values() for i in boxes}
+    ref, _, _ = compute_references(args.source, frames, set(), args.cache_dir, None, torch.device("cpu"), progress=False)
+    for arm in arms:
+        pooled = {"tall": BoxCounts(), "overall": BoxCounts()}
+        per: dict[str, dict] = {}
+        for name, boxes in arm.pop("boxes").items():
+            c = {"tall": BoxCounts(), "overall": BoxCounts()}
+            for i, pred in boxes.items():
+                if i not in ref:
+                    continue
+                c["tall"] += frame_counts(ref[i], pred, min_height=MIN_FACE_HEIGHT_PX)
+                c["overall"] += frame_counts(ref[i], pred)
+            for k in c:
+                pooled[k] += c[k]
+            per[name] = {k: _recall(c[k]) for k in c}
+        arm["recall"] = {k: _recall(pooled[k]) for k in pooled} | {"per_stream": per}
+        for row in arm["streams"]:
+            row["recall_tall"] = per.get(row["stream"], {}).get("tall")
+
+
+def _recall(c) -> float | None:
+    return c.recall if c.ref else None  # None (JSON null), never NaN: no reference face in those frames
+
+
+def _median(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
 
 
 FAILING_RECONNECTS = 2  # the failing camera's reconnect attempts (they fail: it is offline)
@@ -152,6 +225,10 @@ def _failing_arm(args, flags: list[str], tmp: Path, healthy: dict) -> dict:
     }
 
 
+def _cell(v, fmt: str) -> str:
+    return "n/a" if v is None or v != v else format(v, fmt)
+
+
 def render_markdown(report: dict, machine_line: str) -> str:
     r = report
     lines = [
@@ -162,23 +239,31 @@ def render_markdown(report: dict, machine_line: str) -> str:
         f"{r['frames_per_stream']} frames per stream; repeat {r['repeat']} (arms alternated)",
         f"- **Classifier**: {r['runs']['one_process'][0]['classifier']}",
         "",
-        "| arm | processes | aggregate fps (median) | slowest / fastest stream | peak RSS MB (sum) |",
-        "|---|---|---|---|---|",
+        "| arm | processes | aggregate fps (median) | slowest / fastest stream | peak RSS MB (sum) | face recall >= 40 px | overall |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for name, label in (("one_process", "one process, all streams"), ("processes", "one process per stream")):
+    for name, label in (("one_process", "one process, all streams"),
+                        ("one_process_detect1", "one process, all streams, `--detect-workers 1`"),
+                        ("processes", "one process per stream")):
         m = r["median"][name]
         lines.append(f"| {label} | {r['runs'][name][0]['processes']} | {m['aggregate_fps']:.1f} | "
-                     f"{m['slowest_over_fastest']:.2f} | {m['peak_rss_mb']:.0f} |")
+                     f"{m['slowest_over_fastest']:.2f} | {m['peak_rss_mb']:.0f} | {_cell(m['recall_tall'], '.3f')} | "
+                     f"{_cell(m['recall_overall'], '.3f')} |")
     q = r["ratios"]
     lines += ["", f"One process against {r['streams']} processes: aggregate fps x{q['aggregate_fps_one_over_many']:.2f}, "
-                  f"peak RSS x{q['peak_rss_one_over_many']:.2f}.", "", "Per stream (first repeat):", "",
-              "| arm | stream | read | processed | dropped | fps | p99 ms |", "|---|---|---|---|---|---|---|"]
-    for name in ("one_process", "processes"):
-        for s in r["runs"][name][0]["streams"]:
+                  f"peak RSS x{q['peak_rss_one_over_many']:.2f}; with `--detect-workers 1` (one thread detects for all "
+                  f"the streams): aggregate fps x{q['aggregate_fps_detect1_over_many']:.2f}, peak RSS "
+                  f"x{q['peak_rss_detect1_over_many']:.2f}. Face recall: on the frames each arm processed, against "
+                  "the clip's full-resolution every-frame MTCNN reference.", "", "Per stream (first repeat):", "",
+              "| arm | stream | read | processed | dropped | fps | p99 ms | detections / 100 frames | recall >= 40 px |",
+              "|---|---|---|---|---|---|---|---|---|"]
+
+    for name in ("one_process", "one_process_detect1", "processes"):
+        arm = r["runs"][name][0]
+        for s, det in zip(arm["streams"], arm["detections_per_100"]):
             lines.append(f"| {name} | {s['stream']} | {s['frames_read']} | {s['frames_processed']} | {s['frames_dropped']} | "
-                         f"{s['throughput_fps']:.1f} | {s['p99_ms']:.0f} |" if s["p99_ms"] is not None else
-                         f"| {name} | {s['stream']} | {s['frames_read']} | {s['frames_processed']} | {s['frames_dropped']} | "
-                         f"{s['throughput_fps']:.1f} | n/a |")
+                         f"{s['throughput_fps']:.1f} | {_cell(s['p99_ms'], '.0f')} | {_cell(det, '.1f')} | "
+                         f"{_cell(s.get('recall_tall'), '.3f')} |")
     f = r["failing"][0]
     lines += ["", f"**One failing stream** (first repeat): stream {f['failing_stream']} is a network camera on 127.0.0.1 "
                   f"(the clip as live MPEG-TS over HTTP) that goes offline after sending {f['camera_frames_sent']} frames; "

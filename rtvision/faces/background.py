@@ -31,9 +31,11 @@ class Pending:
 
 
 class BackgroundDetections:
-    """At most one detection in flight, on a helper thread of its own."""
+    """At most one detection in flight, on a helper thread of its own, or on a pool shared with
+    other streams' stages (``shared``: owned, and shut down, by whoever made it)."""
 
-    def __init__(self) -> None:
+    def __init__(self, shared: ThreadPoolExecutor | None = None) -> None:
+        self._shared = shared
         self._pool: ThreadPoolExecutor | None = None
         self.pending: Pending | None = None
 
@@ -42,15 +44,16 @@ class BackgroundDetections:
         return self._pool is not None
 
     def start(self) -> None:
-        """Create the helper thread's pool (idempotent)."""
+        """Create the helper thread's pool, or take the shared one (idempotent)."""
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=THREAD_NAME)
+            self._pool = self._shared or ThreadPoolExecutor(max_workers=1, thread_name_prefix=THREAD_NAME)
 
     def close(self) -> None:
-        """Drop the detection in flight and join the helper thread (idempotent)."""
+        """Drop the detection in flight and join the helper thread (idempotent; a shared pool
+        is left to its owner)."""
         self.drop()
         pool, self._pool = self._pool, None
-        if pool is not None:
+        if pool is not None and pool is not self._shared:
             pool.shutdown(wait=True, cancel_futures=True)
 
     def submit(self, index: int, gray: np.ndarray, snapshot: list[tuple[int, np.ndarray]], run: Callable[[], Faces]) -> None:

@@ -162,6 +162,11 @@ class TrackedFaces:
         """Whether detections run on a helper thread of the face stage's own (live sources)."""
         return self.tracker.background
 
+    def share_detections(self, pool) -> None:
+        """Background detections on ``pool``, shared with other streams' stages (see
+        ``StridedFaceTracker.share_detections``); before :meth:`start`."""
+        self.tracker.share_detections(pool)
+
     def start(self) -> None:
         """Start of a run: the background detection thread, if detections run in the background."""
         self.tracker.start()

@@ -156,6 +156,13 @@ class StridedFaceTracker:
             self.close()
         self.background = on
 
+    def share_detections(self, pool) -> None:
+        """Background detections on ``pool`` (a ``ThreadPoolExecutor`` shared by the stages of
+        several streams, owned by the caller) instead of a helper thread of this stage's own.
+        Call before :meth:`start`."""
+        self._jobs.close()
+        self._jobs = BackgroundDetections(shared=pool)
+
     def start(self) -> None:
         """Start the helper thread, in background mode (nothing otherwise)."""
         if self.background:
