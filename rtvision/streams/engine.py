@@ -53,10 +53,11 @@ DETECT_THREAD = "rtvision-detect"  # the threads of the shared background detect
 def detect_workers(asked: int | None, streams: int) -> int:
     """Threads shared by the live streams' background detections (0: each stream its own).
 
-    By default one per core, at most one per stream: with a thread of each stream's own, 4
-    live 1080p streams on 2 cores ran 4 detections at once, which starved the tracking of
-    every frame in between (measured: 13 frames/s in all, against 19 with 2 shared threads
-    and 26 with 1, at a lower recall; ``bench --streams``)."""
+    By default one per core, at most one per stream, so that 16 cameras do not mean 16
+    detections at once. Fewer threads than that trade recall for frames: 4 live 1080p streams
+    on 2 cores processed 13.7 frames/s in all (recall 0.86 for faces >= 40 px) with 2 shared
+    threads, as with a thread per stream, and 24.8 (recall 0.67) with 1
+    (``assets/bench-streams4-cpu-2026-11-30.md``)."""
     if streams < 2:
         return 0
     if asked is None:
