@@ -371,8 +371,10 @@ def measure_footage(args, plans: list[VariantPlan], models: dict) -> dict:
         variants = {}
         for name, (stats, rec) in recs.items():
             q = qmod.run_quality(rec, args.warmup, n, ref, {})
+            preds = {r.index % n: r.faces_xyxy for r in rec.records[args.warmup:] if r.faces_xyxy is not None}
             variants[name] = {"frames": q["frames"], "faces": q["faces"], "fps": stats.get("fps"),
-                              "face_detections_per_100": stats.get("face_detections_per_100")}
+                              "face_detections_per_100": stats.get("face_detections_per_100"),
+                              "misses_tall": qmod.miss_causes(ref, preds, clip.cuts)}
         out["clips"][clip.name] = {"path": str(clip.path), "frames": n, "resolution_wh": list(wh), "cuts": clip.cuts,
                                    "variants": variants}
     return out

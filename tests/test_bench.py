@@ -146,6 +146,10 @@ def test_short_bench_writes_json_markdown_and_plot(small_faces_clip, tmp_path, c
         for r in clip["variants"].values():
             assert r["faces"]["overall"]["ref_boxes"] > 0 and 0 <= r["faces"]["overall"]["recall"] <= 1
             assert 0 < r["face_detections_per_100"] <= 100
+            # every missed face >= 40 px has one cause, and the misses are what recall left out
+            m, tall = r["misses_tall"], r["faces"]["tall"]
+            assert m["faces"] == tall["ref_boxes"] and m["missed"] == tall["ref_boxes"] - tall["ref_found"]
+            assert sum(m[c] for c in ("after_cut", "new", "drift", "lost")) == m["missed"]
     f_rows = _table_rows(md, "Faces on generated footage")
     assert f_rows[0][:3] == ["clip", "variant", "frames"] and len(f_rows) == 1 + 4 * 2
 

@@ -184,3 +184,21 @@ def test_live_cut_is_detected_in_line_and_the_old_tracks_dropped(cuts_frames, fo
     assert (iou_matrix(r, out[-1].xyxy).max(axis=1) >= 0.5).all()
     # the old shot's tracks are gone: every box reported is one of this frame's faces
     assert (iou_matrix(out[-1].xyxy, ref[cut][:, :4]).max(axis=1) >= 0.5).all()
+
+
+def test_missed_faces_are_told_apart_by_cause():
+    """bench --footage explains each missed face >= 40 px: after a cut, just appeared (new), a box
+    that drifted off it, or none near it; small faces and found ones are not misses."""
+    from rtvision.benchmark.quality import miss_causes
+
+    face = np.array([100, 100, 160, 170, 0.99], np.float32)  # 70 px tall
+    small = np.array([300, 300, 320, 325, 0.99], np.float32)  # 25 px: not counted
+    ref = {4: np.stack([face, small]), 5: np.stack([face, small]), 9: np.zeros((0, 5), np.float32),
+           10: face[None], 11: face[None], 12: face[None], 13: face[None]}
+    shifted = face[:4] + np.array([40, 0, 40, 0], np.float32)  # IoU 0.2 with the face
+    pred = {4: face[None, :4], 5: np.zeros((0, 4)), 10: np.zeros((0, 4)), 11: shifted[None], 12: np.zeros((0, 4)),
+            13: face[None, :4] + 2}
+    out = miss_causes(ref, pred, cuts=[5])
+    assert out["faces"] == 6 and out["missed"] == 4
+    assert {c: out[c] for c in ("after_cut", "new", "drift", "lost")} == {"after_cut": 1, "new": 1, "drift": 1, "lost": 1}
+    assert out["frames"] == {"after_cut": [5], "new": [10], "drift": [11], "lost": [12]}

@@ -180,3 +180,52 @@ def run_quality(rec: RunRecording, warmup: int, file_frames: int, ref_faces: dic
         out["top1_agreement_fp32"] = None
         out["top1_frames"] = 0
     return out
+
+
+MISS_CAUSES = ("after_cut", "new", "drift", "lost")
+
+
+def miss_causes(ref_faces: dict[int, np.ndarray], pred_faces: dict[int, np.ndarray], cuts=(),
+                min_height: float = 40.0, after_cut: int = 2) -> dict:
+    """Why the reference faces at least ``min_height`` px tall that a run missed were missed,
+    one cause per missed face, checked in this order:
+
+    - ``after_cut``: within ``after_cut`` frames after the first frame of a new shot (``cuts``);
+    - ``new``: the reference has no face there in the previous frame (IoU < 0.3 with all of
+      them): it has just become detectable (entered, turned, unoccluded) between detections;
+    - ``drift``: a predicted box overlaps it, but with an IoU under the match threshold (0.5);
+    - ``lost``: no predicted box overlaps it.
+
+    Returns ``{"missed": N, "faces": M, cause: count, ..., "frames": {cause: [frame, ...]}}``
+    (frames: where each cause occurred, the first 50)."""
+    from ..faces.boxes import iou_matrix, match_boxes
+    from ..metrics import IOU_THRESHOLD, box_heights
+
+    cut_frames = sorted(int(c) for c in cuts)
+    out: dict = {"missed": 0, "faces": 0, **{c: 0 for c in MISS_CAUSES}, "frames": {c: [] for c in MISS_CAUSES}}
+    for i in sorted(pred_faces):
+        if i not in ref_faces:
+            continue
+        ref = np.asarray(ref_faces[i], np.float32).reshape(-1, 5)[:, :4]
+        pred = np.asarray(pred_faces[i], np.float32).reshape(-1, 4)
+        tall = np.flatnonzero(box_heights(ref) >= min_height)
+        out["faces"] += len(tall)
+        found = {r for r, _, _ in match_boxes(ref, pred, IOU_THRESHOLD)}
+        prev = np.asarray(ref_faces.get(i - 1, np.zeros((0, 5))), np.float32).reshape(-1, 5)[:, :4]
+        for r in tall:
+            if r in found:
+                continue
+            box = ref[r : r + 1]
+            if any(0 <= i - c <= after_cut for c in cut_frames):
+                cause = "after_cut"
+            elif i - 1 not in ref_faces or len(prev) == 0 or iou_matrix(box, prev).max() < 0.3:
+                cause = "new"
+            elif len(pred) and iou_matrix(box, pred).max() > 0:
+                cause = "drift"
+            else:
+                cause = "lost"
+            out["missed"] += 1
+            out[cause] += 1
+            if len(out["frames"][cause]) < 50:
+                out["frames"][cause].append(int(i))
+    return out

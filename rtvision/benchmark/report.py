@@ -222,11 +222,16 @@ def render_markdown(report: dict) -> str:
             for vname, r in c["variants"].items():
                 fq = r.get("faces") or {}
                 o, t = fq.get("overall", {}), fq.get("tall", {})
+                m = r.get("misses_tall") or {}
+                causes = "/".join(str(m.get(c, "-")) for c in ("after_cut", "new", "drift", "lost")) if m else "n/a"
                 rows.append([name, vname, str(r["frames"]), f(t.get("recall"), 3), f(o.get("recall"), 3), f(o.get("precision"), 3),
                              f(t.get("precision"), 3), f"{o.get('ref_found', 'n/a')}/{o.get('ref_boxes', 'n/a')}",
-                             f(r.get("face_detections_per_100"), 1), f(r.get("fps"), 1)])
+                             f(r.get("face_detections_per_100"), 1), f(r.get("fps"), 1), causes])
         lines += _table(["clip", "variant", "frames", "recall ≥40px", "recall", "precision", "precision ≥40px", "found/reference",
-                         "face detections / 100 frames", "fps"], rows)
+                         "face detections / 100 frames", "fps", "missed ≥40px: after a cut / new / drift / lost"], rows)
+        lines += ["", "Missed faces >= 40 px by cause (`rtvision.benchmark.quality.miss_causes`): within 2 frames after a "
+                      "cut; *new*, not in the reference's previous frame (it has just become detectable: entered, turned, "
+                      "unoccluded); *drift*, a box overlaps it below IoU 0.5; *lost*, no box overlaps it."]
     ev = report.get("eval")
     if ev:
         lines += ["", f"## Classifier accuracy against labels ({ev['images']} photos in `{ev['folder']}`)", ""]
