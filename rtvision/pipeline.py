@@ -166,6 +166,8 @@ class Pipeline:
                 self.faces.close()  # joins the face stage's helper thread
             except Exception as exc:  # never hides the run's own outcome
                 log.warning("closing the face stage failed: %s", exc)
+        if self.worker is not None and "rtvision-worker" not in stuck:
+            self.worker.thread_counts.restore()  # no thread computes any more
         if self.source is not None and "rtvision-capture" not in stuck:
             try:
                 self.source.close()

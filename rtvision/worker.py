@@ -48,6 +48,22 @@ log = logging.getLogger(__name__)
 END = object()  # put on the results queue after the last result
 
 
+class ThreadCounts:
+    """torch's and OpenCV's thread counts, as a worker found them: it changes them while it runs
+    (split between the classifier and the face stage's threads), and its owner puts them back
+    with :meth:`restore` once every thread that computes (the face stages' helpers too) has
+    stopped: changing them while another thread is inside a parallel section is not safe."""
+
+    def __init__(self) -> None:
+        self.torch, self.cv = torch.get_num_threads(), cv2.getNumThreads()
+
+    def restore(self) -> None:
+        if torch.get_num_threads() != self.torch:
+            torch.set_num_threads(self.torch)
+        if cv2.getNumThreads() != self.cv:
+            cv2.setNumThreads(self.cv)
+
+
 def emit(out: queue.Queue, item, stop_event: threading.Event, force: bool = False) -> bool:
     """Put ``item`` on a worker's bounded results queue, waiting for room. Once a stop is asked:
     give up (False), or with ``force`` (the END marker) make room by dropping the oldest result,
@@ -154,9 +170,10 @@ class InferenceWorker(threading.Thread):
         self.processed = 0
         self.batches = 0
         self.paused = threading.Event()  # set: hold (the window's pause on a file)
+        self.thread_counts = ThreadCounts()  # as found; the owner restores them once all threads stopped
 
     def run(self) -> None:
-        threads, cv_threads = torch.get_num_threads(), cv2.getNumThreads()
+        threads, cv_threads = self.thread_counts.torch, self.thread_counts.cv
         try:
             split = self.loop.split_threads and threads > 1
             if split:
@@ -175,11 +192,7 @@ class InferenceWorker(threading.Thread):
             self.stop_event.set()
             self.buffer.close()
         finally:
-            if torch.get_num_threads() != threads:
-                torch.set_num_threads(threads)
-            if cv2.getNumThreads() != cv_threads:
-                cv2.setNumThreads(cv_threads)
-            self._emit(END, force=True)
+            self._emit(END, force=True)  # the thread counts: restored by the owner (ThreadCounts)
 
     def _emit(self, item, force: bool = False) -> bool:
         return emit(self.out, item, self.stop_event, force)

@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 from conftest import count_frames, decode_index, rtvision_threads
 from fakes import FakeClassifier, FakeFaces, fake_models
 from faults import Faults, FaultySource
@@ -159,6 +160,7 @@ def test_live_streams_share_their_background_detections(faces_video, workers):
     specs = [StreamSpec(n, str(faces_video)) for n in ("a", "b", "c")]
     detect_threads: set[str] = set()
     faces_seen: dict[str, list[int]] = {}
+    threads, cv_threads = torch.get_num_threads(), cv2.getNumThreads()
 
     def listen(r):
         detect_threads.update(t.name for t in threading.enumerate() if t.name.startswith("rtvision-detect"))
@@ -169,6 +171,8 @@ def test_live_streams_share_their_background_detections(faces_video, workers):
         runner.listeners.append(listen)
         runner.run()
         counts = {s.name: s.faces.counts() for s in p.streams}
+    # the worker split torch's and OpenCV's threads while it ran; put back once every thread stopped
+    assert (torch.get_num_threads(), cv2.getNumThreads()) == (threads, cv_threads)
     assert (p.detect_pool is not None) == (workers == 1)
     assert len(detect_threads) == (1 if workers == 1 else 0), detect_threads
     for name in ("a", "b", "c"):

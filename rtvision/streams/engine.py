@@ -42,7 +42,7 @@ from ..models.build import Models
 from ..sources import CaptureThread, Source, SourceInfo, open_source
 from ..stats import StageTimer
 from ..types import Faces, Frame, Labels, Result
-from ..worker import END, drain, emit
+from ..worker import END, ThreadCounts, drain, emit
 from .spec import StreamSpec
 
 log = logging.getLogger(__name__)
@@ -147,9 +147,10 @@ class MultiWorker(threading.Thread):
         self.cuda_sync = cuda_sync
         self.error: BaseException | None = None
         self.batches = 0
+        self.thread_counts = ThreadCounts()  # as found; MultiPipeline.stop restores them once all threads stopped
 
     def run(self) -> None:
-        threads, cv_threads = torch.get_num_threads(), cv2.getNumThreads()
+        threads = self.thread_counts.torch
         try:
             split = self.face_pool is not None and threads > 1
             if split:  # the face stages run beside the classifier: one thread each
@@ -166,11 +167,7 @@ class MultiWorker(threading.Thread):
                 if s.buffer is not None:
                     s.buffer.close()
         finally:
-            if torch.get_num_threads() != threads:
-                torch.set_num_threads(threads)
-            if cv2.getNumThreads() != cv_threads:
-                cv2.setNumThreads(cv_threads)
-            self._emit(END, force=True)
+            self._emit(END, force=True)  # the thread counts: restored by MultiPipeline.stop (ThreadCounts)
 
     def _loop(self) -> None:
         while not self.stop_event.is_set():
@@ -371,6 +368,8 @@ class MultiPipeline:
                     log.warning("closing stream %s's face stage failed: %s", s.name, exc)
         if self.detect_pool is not None and not worker_stuck:
             self.detect_pool.shutdown(wait=True, cancel_futures=True)
+        if self.worker is not None and not worker_stuck:
+            self.worker.thread_counts.restore()  # no thread computes any more
             if s.source is not None and not (s.capture is not None and s.capture.name in stuck):
                 try:
                     s.source.close()
