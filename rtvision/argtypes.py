@@ -47,3 +47,12 @@ SCALE_MIN = 0.01  # a smaller factor rounds to nothing (the detector keeps 4 dec
 def scale_fraction(text: str) -> float:
     """A resize factor in [0.01, 1] (``--face-scale``)."""
     return _number(text, float, lambda v: SCALE_MIN <= v <= 1, f"a number in [{SCALE_MIN:g}, 1]")
+
+
+def float_in(lo: float, hi: float, what: str) -> Callable[[str], float]:
+    """A number in [lo, hi] (never NaN); ``what`` names it in the error."""
+    def parse(text: str) -> float:
+        return _number(text, float, lambda v: lo <= v <= hi, f"{what} in [{lo:g}, {hi:g}]")
+
+    parse.__name__ = f"float_in_{lo:g}_{hi:g}"
+    return parse

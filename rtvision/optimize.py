@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from rtvision import evaluation
-from rtvision.argtypes import int_at_least
+from rtvision.argtypes import float_in, int_at_least
 from rtvision.backends import resolve_target
 from rtvision.backends.torch_runtime import TorchRuntime
 from rtvision.errors import InputError, ModelError, OutputError, UsageError
@@ -173,24 +173,8 @@ DEFAULT_MAX_DROP = 2.0  # top-1 points; int8 keeps within 1 point on both traine
 DEFAULT_MIN_AGREEMENT = 0.5  # agreement on unlabelled frames is a weaker measure: only a collapse is refused
 
 
-def _points(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected top-1 points in [0, 100], got {text!r}") from None
-    if math.isnan(v) or not 0.0 <= v <= 100.0:
-        raise argparse.ArgumentTypeError(f"expected top-1 points in [0, 100], got {text!r}")
-    return v
-
-
-def _fraction(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1], got {text!r}") from None
-    if math.isnan(v) or not 0.0 <= v <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1], got {text!r}")
-    return v
+_points = float_in(0.0, 100.0, "top-1 points")
+_fraction = float_in(0.0, 1.0, "a fraction")
 
 
 def accuracy_refusal(report: dict, name: str, max_drop: float, min_agreement: float) -> str | None:
