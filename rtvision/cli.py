@@ -173,6 +173,9 @@ def build_fleet_parser(prog: str = "rtvision fleet") -> OneLineParser:
                    help="seconds an actor may take to be placed and to load its models (default: %(default)s)")
     g.add_argument("--batch", type=positive_int, default=None,
                    help="most frames per inference batch in each actor (default: as a multi-stream run)")
+    g.add_argument("--detect-workers", type=non_negative_int, default=None, metavar="N",
+                   help="threads for the live streams' background face detections in each actor, shared by its streams "
+                        "(default: the CPUs the actor declares, at least 1; 0: one per stream)")
     g.add_argument("--results", default=None, help="every stream's results as JSON Lines, gathered by the driver (- for standard output)")
     g.add_argument("--results-verbose", action="store_true", help="add batch_size and per-stage timings to each JSONL record")
     g.add_argument("--summary-json", default=None, help="also write the fleet summary as JSON (- for standard output)")
@@ -433,8 +436,10 @@ def run_fleet(a: argparse.Namespace) -> int:
     if not a.weights.startswith("imagenet"):
         a.weights = _absolute_if_file(a.weights)
     a.source = specs[0].spec  # the template of every stream's settings; each stream has its own spec
+    # an actor's share of the machine is the CPUs it declares, not the machine's core count
+    detect = a.detect_workers if a.detect_workers is not None else max(1, int(a.actor_cpus))
     cfg = RunConfig(source=source_config(a), model=model_config(a), batch=a.batch, results_verbose=a.results_verbose,
-                    headless=True, progress=False)
+                    headless=True, progress=False, detect_workers=detect)
     with OutputClaims(outputs):
         return _run_fleet(a, cfg, specs)
 
