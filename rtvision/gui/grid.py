@@ -25,7 +25,6 @@ from PyQt5.QtCore import QRect, QSize, Qt, QTimer, pyqtSignal
 from PyQt5.QtGui import QGuiApplication
 from PyQt5.QtWidgets import (
     QAction,
-    QHBoxLayout,
     QLabel,
     QLayout,
     QMainWindow,
@@ -244,23 +243,7 @@ class GridWindow(RunnerHostMixin, QMainWindow):
 
         self.grid = TileGrid(names)
         self.panel = StatsPanel(rows=GRID_PANEL_ROWS)
-        self.banner = QLabel()
-        self.banner.setWordWrap(True)
-        self.banner.setObjectName("banner")
-        self.banner.hide()
-        central = QWidget()
-        outer = QVBoxLayout(central)
-        outer.setContentsMargins(0, 0, 0, 0)
-        outer.setSpacing(0)
-        outer.addWidget(self.banner)
-        row = QHBoxLayout()
-        row.setContentsMargins(0, 0, 0, 0)
-        row.addWidget(self.grid, 1)
-        row.addWidget(self.panel, 0)
-        outer.addLayout(row, 1)
-        self.setCentralWidget(central)
-        self.state_label = QLabel("starting")
-        self.statusBar().addPermanentWidget(self.state_label)
+        self._build_layout(self.grid, self.panel)
         self.statusBar().showMessage("click a tile to enlarge it (again, or Esc, for the grid); q quits")
         self._build_actions()
         self.resize(1440, 860)

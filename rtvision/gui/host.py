@@ -23,6 +23,30 @@ BANNER_STYLE = {
 class RunnerHostMixin:
     """Mixed in before ``QMainWindow``: ``class W(RunnerHostMixin, QMainWindow)``."""
 
+    def _build_layout(self, main, panel) -> None:
+        """The window's layout: the banner (hidden until there is something to say) above
+        ``main`` (the video, or the grid of tiles) with ``panel`` (the stats) at its right; a
+        status bar with the run's state (``self.banner``, ``self.state_label``)."""
+        from PyQt5.QtWidgets import QHBoxLayout, QLabel, QVBoxLayout, QWidget
+
+        self.banner = QLabel()
+        self.banner.setWordWrap(True)
+        self.banner.setObjectName("banner")
+        self.banner.hide()
+        central = QWidget()
+        outer = QVBoxLayout(central)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.setSpacing(0)
+        outer.addWidget(self.banner)
+        row = QHBoxLayout()
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(main, 1)
+        row.addWidget(panel, 0)
+        outer.addLayout(row, 1)
+        self.setCentralWidget(central)
+        self.state_label = QLabel("starting")
+        self.statusBar().addPermanentWidget(self.state_label)
+
     def start(self) -> None:
         """Start the runner thread and the timers (once)."""
         if self._thread is not None or self.is_shut_down:

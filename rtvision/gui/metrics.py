@@ -27,6 +27,17 @@ class CounterRate:
         return (count - c0) / (now - t0) if now > t0 else 0.0
 
 
+def _model_and_memory(v: dict, m) -> None:
+    """The panel's model and memory rows (device, classifier, faces, RSS, GPU memory) of ``m``
+    (the run's ``Models``; None while they load)."""
+    v["device"] = str(m.device) if m else "–"
+    v["classifier"] = m.classifier_variant if m else "–"
+    v["faces"] = compact_face_mode(m.face_mode) if m else "–"
+    v["rss"] = _num(rss_mb(), 0, " MB")
+    gpu = gpu_memory_mb() if m is not None and m.device.type == "cuda" else {}
+    v["gpu"] = f"{gpu['gpu_allocated_mb']:.0f} / {gpu['gpu_reserved_mb']:.0f} MB" if gpu else "n/a (CPU)"
+
+
 def _num(v: float | None, nd: int = 1, unit: str = "") -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "–"
@@ -84,13 +95,7 @@ class WindowMeters:
         share = 100.0 * dropped / read if read else 0.0
         v["dropped"] = f"{dropped} ({share:.1f}%)"
         v["batch"] = f"{s.last_batch} (max {p.batch})"
-        m = p.models
-        v["device"] = str(m.device) if m else "–"
-        v["classifier"] = m.classifier_variant if m else "–"
-        v["faces"] = compact_face_mode(m.face_mode) if m else "–"
-        v["rss"] = _num(rss_mb(), 0, " MB")
-        gpu = gpu_memory_mb() if m is not None and m.device.type == "cuda" else {}
-        v["gpu"] = f"{gpu['gpu_allocated_mb']:.0f} / {gpu['gpu_reserved_mb']:.0f} MB" if gpu else "n/a (CPU)"
+        _model_and_memory(v, p.models)
         info = p.info
         if info is not None:
             w, h = info.resolution_wh
@@ -219,13 +224,7 @@ def grid_panel_text(runner, display_fps: float, now: float | None = None) -> Pan
     v["dropped"] = f"{dropped} ({100.0 * dropped / read if read else 0.0:.1f}%)"
     v["latency_pct"] = f"{_num(t.latency.percentile(50), 0)} / {_num(t.latency.percentile(95), 0)} ms"
     v["batch"] = f"{t.last_batch} (max {p.batch}, across streams)"
-    m = p.models
-    v["device"] = str(m.device) if m else "–"
-    v["classifier"] = m.classifier_variant if m else "–"
-    v["faces"] = compact_face_mode(m.face_mode) if m else "–"
-    v["rss"] = _num(rss_mb(), 0, " MB")
-    gpu = gpu_memory_mb() if m is not None and m.device.type == "cuda" else {}
-    v["gpu"] = f"{gpu['gpu_allocated_mb']:.0f} / {gpu['gpu_reserved_mb']:.0f} MB" if gpu else "n/a (CPU)"
+    _model_and_memory(v, p.models)
     return PanelText(v)
 
 

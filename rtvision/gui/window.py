@@ -25,13 +25,10 @@ from PyQt5.QtGui import QGuiApplication
 from PyQt5.QtWidgets import (
     QAction,
     QApplication,
-    QHBoxLayout,
-    QLabel,
     QLayout,
     QMainWindow,
     QToolBar,
     QToolButton,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -107,23 +104,7 @@ class MainWindow(RunnerHostMixin, QMainWindow):
 
         self.view = FrameView()
         self.panel = StatsPanel()
-        self.banner = QLabel()
-        self.banner.setWordWrap(True)
-        self.banner.setObjectName("banner")
-        self.banner.hide()
-        central = QWidget()
-        outer = QVBoxLayout(central)
-        outer.setContentsMargins(0, 0, 0, 0)
-        outer.setSpacing(0)
-        outer.addWidget(self.banner)
-        row = QHBoxLayout()
-        row.setContentsMargins(0, 0, 0, 0)
-        row.addWidget(self.view, 1)
-        row.addWidget(self.panel, 0)
-        outer.addLayout(row, 1)
-        self.setCentralWidget(central)
-        self.state_label = QLabel("starting")
-        self.statusBar().addPermanentWidget(self.state_label)
+        self._build_layout(self.view, self.panel)
         self._build_actions()
         self.view.setFocus()
         self.resize(1280, 720)
