@@ -13,6 +13,7 @@ from rtvision.benchmark import quality as qmod
 from rtvision.benchmark.footage import RECIPES, make_footage, read_frames
 from rtvision.faces.boxes import iou_matrix
 from rtvision.faces.flow import LKFlow
+from rtvision.faces.schedule import CUT_SETTLE
 from rtvision.faces.shots import CUT_CHANGE, ShotCuts
 from rtvision.faces.stage import build_face_stage
 from rtvision.faces.strided import StridedFaceTracker
@@ -97,6 +98,8 @@ def test_every_frame_right_after_a_cut_has_boxes_on_its_faces(footage, cuts_fram
     out, booked = run_file_mode(stage, frames_of(cuts_frames))
     assert [i for i, (_, cut) in enumerate(booked) if cut] == clip.cuts
     assert all(booked[i][0] for i in clip.cuts)  # each detected
+    # and again CUT_SETTLE frames in (or sooner, for another reason)
+    assert all(any(booked[i + k][0] for k in range(1, CUT_SETTLE + 1)) for i in clip.cuts)
     tall = 0
     for i in sorted(after):
         r = ref[i][:, :4]
@@ -164,7 +167,7 @@ def test_a_drifting_box_is_corrected_or_dropped_within_two_frames(detector, face
 def test_live_cut_is_detected_in_line_and_the_old_tracks_dropped(cuts_frames, footage, tmp_path):
     """Background detections (live): the first frame of a new shot waits for no background
     detection: it is detected in line, the detection in flight is dropped, and its faces are
-    reported on that very frame."""
+    reported on that very frame; CUT_SETTLE frames later a second detection of the shot starts."""
     clip = footage["cuts"]
     cut = clip.cuts[1]
     ref, _, _ = qmod.compute_references(str(clip.path), {cut}, set(), str(tmp_path), None, CPU, progress=False)
@@ -175,9 +178,13 @@ def test_live_cut_is_detected_in_line_and_the_old_tracks_dropped(cuts_frames, fo
     try:
         frames = frames_of(cuts_frames[cut - 8 : cut + 1], start=cut - 8)
         out = [stage.detect([f])[0] for f in frames]
+        assert stage.stats.cuts == 1
+        calls = stage.stats.detect_calls
+        for f in frames_of(cuts_frames[cut + 1 : cut + 1 + CUT_SETTLE], start=cut + 1):
+            stage.detect([f])
     finally:
         stage.close()
-    assert stage.stats.cuts == 1
+    assert stage.stats.detect_calls == calls + 1 and stage.stats.cuts == 2
     r = ref[cut][:, :4]
     r = r[(r[:, 3] - r[:, 1]) >= MIN_FACE_HEIGHT_PX]
     assert len(r) >= 3

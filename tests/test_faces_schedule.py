@@ -68,3 +68,25 @@ def test_only_every_fine_every_th_detection_is_full():
     st2 = StridedFaceTracker(plain, stride=4, fine_every=2)
     st2.process(frames, list(range(16)))
     assert plain.inner.full == [0, 4, 8, 12] and st2.fine_every == 1 and st2.stats.coarse == 0
+
+
+def test_a_new_shot_is_detected_on_its_first_frame_and_again_cut_settle_frames_in():
+    """A hard cut (a different picture) is detected on its first frame and again CUT_SETTLE frames
+    into the shot, both full (never coarse), both counted as brought forward by the cut; then
+    the stride resumes from the second one. A detection that comes in between for another reason
+    (here a gap) is the second one: no third."""
+    from rtvision.faces.schedule import CUT_SETTLE
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 255, (36, 64, 3), np.uint8)
+    b = 255 - a  # every pixel changed: a cut
+    s = Schedule()
+    plan, booked = s.book([a] * 3 + [b] * 9, list(range(12)), stride=6, max_gap=6, fine_every=2)
+    cut = 3
+    assert plan.cut == [i == cut for i in range(12)]
+    assert [i for i, d in enumerate(plan.detect) if d] == [0, cut, cut + CUT_SETTLE, cut + CUT_SETTLE + 6]
+    assert not any(plan.coarse[i] for i in (0, cut, cut + CUT_SETTLE)) and plan.coarse[cut + CUT_SETTLE + 6]
+    assert booked.cuts == 2 and booked.gaps == 0 and booked.motion == 0
+    s2 = Schedule()
+    plan, booked = s2.book([a] * 3 + [b] * 3, [0, 1, 2, 3, 20, 21], stride=6, max_gap=6, fine_every=1)
+    assert [i for i, d in enumerate(plan.detect) if d] == [0, 3, 4] and booked.cuts == 1 and booked.gaps == 1

@@ -26,7 +26,7 @@ from ..types import Faces
 from .background import BackgroundDetections
 from .frames import as_image, frame_indices
 from .protocols import Detector, TrackableDetector
-from .schedule import Plan, Schedule
+from .schedule import CUT_SETTLE, Plan, Schedule
 from .shots import ShotCuts
 from .tracker import FaceTracker
 
@@ -140,6 +140,7 @@ class StridedFaceTracker:
         self._since_submit: int | None = None  # frames processed since the last background detection
         self._moved = 0.0  # background mode: the frames' changes summed since the last detection
         self._shots = ShotCuts()  # background mode (files book cuts with the schedule)
+        self._settle = False  # background mode: a cut was detected, and its second detection is due
         self._submitted = 0
 
     def set_background(self, on: bool) -> None:
@@ -190,6 +191,7 @@ class StridedFaceTracker:
         self._schedule = Schedule()
         self._drop_pending()
         self._shots.reset()
+        self._settle = False
 
     def detect(self, frames: Sequence[Any]) -> list[Faces]:
         """The detector interface: frame indices from ``Frame.index``, else consecutive."""
@@ -328,6 +330,7 @@ class StridedFaceTracker:
                 self._drop_pending()
                 self.tracker.new_shot()
                 self.stats.cuts += 1
+                self._settle = True
             self._moved += self._shots.last_change
             faces = self.tracker.track(index, frame)
             p = self._jobs.pending
@@ -358,8 +361,11 @@ class StridedFaceTracker:
             self._since_submit = None if self._since_submit is None else self._since_submit + 1
             moving = (self.motion_budget is not None and self._moved >= self.motion_budget
                       and self._since_submit is not None and self._since_submit >= self.min_stride)
-            if self._jobs.pending is None and (self._since_submit is None or self._since_submit >= self.stride or gap or moving):
-                self.stats.motion += bool(moving and not gap and self._since_submit < self.stride)
+            settle = self._settle and self._since_submit is not None and self._since_submit >= CUT_SETTLE
+            if self._jobs.pending is None and (self._since_submit is None or self._since_submit >= self.stride or gap or moving or settle):
+                early = self._since_submit is not None and self._since_submit < self.stride and not gap
+                self.stats.motion += bool(early and moving)
+                self.stats.cuts += bool(early and settle and not moving)
                 self._submit(frame, index)
             self._last_index = index
             out.append(faces)
@@ -368,11 +374,11 @@ class StridedFaceTracker:
     def _submit(self, frame: Any, index: int) -> None:
         """Start a detection of ``frame`` (the current one) on the helper thread."""
         img = as_image(frame)
-        fine = self._submitted % self.fine_every == 0
+        fine = self._settle or self._submitted % self.fine_every == 0
         run = self.detector.detect if fine else self.detector.detect_coarse
         self._jobs.submit(index, self.tracker.gray, self.tracker.snapshot(), lambda: run([img])[0])
         self._submitted += 1
-        self._since_submit, self._moved = 0, 0.0
+        self._since_submit, self._moved, self._settle = 0, 0.0, False
         self.stats.detect_calls += 1
         self.stats.coarse += not fine
 
