@@ -68,6 +68,9 @@ def add_source_args(p: argparse.ArgumentParser, default: str | None = "demo") ->
                    help="several streams: one source a line, optionally name=source (# comments)")
     g.add_argument("--realtime", action="store_true", help="pace a file at its own fps and treat it as live (drops allowed)")
     g.add_argument("--max-frames", type=positive_int, default=None, help="stop after N frames read")
+    g.add_argument("--loop", action="store_true",
+                   help="video files: start over at the end, frame numbers going on (until --max-frames, Ctrl-C or "
+                        "the window is closed); with --realtime, a camera that never ends")
     g.add_argument("--buffer", type=positive_int, default=None,
                    help="ring buffer capacity in frames (default: the batch size for live sources, 2x batch (>= 8) for files)")
     g.add_argument("--reconnect", type=non_negative_int, default=SourceConfig.reconnect, help="reconnect attempts for a live source (default: %(default)s)")
@@ -192,6 +195,7 @@ def source_config(a: argparse.Namespace) -> SourceConfig:
         reconnect=a.reconnect,
         stall_timeout_s=a.stall_timeout,
         max_corrupt=a.max_corrupt,
+        loop=a.loop,
     )
 
 

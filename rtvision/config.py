@@ -35,6 +35,8 @@ class SourceConfig:
     reconnect: how many reconnect attempts a live source makes before giving up.
     stall_timeout_s: a live source that delivers nothing for this long reconnects.
     max_corrupt: undecodable frames tolerated in a file before the run stops.
+    loop: a video file starts over at its end (until ``max_frames``, or a stop); frame indices
+        keep counting. Files only.
     """
 
     spec: str = "demo"
@@ -46,6 +48,7 @@ class SourceConfig:
     max_corrupt: int = 10
     demo_fps: float = 30.0
     demo_size_wh: tuple[int, int] = (1280, 720)
+    loop: bool = False
 
     def __post_init__(self) -> None:
         if self.buffer_size is not None and self.buffer_size < 1:

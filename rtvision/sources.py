@@ -221,8 +221,9 @@ class FileSource(_CvSource):
 
 
 class LoopingFileSource:
-    """A video file that starts over (close + reopen) at its end, ``total`` frames in all: the
-    bench's runs and soaks read more frames than a clip has, every one really decoded.
+    """A video file that starts over (close + reopen) at its end, ``total`` frames in all (None:
+    without end): ``--loop``, and the bench's runs and soaks, which read more frames than a clip
+    has, every one really decoded.
 
     ``info.frame_count`` is ``total`` (what a consumer will get); ``file_frames`` is the file's.
     """
@@ -230,7 +231,7 @@ class LoopingFileSource:
     kind = "file"
     live = False
 
-    def __init__(self, path: str, total: int) -> None:
+    def __init__(self, path: str, total: int | None) -> None:
         self.path = path
         self.total = total
         self.inner = FileSource(path)
@@ -368,12 +369,18 @@ def open_source(cfg: SourceConfig) -> Source:
     if bad_webcam and not Path(spec).exists():
         raise UsageError(bad_webcam)
     m = WEBCAM_RE.match(spec)
+    if cfg.loop and (m or spec == "demo"):
+        raise UsageError(f"--loop starts a video file over; {spec} is not a file")
     if m:
         return WebcamSource(int(m.group(1) or 0))
     if spec == "demo":
         return DemoSource(cfg.demo_fps, cfg.demo_size_wh)
     if URL_RE.match(spec):
+        if cfg.loop:
+            raise UsageError(f"--loop starts a video file over; {redact_url(spec)} is a stream")
         return StreamSource(spec, timeout_s=cfg.stall_timeout_s)
+    if cfg.loop:
+        return LoopingFileSource(spec, cfg.max_frames)
     return FileSource(spec)
 
 

@@ -53,6 +53,9 @@ def bad_files(tmp_path_factory, faces_video):
         (["--source", "demo", "--classifier", "vgg16"], errors.EXIT_USAGE),
         (["--source", "demo", "--face-scale", "3"], errors.EXIT_USAGE),
         (["--frobnicate"], errors.EXIT_USAGE),
+        (["--source", "demo", "--loop"], errors.EXIT_USAGE),
+        (["--source", "webcam:0", "--loop"], errors.EXIT_USAGE),
+        (["--source", "rtsp://user:hunter2@127.0.0.1:9/cam", "--loop"], errors.EXIT_USAGE),
         (["--source", "demo", "--weights", "/nonexistent/w.pth", "--faces", "off"], errors.EXIT_BAD_MODEL),
         (["--source", "demo", "--labels", "/nonexistent/labels.txt", "--weights", "{bad}/text.mp4"], errors.EXIT_BAD_MODEL),
     ],
@@ -227,3 +230,28 @@ def test_sigkill_mid_save_leaves_a_playable_video(faces_video, tmp_path):
     with av.open(str(video)) as container:  # FFmpeg (PyAV) decodes it too
         n_av = sum(1 for _ in container.decode(video=0))
     assert n_av == n_cv
+
+
+def test_loop_starts_a_file_over_with_frame_numbers_going_on(faces_video, tmp_path):
+    """--loop: the 105-frame clip read 230 times over in one run, every frame in order, numbered
+    0..229, timestamps going on; the frame after the last is the file's first again."""
+    from rtvision.config import SourceConfig
+    from rtvision.sources import open_source
+
+    out = tmp_path / "r.jsonl"
+    rc = main(["--source", str(faces_video), "--loop", "--max-frames", "230", "--classifier", "none", "--faces", "off",
+               "--headless", "--no-progress", "--results", str(out)])
+    assert rc == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    n = count_frames(faces_video)
+    assert n < 230 // 2
+    assert [r["frame"] for r in rows] == list(range(230))
+    pts = [r["pts_s"] for r in rows]
+    assert all(b > a for a, b in zip(pts, pts[1:]))
+    src = open_source(SourceConfig(spec=str(faces_video), loop=True))
+    assert src.open().frame_count is None  # endless
+    try:
+        imgs = [src.read() for _ in range(n + 1)]
+    finally:
+        src.close()
+    assert (imgs[n] == imgs[0]).all() and not (imgs[n] == imgs[n - 1]).all()
