@@ -15,6 +15,7 @@ with a timeout (naming any that do not stop), closes the face stage and the sour
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -110,9 +111,11 @@ class Pipeline:
         overlap = planned and not self.live and self.cfg.overlap
         background = planned and self.faces.background
         device = self.models.device.type
+        # On the CPU the batches ahead are detected side by side, a helper thread each, up to one per core.
+        helpers = max(1, min(self.cfg.lookahead, os.cpu_count() or 1)) if overlap and device == "cpu" else 1
         return LoopPlan(batch=self.batch, fill=not self.live, overlap=overlap, lookahead=self.cfg.lookahead,
-                        split_threads=device == "cpu" and (overlap or background), topk=self.cfg.model.topk,
-                        cuda_sync=device == "cuda")
+                        helpers=helpers, split_threads=device == "cpu" and (overlap or background),
+                        topk=self.cfg.model.topk, cuda_sync=device == "cuda")
 
     def results(self) -> Iterator[Result]:
         """Results in frame order until the stream ends, ``stop()`` is called, or a thread fails.

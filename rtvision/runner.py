@@ -48,6 +48,8 @@ class LiveStats:
     first_batch: int = 0  # results of the first batch (written together, at first_result_at)
     last_result_at: float | None = None
     last_batch: int = 0
+    first_result_cpu_s: float | None = None  # the process's CPU time (all threads) at the first result
+    last_result_cpu_s: float | None = None
     rss_samples: collections.deque = field(default_factory=lambda: collections.deque(maxlen=4096))  # (processed, t, MB)
     history: collections.deque = field(default_factory=lambda: collections.deque(maxlen=600))  # (t, fps, latency)
 
@@ -57,10 +59,13 @@ class LiveStats:
         self.last_batch = r.batch_size
         self.latency.add(r.latency_ms)
         self.infer_rate.tick(1, now)
+        cpu = time.process_time()
         if self.first_result_at is None:
             self.first_result_at, self.first_batch = now, r.batch_size
             self.first_result_age_s = process_age_s()
+            self.first_result_cpu_s = cpu
         self.last_result_at = now
+        self.last_result_cpu_s = cpu
         for k in ("decode", "queue_wait", "preprocess", "classifier", "faces"):
             self.stage_ms_total[k] += r.timings_ms.get(k, 0.0)
         self.stage_ms_total["annotate"] += annotate_ms
@@ -69,6 +74,15 @@ class LiveStats:
             self.rss_samples.append((self.processed, now, rss_mb()))
         if not self.history or now - self.history[-1][0] >= 0.1:
             self.history.append((now, self.infer_rate.rate(now), r.latency_ms))
+
+    @property
+    def cpu_cores(self) -> float:
+        """CPU cores the whole process kept busy from the first result to the last (its CPU time,
+        every thread, over that wall time; start-up excluded); NaN before two results."""
+        if self.first_result_cpu_s is None or self.last_result_cpu_s is None or not self.last_result_at:
+            return float("nan")
+        span = self.last_result_at - self.first_result_at
+        return (self.last_result_cpu_s - self.first_result_cpu_s) / span if span > 0 else float("nan")
 
 
 def rss_slope_mb_per_1000(samples) -> float:
@@ -258,6 +272,7 @@ class Runner:
             "elapsed_s": elapsed,
             "throughput_fps": s.processed / elapsed if elapsed > 0 else float("nan"),
             "steady_fps": steady,
+            "cpu_cores": s.cpu_cores,
             "latency_ms": s.latency.summary(),
             "stage_ms": {k: v / s.processed for k, v in s.stage_ms_total.items()} if s.processed else {},
             "first_result_s": s.first_result_age_s,
@@ -288,7 +303,8 @@ def format_summary(s: dict) -> str:
         f"  models      classifier {s['classifier']} | faces {s['faces']} | device {s['device']} | batch {s['batch']}",
         f"  frames      read {s['frames_read']} | processed {s['frames_processed']} | dropped {s['frames_dropped']} "
         f"({100 * s['drop_share']:.1f}%) | corrupt {s['frames_corrupt']} | reconnects {s['reconnects']}",
-        f"  throughput  {f(s['throughput_fps'])} fps over {f(s['elapsed_s'])} s (steady {f(s['steady_fps'])} fps)",
+        f"  throughput  {f(s['throughput_fps'])} fps over {f(s['elapsed_s'])} s (steady {f(s['steady_fps'])} fps, "
+        f"{f(s.get('cpu_cores'), 2)} CPU cores busy)",
         f"  latency     p50 {f(lat.get('p50'))} | p95 {f(lat.get('p95'))} | p99 {f(lat.get('p99'))} | max {f(lat.get('max'))} ms",
         "  stages ms   " + " | ".join(f"{k} {f(v, 2)}" for k, v in s.get("stage_ms", {}).items()),
         f"  start-up    first result {f(s.get('first_result_s'), 2)} s after the process started",

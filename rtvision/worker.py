@@ -6,15 +6,16 @@ order; when the consumer is slow the worker waits, the ring buffer fills, and a 
 drops at the buffer: no queue anywhere grows without bound.
 
 Files with a tracking face stage (``--faces fast``) also overlap the two models (``overlap``): the
-face detections of batch k+1 run on a helper thread (``rtvision-faces``) while the worker runs the
-classifier and the face tracking of batch k.
-Both threads then do useful work all the time; on the CPU torch's intra-op threads are split
-between them (2 cores: one each), which measured faster than both models one after the other
-with two intra-op threads each (a detection scales only ~1.5x from one thread to two, and the
-second core idles through the single-threaded parts). On the CPU the helper also makes the
-classifier's input batch (resize, crop, normalize) of the batches it runs ahead. The detections
-may run ``lookahead`` batches ahead (default 2): with one, the two threads meet at every batch
-and the faster one waits whenever the other has a slow batch. Live sources keep the plain loop:
+face detections of batches k+1..k+``lookahead`` run on helper threads (``rtvision-faces``) while
+the worker runs the classifier and the face tracking of batch k. On the CPU there is one helper
+per batch ahead, up to one per core (``LoopPlan.helpers``; 2 cores: 2), so that the detections of
+two batches run side by side: a detection scales only ~1.5x from one intra-op thread to two (the
+pyramid, the crops and the cascade's bookkeeping are single-threaded), so one helper kept about
+1.5 of 2 cores busy (file mode on the 1080p clip: 25.4 fps), two keep 1.9 (33.4 fps), with the
+same results. Torch's intra-op threads are split between the worker and its helpers (2 cores: one
+each). On the CPU the helpers also make the classifier's input batches (resize, crop, normalize)
+of the batches they run ahead. With one batch ahead the threads meet at every batch and the
+faster one waits whenever the other has a slow batch. Live sources keep the plain loop:
 looking a batch ahead would add a batch of latency; their face stage detects in the background
 instead (``StridedFaceTracker.set_background``), on a helper thread of its own, which the pipeline
 starts (``faces.start()``) and joins (``faces.close()``) once the worker has ended, with the threads
@@ -110,10 +111,11 @@ class LoopPlan:
     the stages.
 
     batch: most frames per batch. fill: wait up to ``fill_timeout_s`` for a full batch (files; live
-    sources take what is there). overlap: the next batches' face detections run ahead on a helper
-    thread (files, a planned face stage), at most ``lookahead`` batches ahead. split_threads:
-    halve torch's, OpenCV's and the classifier runtime's threads while a helper thread works
-    beside the worker (CPU; the overlap, or a face stage detecting in the background).
+    sources take what is there). overlap: the next batches' face detections run ahead on
+    ``helpers`` helper threads (files, a planned face stage), at most ``lookahead`` batches
+    ahead. split_threads: share torch's, OpenCV's and the classifier runtime's threads between
+    the worker and the threads working beside it (CPU; the overlap's helpers, or a face stage
+    detecting in the background: one).
     cuda_sync: synchronize CUDA before reading stage clocks.
     """
 
@@ -121,6 +123,7 @@ class LoopPlan:
     fill: bool
     overlap: bool = False
     lookahead: int = 1
+    helpers: int = 1
     split_threads: bool = False
     topk: int = 5
     cuda_sync: bool = False
@@ -176,12 +179,13 @@ class InferenceWorker(threading.Thread):
         threads, cv_threads = self.thread_counts.torch, self.thread_counts.cv
         try:
             split = self.loop.split_threads and threads > 1
-            if split:
-                torch.set_num_threads(max(1, threads // 2))
-                cv2.setNumThreads(max(1, cv_threads // 2))  # the tracker's flow and resizes
+            sharing = 1 + (self.loop.helpers if self.loop.overlap else 1)  # the worker and its helper(s)
+            if split:  # threads created after this (the helpers) start with the same count
+                torch.set_num_threads(max(1, threads // sharing))
+                cv2.setNumThreads(max(1, cv_threads // sharing))  # the tracker's flow and resizes
             if self.classifier is not None:
                 # a runtime with threads of its own (OpenVINO) takes the worker's share too
-                self.classifier.set_num_threads(max(1, threads // 2) if split else None)
+                self.classifier.set_num_threads(max(1, threads // sharing) if split else None)
             if self.loop.overlap:
                 self._loop_overlapped()
             else:
@@ -218,8 +222,8 @@ class InferenceWorker(threading.Thread):
     def _loop_overlapped(self) -> None:
         """The file loop with the face detections ``lookahead`` batches ahead (see the module
         docstring): batch k is finished here while the detections of batches k+1..k+lookahead
-        run (or wait their turn) on the helper thread."""
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rtvision-faces")
+        run (or wait their turn) on the helper threads."""
+        pool = ThreadPoolExecutor(max_workers=max(1, self.loop.helpers), thread_name_prefix="rtvision-faces")
         ahead: collections.deque[_Ahead] = collections.deque()
         drained = False
         try:
@@ -244,7 +248,7 @@ class InferenceWorker(threading.Thread):
                 elif drained:
                     return
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)  # the helper thread is joined here
+            pool.shutdown(wait=True, cancel_futures=True)  # the helper threads are joined here
 
     def _emit_all(self, results: list[Result]) -> bool:
         return all(self._emit(r) for r in results)

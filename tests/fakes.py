@@ -90,8 +90,14 @@ class FakeTrackedFaces(FakeFaces):
 
     background = False
 
-    def __init__(self, fail_on_call: int | None = None) -> None:
+    def __init__(self, fail_on_call: int | None = None, detect_s: float = 0.0) -> None:
+        import threading
+
         self.fail_on_call = fail_on_call
+        self.detect_s = detect_s  # each detect_planned call takes this long (a sleep: no CPU)
+        self._lock = threading.Lock()
+        self.active = 0  # detect_planned calls running now
+        self.most_active = 0  # the most that ever ran at once
         self.calls: list[tuple[list[int], str, int]] = []  # (frame indices, thread name, torch threads)
         self.events: list[tuple[str, int]] = []  # ("plan" | "finish", first frame index), in order
         self.live: bool | None = None  # what the pipeline said at start (set_live)
@@ -106,10 +112,21 @@ class FakeTrackedFaces(FakeFaces):
     def detect_planned(self, frames: list[Frame], plan: list[int]) -> dict[int, Faces]:
         import threading
 
-        self.calls.append((plan, threading.current_thread().name, torch.get_num_threads()))
-        if self.fail_on_call is not None and len(self.calls) >= self.fail_on_call:
-            raise RuntimeError("fake detector failure")
-        return dict(enumerate(self.detect(frames)))
+        import time
+
+        with self._lock:
+            self.calls.append((plan, threading.current_thread().name, torch.get_num_threads()))
+            n = len(self.calls)
+            self.active += 1
+            self.most_active = max(self.most_active, self.active)
+        try:
+            if self.fail_on_call is not None and n >= self.fail_on_call:
+                raise RuntimeError("fake detector failure")
+            time.sleep(self.detect_s)
+            return dict(enumerate(self.detect(frames)))
+        finally:
+            with self._lock:
+                self.active -= 1
 
     def finish(self, frames: list[Frame], plan: list[int], detections: dict[int, Faces]) -> list[Faces]:
         assert plan == [f.index for f in frames]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 
 import cv2
@@ -30,11 +31,15 @@ def test_file_mode_processes_every_frame_in_order(faces_video, resnet18_ckpt, tm
     rc = main([
         "--source", str(faces_video), "--headless", "--no-progress",
         "--classifier", "resnet18", "--weights", str(resnet18_ckpt), "--precision", "fp32",
-        "--faces", "off", "--batch", "4", "--results", str(out),
+        "--faces", "off", "--batch", "4", "--results", str(out), "--summary-json", str(tmp_path / "s.json"),
     ])
     assert rc == 0
     rows = read_jsonl(out)
     assert [r["frame"] for r in rows] == list(range(105))
+    summary = json.loads((tmp_path / "s.json").read_text())
+    # the summary's time per frame by stage and CPU use are measured, not left at zero
+    assert summary["stage_ms"]["decode"] > 0 and summary["stage_ms"]["classifier"] > 0 and summary["stage_ms"]["faces"] == 0
+    assert 0 < summary["cpu_cores"] <= (os.cpu_count() or 1) * 1.1
     assert all(set(r) == CONTRACT_KEYS for r in rows)
     assert rows[1]["pts_s"] == pytest.approx(0.04)
     names = set(imagenet_categories())
@@ -123,8 +128,27 @@ def test_file_mode_runs_face_detections_a_batch_ahead_on_a_helper_thread(index_c
     assert [(i, i, True) for i in range(20)] == seen
     assert [plan for plan, _, _ in faces.calls] == [list(range(k, k + 4)) for k in range(0, 20, 4)]
     assert all(name.startswith("rtvision-faces") for _, name, _ in faces.calls)
-    assert all(n == max(1, threads // 2) for _, _, n in faces.calls)
+    helpers = min(cfg.lookahead, os.cpu_count() or 1)  # one per batch ahead, at most one per core
+    assert all(n == max(1, threads // (1 + helpers)) for _, _, n in faces.calls)
     assert torch.get_num_threads() == threads
+
+
+@pytest.mark.parametrize("lookahead", [1, 2])
+def test_the_batches_ahead_are_detected_side_by_side(index_clip, lookahead):
+    """On the CPU the detections of the batches ahead run side by side, a helper thread each (one
+    per batch ahead, at most one per core): with slow detections, lookahead 2 has two running at
+    once on two threads (on a machine with 2 cores or more), lookahead 1 never more than one;
+    every frame still comes out once, in order, each batch finished in order."""
+    faces = FakeTrackedFaces(detect_s=0.05)
+    cfg = RunConfig(SourceConfig(str(index_clip), max_frames=24), ModelConfig(), batch=4, lookahead=lookahead, progress=False)
+    seen = []
+    s, pipe, _ = run_to_end(cfg, fake_models(FakeClassifier(), faces), listen=lambda r: seen.append(r.frame.index))
+    assert s["exit_code"] == 0 and seen == list(range(24))
+    assert [i for e, i in faces.events if e == "finish"] == list(range(0, 24, 4))
+    helpers = min(lookahead, os.cpu_count() or 1)
+    assert pipe.loop.helpers == helpers
+    assert faces.most_active == helpers
+    assert len({name for _, name, _ in faces.calls}) == helpers
 
 
 def test_cpu_helper_thread_also_prepares_the_classifier_batches(index_clip):

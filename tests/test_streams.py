@@ -4,6 +4,7 @@ isolation of a failing stream, outputs with a ``stream`` key and one video per s
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -255,6 +256,9 @@ def test_bench_streams_measures_one_process_against_n(index_clip, tmp_path):
         assert all(s["frames_read"] == 30 and 0 < s["frames_processed"] <= 30 for s in arm["streams"])
         assert arm["aggregate_fps"] == pytest.approx(sum(s["throughput_fps"] for s in arm["streams"]))
         assert arm["peak_rss_mb"] > 300
+        # CPU cores busy from first to last result, summed over the arm's processes: some, and
+        # never more than the machine has (per process)
+        assert 0 < arm["cpu_cores"] <= arm["processes"] * (os.cpu_count() or 1) * 1.1
     assert r["ratios"]["aggregate_fps_one_over_many"] == pytest.approx(one["aggregate_fps"] / many["aggregate_fps"])
     # one failing stream: a camera on 127.0.0.1 that goes offline; the process exits 7, the other stream reads everything
     f = r["failing"][0]
@@ -264,7 +268,7 @@ def test_bench_streams_measures_one_process_against_n(index_clip, tmp_path):
     assert 0 < bad["frames_read"] < 30 and f["camera_frames_sent"] >= bad["frames_read"]
     assert f["others_completed"] and set(f["others_fps_ratio"]) == {"s0"} and f["others_fps_ratio_min"] > 0
     md = (tmp_path / "s.md").read_text()
-    assert "one process, all streams" in md and "**One failing stream**" in md
+    assert "one process, all streams" in md and "**One failing stream**" in md and "CPU cores busy (sum)" in md
 
 
 def test_bench_streams_recall_is_measured_against_the_reference(faces_video, tmp_path):

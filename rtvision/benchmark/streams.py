@@ -105,6 +105,9 @@ def _arm(name: str, argvs: list[list[str]], tmp: Path, expect_rc: int = 0, names
                     for r in streams],
         "slowest_over_fastest": min(fps) / max(fps) if fps and max(fps) > 0 else None,
         "peak_rss_mb": sum(s["peak_rss_mb"] for s in summaries),
+        # CPU cores the arm kept busy (each process's CPU time from its first result to its last,
+        # over that time; start-up excluded), summed over its processes
+        "cpu_cores": _sum_or_none(s.get("cpu_cores") for s in summaries),
         "classifier": summaries[0].get("classifier"),
         "detections_per_100": [((r.get("face_counts") or {}).get("detections_per_100")) for r in streams],
         "boxes": _read_boxes(results, names or [f"s{k}" for k in range(len(argvs))]),
@@ -132,6 +135,7 @@ def run_streams_bench(args) -> dict:
     med = {name: {k: statistics.median(r[k] for r in rs) for k in ("aggregate_fps", "peak_rss_mb", "slowest_over_fastest")}
            for name, rs in runs.items()}
     for name, rs in runs.items():
+        med[name]["cpu_cores"] = _median(r["cpu_cores"] for r in rs)
         med[name]["recall_tall"] = _median(r["recall"]["tall"] for r in rs)
         med[name]["recall_overall"] = _median(r["recall"]["overall"] for r in rs)
     return {
@@ -225,6 +229,12 @@ def _failing_arm(args, flags: list[str], tmp: Path, healthy: dict) -> dict:
     }
 
 
+def _sum_or_none(values) -> float | None:
+    """The sum, or None when any value is missing (NaN or None)."""
+    vals = list(values)
+    return None if any(v is None or v != v for v in vals) else float(sum(vals))
+
+
 def _cell(v, fmt: str) -> str:
     return "n/a" if v is None or v != v else format(v, fmt)
 
@@ -239,22 +249,26 @@ def render_markdown(report: dict, machine_line: str) -> str:
         f"{r['frames_per_stream']} frames per stream; repeat {r['repeat']} (arms alternated)",
         f"- **Classifier**: {r['runs']['one_process'][0]['classifier']}",
         "",
-        "| arm | processes | aggregate fps (median) | slowest / fastest stream | peak RSS MB (sum) | face recall >= 40 px | overall |",
-        "|---|---|---|---|---|---|---|",
+        "| arm | processes | aggregate fps (median) | slowest / fastest stream | peak RSS MB (sum) | CPU cores busy (sum) "
+        "| face recall >= 40 px | overall |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, label in (("one_process", "one process, all streams"),
                         ("one_process_detect1", "one process, all streams, `--detect-workers 1`"),
                         ("processes", "one process per stream")):
         m = r["median"][name]
         lines.append(f"| {label} | {r['runs'][name][0]['processes']} | {m['aggregate_fps']:.1f} | "
-                     f"{m['slowest_over_fastest']:.2f} | {m['peak_rss_mb']:.0f} | {_cell(m['recall_tall'], '.3f')} | "
+                     f"{m['slowest_over_fastest']:.2f} | {m['peak_rss_mb']:.0f} | {_cell(m.get('cpu_cores'), '.2f')} | "
+                     f"{_cell(m['recall_tall'], '.3f')} | "
                      f"{_cell(m['recall_overall'], '.3f')} |")
     q = r["ratios"]
     lines += ["", f"One process against {r['streams']} processes: aggregate fps x{q['aggregate_fps_one_over_many']:.2f}, "
                   f"peak RSS x{q['peak_rss_one_over_many']:.2f}; with `--detect-workers 1` (one thread detects for all "
                   f"the streams): aggregate fps x{q['aggregate_fps_detect1_over_many']:.2f}, peak RSS "
                   f"x{q['peak_rss_detect1_over_many']:.2f}. Face recall: on the frames each arm processed, against "
-                  "the clip's full-resolution every-frame MTCNN reference.", "", "Per stream (first repeat):", "",
+                  "the clip's full-resolution every-frame MTCNN reference. CPU cores busy: each process's CPU time "
+                  "(all its threads) from its first result to its last, over that time, summed over the arm's "
+                  "processes.", "", "Per stream (first repeat):", "",
               "| arm | stream | read | processed | dropped | fps | p99 ms | detections / 100 frames | recall >= 40 px |",
               "|---|---|---|---|---|---|---|---|---|"]
 

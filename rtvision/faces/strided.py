@@ -16,6 +16,7 @@ every frame.
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -132,6 +133,7 @@ class StridedFaceTracker:
         self.fine_every = 1
         self.set_fine_every(fine_every)
         self.stats = StrideStats()
+        self._calls_lock = threading.Lock()  # detect_calls, counted by detect_planned on helper threads
         self._last_index: int | None = None  # the last frame processed (tracked or detected)
         self._schedule = Schedule()
         # Background mode (live sources): detections run on a helper thread, merged when done.
@@ -216,7 +218,8 @@ class StridedFaceTracker:
     def detect_planned(self, frames: Sequence[Any], plan: Plan) -> dict[int, Faces]:
         """The scheduled detections of ``plan`` (positions in ``frames`` -> Faces): one detector
         call for the full ones, one for the coarse ones. Touches no tracker state: safe on
-        another thread than :meth:`process`."""
+        another thread than :meth:`process`, and on several at once (the batches ahead of the
+        file loop, side by side)."""
         out: dict[int, Faces] = {}
         for coarse in (False, True):
             planned = [i for i, d in enumerate(plan.detect) if d and plan.coarse[i] == coarse]
@@ -224,7 +227,8 @@ class StridedFaceTracker:
                 continue
             run = self.detector.detect_coarse if coarse else self.detector.detect
             out.update(zip(planned, run([frames[i] for i in planned])))
-            self.stats.detect_calls += 1
+            with self._calls_lock:
+                self.stats.detect_calls += 1
         return out
 
     def process(

@@ -149,6 +149,7 @@ class MultiRunner:
             "frames_processed": t.processed,
             "elapsed_s": elapsed,
             "throughput_fps": t.processed / elapsed if elapsed > 0 else None,
+            "cpu_cores": t.cpu_cores,
             "latency_ms": t.latency.summary(),
             "first_result_s": t.first_result_age_s,
             "import_baseline_mb": self.import_baseline_mb,
@@ -179,7 +180,7 @@ def format_summary(s: dict) -> str:
             + (f"{f(r['face_counts']['detections_per_100'])} face detections/100 | " if r.get("face_counts") else "") + state)
     lat = s["latency_ms"] or {}
     lines.append(f"  {'total':<{width}}  processed {s['frames_processed']} | {f(s['throughput_fps'])} fps over "
-                 f"{f(s['elapsed_s'])} s | p50 {f(lat.get('p50'))} p99 {f(lat.get('p99'))} ms | peak RSS "
+                 f"{f(s['elapsed_s'])} s | {f(s.get('cpu_cores'), 2)} CPU cores busy | p50 {f(lat.get('p50'))} p99 {f(lat.get('p99'))} ms | peak RSS "
                  f"{f(s['peak_rss_mb'], 0)} MB ({f(s['peak_above_baseline_mb'], 0)} above the import baseline)")
     for w in s.get("warnings", []):
         lines.append(f"  WARNING     {w}")
