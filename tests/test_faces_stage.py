@@ -82,11 +82,10 @@ def test_default_fast_mode_recall_on_real_video(faces_video):
     assert q["overall"]["recall"] >= 0.85, q
 
 
-def test_small_frames_detect_sooner_with_motion_than_1080p():
-    """The motion budget follows the frame size: cheap detections on small frames come sooner."""
+def test_the_cpu_fast_defaults_reach_every_frame_size():
+    """--faces fast on the CPU: stride 6, sooner with motion (budget 0.15, from 2 frames), at 1080p,
+    720p and 640x360 alike."""
     cpu = torch.device("cpu")
-    big = build_face_stage("fast", cpu, resolution_wh=(1920, 1080)).tracker
-    small = build_face_stage("fast", cpu, resolution_wh=(640, 360)).tracker
-    mid = build_face_stage("fast", cpu, resolution_wh=(1280, 720)).tracker
-    assert big.motion_budget == mid.motion_budget == 0.25 and small.motion_budget == 0.15
-    assert big.stride == small.stride == 6 and big.min_stride == small.min_stride == 2
+    for wh in ((1920, 1080), (1280, 720), (640, 360)):
+        t = build_face_stage("fast", cpu, resolution_wh=wh).tracker
+        assert (t.stride, t.min_stride, t.motion_budget) == (6, 2, 0.15), wh

@@ -48,26 +48,23 @@ class FastDefaults:
 
     stride: the most frames between two detections (a still scene); motion_budget: a detection
     comes sooner once the frames since the last one have changed this much in all
-    (:func:`rtvision.faces.shots.change`), but never sooner than min_stride frames after it;
-    small_frame_motion_budget: the budget instead for frames of at most small_frame_lines lines."""
+    (:func:`rtvision.faces.shots.change`), but never sooner than min_stride frames after it."""
 
     min_face: int
     stride: int
     small_face_every: int
     motion_budget: float | None = None
     min_stride: int = 1
-    small_frame_lines: int = 0
-    small_frame_motion_budget: float | None = None
 
 
 # CPU: on the shared 1080p street clip (frames change by 0.07 a frame, median) a detection
-# comes every ~4 frames; with every 2nd or 3rd frame dropped every 2 to 3; a still scene every 6.
+# comes every ~2.5 frames (39 per 100); with every 2nd or 3rd frame dropped every 2; a still
+# scene every 6. Motion budget 0.15 at every frame size: at 1080p it is the one measured that
+# keeps recall >= 40 px at 0.97 or more on every generated clip (bench --footage; 0.25: skip2
+# 0.959; 0.18 and 0.2: the street clip 0.966-0.968) while the default still runs at 28.9 fps
+# end to end (bench, 3 repeats; 37.2 at 0.25), above the 25 fps floor.
 FAST_DEFAULTS = {
-    # frames of at most 540 lines (a quarter of 1080p's pixels or fewer) detect for a fraction of
-    # a 1080p detection's cost (640x360: 54 against 141 ms), so they detect sooner with motion:
-    # on the generated 640x360 cut clip, recall >= 40 px 0.965 -> 1.000 (bench --footage)
-    "cpu": FastDefaults(min_face=28, stride=6, small_face_every=2, motion_budget=0.25, min_stride=2,
-                        small_frame_lines=540, small_frame_motion_budget=0.15),  # files; live: every 1
+    "cpu": FastDefaults(min_face=28, stride=6, small_face_every=2, motion_budget=0.15, min_stride=2),  # files; live: every 1
     "cuda": FastDefaults(min_face=20, stride=2, small_face_every=1),
 }
 
@@ -83,15 +80,6 @@ def default_min_face(d: FastDefaults, resolution_wh: tuple[int, int] | None) -> 
         return float(d.min_face)
     short = min(resolution_wh)
     return float(max(DEFAULT_MIN_FACE_SIZE, min(d.min_face, d.min_face * short / 1080.0)))
-
-
-def default_motion_budget(d: FastDefaults, resolution_wh: tuple[int, int] | None) -> float | None:
-    """The motion budget for frames of ``resolution_wh``: ``d.small_frame_motion_budget`` for
-    frames of at most ``d.small_frame_lines`` lines (their detections are cheap), else
-    ``d.motion_budget``."""
-    if resolution_wh is not None and d.small_frame_motion_budget is not None and min(resolution_wh) <= d.small_frame_lines:
-        return d.small_frame_motion_budget
-    return d.motion_budget
 
 
 def pyramid_min_face(min_face: float) -> float:
@@ -244,7 +232,7 @@ def build_face_setup(
         mf = min_face or default_min_face(d, resolution_wh)
         k = stride or d.stride
         every = small_face_every or d.small_face_every
-        budget, min_stride = default_motion_budget(d, resolution_wh), d.min_stride
+        budget, min_stride = d.motion_budget, d.min_stride
         if scale is None and min_face is not None and resolution_wh is not None and min_face > 2 * DEFAULT_MIN_FACE_SIZE:
             s = choose_scale(resolution_wh, mf)  # only big faces wanted: a smaller frame is enough
         elif scale is None:
