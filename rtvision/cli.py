@@ -130,7 +130,8 @@ def build_run_parser(prog: str = "rtvision") -> OneLineParser:
                    help="most frames per inference batch (default: 4 for files; 1 for live sources, for the lowest latency)")
     g.add_argument("--no-overlap", action="store_true",
                    help="files: run the classifier and the face detector one after the other (default with --faces "
-                        "fast: the face detections of the next batch run on a helper thread meanwhile, the CPU's threads split)")
+                        "fast: the face detections of the next batches run on helper threads meanwhile, one per batch ahead and at most "
+                        "one per core, the CPU's threads split)")
     g.add_argument("--lookahead", type=positive_int, default=RunConfig.lookahead,
                    help="files, with the overlap: batches whose face detections may run ahead of the batch being "
                         "finished (default: %(default)s)")

@@ -183,7 +183,7 @@ register_variant("no-overlap", _no_overlap)
 
 def _lookahead1(ctx: BenchContext) -> VariantPlan:
     cfg, batch = cli_defaults(ctx)
-    return VariantPlan("lookahead1", cfg, batch, "default settings, face detections only one batch ahead (--lookahead 1)", lookahead=1)
+    return VariantPlan("lookahead1", cfg, batch, "default settings, face detections only one batch ahead, on one helper thread (--lookahead 1)", lookahead=1)
 
 
 register_variant("lookahead1", _lookahead1)
