@@ -10,9 +10,9 @@ face detections of batches k+1..k+``lookahead`` run on helper threads (``rtvisio
 the worker runs the classifier and the face tracking of batch k. On the CPU there is one helper
 per batch ahead, up to one per core (``LoopPlan.helpers``; 2 cores: 2), so that the detections of
 two batches run side by side: a detection scales only ~1.5x from one intra-op thread to two (the
-pyramid, the crops and the cascade's bookkeeping are single-threaded), so one helper kept about
-1.5 of 2 cores busy (file mode on the 1080p clip: 25.4 fps), two keep 1.9 (33.4 fps), with the
-same results. Torch's intra-op threads are split between the worker and its helpers (2 cores: one
+pyramid, the crops and the cascade's bookkeeping are single-threaded), so one helper left part of
+the second core idle: on the 1080p clip, 21.4 fps with one helper against 28.5 with two, the
+same results (``assets/bench-helpers-cpu-2026-11-30.md``). Torch's intra-op threads are split between the worker and its helpers (2 cores: one
 each). On the CPU the helpers also make the classifier's input batches (resize, crop, normalize)
 of the batches they run ahead. With one batch ahead the threads meet at every batch and the
 faster one waits whenever the other has a slow batch. Live sources keep the plain loop:
