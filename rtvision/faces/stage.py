@@ -61,7 +61,7 @@ class FastDefaults:
 # comes every ~2.5 frames (39 per 100); with every 2nd or 3rd frame dropped every 2; a still
 # scene every 6. Motion budget 0.15 at every frame size: at 1080p it is the one measured that
 # keeps recall >= 40 px at 0.97 or more on every generated clip (bench --footage; 0.25: skip2
-# 0.959; 0.18 and 0.2: the street clip 0.966-0.968) while the default still runs at 28.9 fps
+# 0.959; 0.18 and 0.2, in scratch runs: the street clip 0.966-0.968) while the default still runs at 28.9 fps
 # end to end (bench, 3 repeats; 37.2 at 0.25), above the 25 fps floor.
 FAST_DEFAULTS = {
     "cpu": FastDefaults(min_face=28, stride=6, small_face_every=2, motion_budget=0.15, min_stride=2),  # files; live: every 1
