@@ -470,9 +470,10 @@ def _notes(args, weights_info: dict, modes: list[str]) -> list[str]:
                      "(missed frames are decoded and dropped) like a camera. Variants that are one configuration in live "
                      "mode (overlap, lookahead and the smallest-face cadence are file-only) are measured once.")
     notes.append("Per-stage times of batched stages are divided over the frames of the batch; queue_wait is the worker "
-                 "waiting for frames (idle time, not work). In file mode the face detections run on a helper thread "
-                 "while the worker runs the classifier (no-overlap: one after the other), so the stages add up to more "
-                 "than the time per frame; on the CPU each thread then has half the cores, so each stage takes longer.")
+                 "waiting for frames (idle time, not work). In file mode the face detections of the batches ahead run on "
+                 "helper threads (on the CPU one per batch ahead, at most one per core) while the worker runs the "
+                 "classifier (no-overlap: one after the other), so the stages add up to more than the time per frame; "
+                 "on the CPU the threads then share the cores, so each stage takes longer.")
     notes.append("Peak RSS (process so far) only grows within one process; use the sampled per-run peak and the slope.")
     notes.append("Face quality: reference = facenet-pytorch MTCNN(keep_all=True), default thresholds, full resolution, every "
                  "frame, RGB; recall/precision at IoU ≥ 0.5, overall and for faces ≥ 40 px tall.")

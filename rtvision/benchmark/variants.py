@@ -59,7 +59,7 @@ class VariantPlan:
     description: str = ""
     build: Callable[[BenchContext], Models] | None = None
     check: Callable[[Models], None] | None = None  # raises VariantUnavailable after building
-    overlap: bool = True  # files: face detections a batch ahead on a helper thread (RunConfig.overlap)
+    overlap: bool = True  # files: face detections of the batches ahead on helper threads (RunConfig.overlap)
     lookahead: int = RunConfig.lookahead  # batches of detections that may run ahead (RunConfig.lookahead)
 
     @property
