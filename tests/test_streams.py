@@ -240,9 +240,11 @@ def test_save_needs_the_stream_field_with_several_streams(faces_video, tmp_path)
 
 @pytest.mark.slow
 def test_bench_streams_measures_one_process_against_n(index_clip, tmp_path):
+    """2 streams of 70 frames from the 60-frame clip: the healthy arms loop it (--loop), the
+    failing arm reads the clip's own 60."""
     out = tmp_path / "s.json"
     proc = subprocess.run([sys.executable, "-m", "rtvision", "bench", "--source", str(index_clip), "--streams", "2",
-                           "--frames", "30", "--classifier", "mobilenet_v2", "--out", str(out), "--md", str(tmp_path / "s.md")],
+                           "--frames", "70", "--classifier", "mobilenet_v2", "--out", str(out), "--md", str(tmp_path / "s.md")],
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr
     r = json.loads(out.read_text())
@@ -253,7 +255,7 @@ def test_bench_streams_measures_one_process_against_n(index_clip, tmp_path):
     for arm in (one, shared, many):
         # the generated clip has no face: recall is null (never NaN), not a made-up number
         assert arm["recall"]["tall"] is None and arm["recall"]["per_stream"]["s0"] == {"tall": None, "overall": None}
-        assert all(s["frames_read"] == 30 and 0 < s["frames_processed"] <= 30 for s in arm["streams"])
+        assert all(s["frames_read"] == 70 and 0 < s["frames_processed"] <= 70 for s in arm["streams"])
         assert arm["aggregate_fps"] == pytest.approx(sum(s["throughput_fps"] for s in arm["streams"]))
         assert arm["peak_rss_mb"] > 300
         # CPU cores busy from first to last result, summed over the arm's processes: some, and
@@ -265,15 +267,19 @@ def test_bench_streams_measures_one_process_against_n(index_clip, tmp_path):
     assert f["exit_codes"] == [7] and f["failing_stream"] == "s1" and f["failing_state"] == "failed"
     assert "reconnect attempts failed" in f["failing_error"]
     bad = next(s for s in f["streams"] if s["stream"] == "s1")
-    assert 0 < bad["frames_read"] < 30 and f["camera_frames_sent"] >= bad["frames_read"]
+    assert r["clip_frames"] == 60 and r["failing_frames_per_stream"] == 60
+    assert 0 < bad["frames_read"] < 60 and f["camera_frames_sent"] >= bad["frames_read"]
+    assert next(s for s in f["streams"] if s["stream"] == "s0")["frames_read"] == 60
     assert f["others_completed"] and set(f["others_fps_ratio"]) == {"s0"} and f["others_fps_ratio_min"] > 0
     md = (tmp_path / "s.md").read_text()
     assert "one process, all streams" in md and "**One failing stream**" in md and "CPU cores busy (sum)" in md
+    assert "60-frame clip starting over" in md
 
 
 def test_bench_streams_recall_is_measured_against_the_reference(faces_video, tmp_path):
     """The streams bench's recall: a stream that reports the reference's own boxes scores 1, one
-    that reports nothing 0, and the pooled figure counts every stream's reference faces."""
+    that reports nothing 0, and the pooled figure counts every stream's reference faces; a frame
+    after the clip started over (--loop) is scored against the clip's frame it shows."""
     import argparse
 
     import torch
@@ -283,11 +289,15 @@ def test_bench_streams_recall_is_measured_against_the_reference(faces_video, tmp
 
     ref, _, _ = compute_references(str(faces_video), {0, 1, 2}, set(), str(tmp_path), None, torch.device("cpu"), progress=False)
     assert all(len(ref[i]) >= 4 for i in (0, 1, 2))  # the clip's real faces
-    arm = {"streams": [{"stream": "good"}, {"stream": "blind"}],
-           "boxes": {"good": {i: ref[i][:, :4].tolist() for i in (0, 1, 2)}, "blind": {i: [] for i in (0, 1, 2)}}}
-    _add_recall([arm], argparse.Namespace(source=str(faces_video), cache_dir=str(tmp_path)))
+    clip = count_frames(faces_video)
+    arm = {"streams": [{"stream": "good"}, {"stream": "blind"}, {"stream": "looped"}],
+           "boxes": {"good": {i: ref[i][:, :4].tolist() for i in (0, 1, 2)}, "blind": {i: [] for i in (0, 1, 2)},
+                     "looped": {clip + 1: ref[1][:, :4].tolist()}}}  # the clip's frame 1, second time round
+    _add_recall([arm], argparse.Namespace(source=str(faces_video), cache_dir=str(tmp_path)), clip)
     assert "boxes" not in arm
     assert arm["recall"]["per_stream"]["good"] == {"tall": 1.0, "overall": 1.0}
     assert arm["recall"]["per_stream"]["blind"] == {"tall": 0.0, "overall": 0.0}
-    assert arm["recall"]["overall"] == pytest.approx(0.5)
-    assert [s["recall_tall"] for s in arm["streams"]] == [1.0, 0.0]
+    assert arm["recall"]["per_stream"]["looped"] == {"tall": 1.0, "overall": 1.0}
+    found = sum(len(ref[i]) for i in (0, 1, 2)) + len(ref[1])
+    assert arm["recall"]["overall"] == pytest.approx(found / (found + sum(len(ref[i]) for i in (0, 1, 2))))
+    assert [s["recall_tall"] for s in arm["streams"]] == [1.0, 0.0, 1.0]

@@ -17,7 +17,9 @@ that goes offline after a third of its frames; its reconnects fail and the strea
 Reported: the failing stream's state and error, the exit code (7), the wall time (nothing
 hangs), and each other stream's fps against its own fps in the all-healthy one-process arm.
 
-Every stream reads ``--frames`` frames. Reported per arm: aggregate processed fps (the sum of the
+Every stream reads ``--frames`` frames; a clip shorter than that starts over (``--loop``) in the
+healthy arms, and the failing arm reads at most the clip's own frames (``--loop`` does not apply
+to its network camera). Reported per arm: aggregate processed fps (the sum of the
 streams' processed frames over their own elapsed time), each stream's fps, drops and p99
 latency, the spread between the slowest and the fastest stream, and the peak RSS (summed over
 the processes); and the ratios of one process to N processes. ``--repeat K`` alternates the arms.
@@ -39,12 +41,26 @@ from ..errors import EXIT_STREAM_FAILED
 log = logging.getLogger(__name__)
 
 
-def _common_flags(args) -> list[str]:
-    flags = ["--headless", "--no-progress", "--realtime", "--max-frames", str(args.frames),
+def _common_flags(args, frames: int, loop: bool = False) -> list[str]:
+    flags = ["--headless", "--no-progress", "--realtime", "--max-frames", str(frames),
              "--classifier", args.classifier, "--weights", args.weights, "--device", args.device]
+    if loop:
+        flags.append("--loop")
     if args.cache_dir:
         flags += ["--cache-dir", args.cache_dir]
     return flags
+
+
+def clip_frames(path: str) -> int:
+    """Frames OpenCV decodes from the clip (the arms' streams start over after these)."""
+    import cv2
+
+    cap = cv2.VideoCapture(path)
+    n = 0
+    while cap.grab():
+        n += 1
+    cap.release()
+    return n
 
 
 def _streams_of(summary: dict, name: str = "s0") -> list[dict]:
@@ -116,7 +132,10 @@ def _arm(name: str, argvs: list[list[str]], tmp: Path, expect_rc: int = 0, names
 
 def run_streams_bench(args) -> dict:
     n = args.streams
-    flags = _common_flags(args)
+    clip = clip_frames(args.source)
+    if clip < 1:
+        raise RuntimeError(f"no frame decoded from {args.source}")
+    flags = _common_flags(args, args.frames, loop=args.frames > clip)
     one = [[*(a for k in range(n) for a in ("--source", f"s{k}={args.source}")), *flags]]
     one_shared1 = [[*one[0], "--detect-workers", "1"]]
     many = [["--source", args.source, *flags] for _ in range(n)]
@@ -130,8 +149,8 @@ def run_streams_bench(args) -> dict:
                 log.info("streams bench: %s, repeat %d", name, rep + 1)
                 runs[name].append(_arm(name, argvs, Path(tmp)))
             log.info("streams bench: one failing stream, repeat %d", rep + 1)
-            failing.append(_failing_arm(args, flags, Path(tmp), runs["one_process"][-1]))
-    _add_recall([*runs["one_process"], *runs["one_process_detect1"], *runs["processes"], *failing], args)
+            failing.append(_failing_arm(args, min(args.frames, clip), Path(tmp), runs["one_process"][-1]))
+    _add_recall([*runs["one_process"], *runs["one_process_detect1"], *runs["processes"], *failing], args, clip)
     med = {name: {k: statistics.median(r[k] for r in rs) for k in ("aggregate_fps", "peak_rss_mb", "slowest_over_fastest")}
            for name, rs in runs.items()}
     for name, rs in runs.items():
@@ -146,6 +165,8 @@ def run_streams_bench(args) -> dict:
         },
         "streams": n,
         "frames_per_stream": args.frames,
+        "clip_frames": clip,
+        "failing_frames_per_stream": min(args.frames, clip),
         "source": args.source,
         "repeat": args.repeat,
         "runs": runs,
@@ -159,7 +180,7 @@ def run_streams_bench(args) -> dict:
     }
 
 
-def _add_recall(arms: list[dict], args) -> None:
+def _add_recall(arms: list[dict], args, clip: int) -> None:
     """Face recall of every arm on the frames it processed (each stream's, and all streams'
     pooled), against the full-resolution every-frame MTCNN reference of the source clip (cached,
     as the main bench's); the arms' raw boxes are dropped from the report afterwards."""
@@ -168,7 +189,7 @@ def _add_recall(arms: list[dict], args) -> None:
     from ..metrics import MIN_FACE_HEIGHT_PX, BoxCounts, frame_counts
     from .quality import compute_references
 
-    frames = {i for arm in arms for boxes in arm["boxes"].values() for i in boxes}
+    frames = {i % clip for arm in arms for boxes in arm["boxes"].values() for i in boxes}  # looped: the clip's frame
     ref, _, _ = compute_references(args.source, frames, set(), args.cache_dir, None, torch.device("cpu"), progress=False)
     for arm in arms:
         pooled = {"tall": BoxCounts(), "overall": BoxCounts()}
@@ -176,10 +197,10 @@ def _add_recall(arms: list[dict], args) -> None:
         for name, boxes in arm.pop("boxes").items():
             c = {"tall": BoxCounts(), "overall": BoxCounts()}
             for i, pred in boxes.items():
-                if i not in ref:
+                if i % clip not in ref:
                     continue
-                c["tall"] += frame_counts(ref[i], pred, min_height=MIN_FACE_HEIGHT_PX)
-                c["overall"] += frame_counts(ref[i], pred)
+                c["tall"] += frame_counts(ref[i % clip], pred, min_height=MIN_FACE_HEIGHT_PX)
+                c["overall"] += frame_counts(ref[i % clip], pred)
             for k in c:
                 pooled[k] += c[k]
             per[name] = {k: _recall(c[k]) for k in c}
@@ -201,13 +222,15 @@ FAILING_RECONNECTS = 2  # the failing camera's reconnect attempts (they fail: it
 FAILING_AT = 1 / 3  # of the stream's frames
 
 
-def _failing_arm(args, flags: list[str], tmp: Path, healthy: dict) -> dict:
-    """One process, N streams, the last one a network camera that goes offline (see the module
-    docstring); ``healthy``: the all-healthy one-process arm of the same repeat."""
+def _failing_arm(args, frames: int, tmp: Path, healthy: dict) -> dict:
+    """One process, N streams of ``frames`` frames, the last one a network camera that goes
+    offline (see the module docstring); ``healthy``: the all-healthy one-process arm of the
+    same repeat."""
     from .camera import OfflineCamera, streamable_clip
 
     n = args.streams
-    offline_after = max(1, round(args.frames * FAILING_AT))
+    flags = _common_flags(args, frames)
+    offline_after = max(1, round(frames * FAILING_AT))
     with OfflineCamera(streamable_clip(args.source, tmp), offline_after_frames=offline_after) as cam:
         argv = [*(a for k in range(n - 1) for a in ("--source", f"s{k}={args.source}")),
                 "--source", f"s{n - 1}={cam.url}", *flags, "--reconnect", str(FAILING_RECONNECTS)]
@@ -223,7 +246,7 @@ def _failing_arm(args, flags: list[str], tmp: Path, healthy: dict) -> dict:
         "failing_error": bad.get("error"),
         "offline_after_frames": offline_after,
         "camera_frames_sent": sent,
-        "others_completed": all(s["state"] == "ended" and s["frames_read"] == args.frames for s in others),
+        "others_completed": all(s["state"] == "ended" and s["frames_read"] == frames for s in others),
         "others_fps_ratio": ratios,
         "others_fps_ratio_min": min(ratios.values()) if ratios else None,
     }
@@ -246,7 +269,10 @@ def render_markdown(report: dict, machine_line: str) -> str:
         "",
         f"- **Machine**: {machine_line}",
         f"- **Source**: `{r['source']}` played {r['streams']} times, each copy paced at its fps (live), "
-        f"{r['frames_per_stream']} frames per stream; repeat {r['repeat']} (arms alternated)",
+        f"{r['frames_per_stream']} frames per stream"
+        + (f" (the {r['clip_frames']}-frame clip starting over, `--loop`; the failing arm "
+           f"{r['failing_frames_per_stream']})" if r.get("clip_frames") and r["frames_per_stream"] > r["clip_frames"] else "")
+        + f"; repeat {r['repeat']} (arms alternated)",
         f"- **Classifier**: {r['runs']['one_process'][0]['classifier']}",
         "",
         "| arm | processes | aggregate fps (median) | slowest / fastest stream | peak RSS MB (sum) | CPU cores busy (sum) "
