@@ -55,8 +55,8 @@ def detect_workers(asked: int | None, streams: int) -> int:
 
     By default one per core, at most one per stream, so that 16 cameras do not mean 16
     detections at once. Fewer threads than that trade recall for frames: 4 live 1080p streams
-    on 2 cores processed 18.9 frames/s in all (recall 0.79 for faces >= 40 px) with 2 shared
-    threads and 24.2 (recall 0.66) with 1 (``assets/bench-streams4-cpu-2026-11-30.md``)."""
+    on 2 cores processed 19.7 frames/s in all (recall 0.76 for faces >= 40 px) with 2 shared
+    threads and 27.3 (recall 0.70) with 1 (``assets/bench-streams4-long-cpu-2026-11-30.md``)."""
     if streams < 2:
         return 0
     if asked is None:
