@@ -78,6 +78,10 @@ class Pipeline:
 
                 self.models = build_models(cfg.model, self.source, self.info)
             self.batch = cfg.batch or (1 if self.live else 4)
+            if self.live:
+                from .models.build import warm_up
+
+                warm_up(self.models, self.info.resolution_wh, self.batch)  # before its frames arrive
             self.faces = self.models.faces.new_stage() if self.models.faces is not None else None
             if isinstance(self.faces, PlannedFaceStage):
                 self.faces.set_live(self.live)
@@ -101,10 +105,9 @@ class Pipeline:
         return self
 
     def loop_plan(self) -> LoopPlan:
-        """The worker's loop for this run. Files with a planned face stage (``--faces fast``)
-        overlap the models: the next batches' detections run ahead on a helper thread
-        (``--no-overlap`` turns it off; with ``--faces full`` the detector is most of the work and
-        would only lose half the cores). Live sources never look ahead (latency); their tracking
+        """The worker's loop for this run. Files with a planned face stage (``--faces fast`` and
+        ``full``) overlap the models: the next batches' detections run ahead on helper threads
+        (``--no-overlap`` turns it off). Live sources never look ahead (latency); their tracking
         stage detects in the background instead. On the CPU, whenever a helper thread works beside
         the worker, the threads are split between the two."""
         planned = isinstance(self.faces, PlannedFaceStage)

@@ -143,7 +143,10 @@ def gpu_memory_mb() -> dict[str, float]:
 
 
 class StageTimer:
-    """Times a block in ms; synchronizes CUDA before reading the clock when ``sync`` is set."""
+    """Times a block in ms; with ``sync``, waits for the calling thread's CUDA stream before
+    reading the clock. Its own stream only: a device-wide synchronize would also wait for the
+    GPU work of the threads beside it (the face detections running ahead), and so make the
+    stages it times one after the other."""
 
     def __init__(self, sync: bool = False) -> None:
         self.sync = sync
@@ -153,7 +156,7 @@ class StageTimer:
         if self.sync:
             import torch
 
-            torch.cuda.synchronize()
+            torch.cuda.current_stream().synchronize()
         self._t = time.perf_counter()
         return self
 
@@ -161,5 +164,5 @@ class StageTimer:
         if self.sync:
             import torch
 
-            torch.cuda.synchronize()
+            torch.cuda.current_stream().synchronize()
         self.ms = (time.perf_counter() - self._t) * 1000.0

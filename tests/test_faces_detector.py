@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import cv2
@@ -225,3 +226,38 @@ def test_cuda_matches_cpu(frames, fast_faces):
         assert abs(len(cpu) - len(gpu)) <= 1
         ious = _matched_ious(cpu, gpu)
         assert (ious >= 0.9).mean() >= 0.9
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[
+    pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")])])
+def test_detections_from_several_threads_at_once_match_one_after_another(device, frames):
+    """One detector called from 4 threads at once (the file loop's helpers, a live stream's
+    background detection beside its worker's re-fits, several streams): detections, re-fits and
+    local searches give exactly the boxes of the same calls made one after another. On CUDA each
+    thread runs on a stream of its own (ThreadStreams), distinct from the default stream."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    det = FastMTCNN(device=device)
+    serial = det.detect(frames)
+    assert sum(len(f) for f in serial) >= 5
+    boxes = [f.xyxy for f in serial]
+    serial_refit = [det.refine(fr, b) for fr, b in zip(frames, boxes)]
+    serial_near = [det.detect_near(fr, b) for fr, b in zip(frames, boxes)]
+    streams, threads = set(), set()
+
+    def work(i: int):
+        threads.add(threading.get_ident())
+        if device == "cuda":
+            with det.stream():
+                streams.add(torch.cuda.current_stream().cuda_stream)
+        k = i % len(frames)
+        return k, det.detect([frames[k]])[0], det.refine(frames[k], boxes[k]), det.detect_near(frames[k], boxes[k])
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(work, range(2 * len(frames))))
+    if device == "cuda":
+        assert len(streams) == len(threads) >= 2 and torch.cuda.default_stream().cuda_stream not in streams
+    for k, faces, (refit, ok), (near, hit) in results:
+        assert np.allclose(faces.xyxy, serial[k].xyxy, atol=1e-3) and np.allclose(faces.scores, serial[k].scores, atol=1e-4)
+        assert np.allclose(refit.xyxy, serial_refit[k][0].xyxy, atol=1e-3) and (ok == serial_refit[k][1]).all()
+        assert np.allclose(near.xyxy, serial_near[k][0].xyxy, atol=1e-3) and (hit == serial_near[k][1]).all()

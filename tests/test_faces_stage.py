@@ -36,7 +36,7 @@ def test_modes_build_what_they_say():
 def test_stages_and_the_test_fakes_meet_the_protocols():
     cpu = torch.device("cpu")
     full, fast = build_face_stage("full", cpu), build_face_stage("fast", cpu)
-    assert isinstance(full, FaceStage) and not isinstance(full, PlannedFaceStage)
+    assert isinstance(full, PlannedFaceStage) and not full.background
     assert isinstance(fast, PlannedFaceStage) and not fast.background  # until a live run says so
     assert isinstance(FakeFaces(), FaceStage) and not isinstance(FakeFaces(), PlannedFaceStage)
     assert isinstance(FakeTrackedFaces(), PlannedFaceStage)

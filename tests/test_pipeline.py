@@ -181,9 +181,9 @@ def test_detections_run_up_to_lookahead_batches_ahead(index_clip, lookahead):
     assert not pipe.worker.is_alive()
 
 
-def test_a_detector_on_every_frame_stays_on_the_worker(index_clip):
-    """--faces full (a detector without a schedule): no helper thread, no thread split; its
-    detector is most of the work and keeps all the cores."""
+def test_a_face_stage_without_a_schedule_stays_on_the_worker(index_clip):
+    """A face stage that does not plan its detections (only ``detect``): no helper thread, no
+    thread split."""
     threads = torch.get_num_threads()
     faces = FakeFaces()
     cfg = RunConfig(SourceConfig(str(index_clip), max_frames=8), ModelConfig(), batch=4, progress=False)
@@ -222,24 +222,59 @@ def test_helper_thread_failure_stops_cleanly_and_reports(index_clip, tmp_path):
     assert [r["frame"] for r in read_jsonl(tmp_path / "r.jsonl")] == list(range(4))
 
 
-def test_overlap_gives_the_sequential_results_on_real_video(faces_video, resnet18_ckpt, tmp_path):
-    """The default face mode and a ResNet-18 on the 1080p clip: the overlapped loop (threads split)
+@pytest.mark.parametrize("faces", ["fast", "full"])
+def test_overlap_gives_the_sequential_results_on_real_video(faces, faces_video, resnet18_ckpt, tmp_path):
+    """Both face modes and a ResNet-18 on the 1080p clip: the overlapped loop (threads split)
     finds the same faces, track ids and labels as one model after the other."""
     rows = {}
     for flag in ([], ["--no-overlap"]):
         out = tmp_path / f"r{len(flag)}.jsonl"
         rc = main(["--source", str(faces_video), "--headless", "--no-progress", "--max-frames", "12",
                    "--classifier", "resnet18", "--weights", str(resnet18_ckpt), "--precision", "fp32",
-                   "--results", str(out), *flag])
+                   "--faces", faces, "--results", str(out), *flag])
         assert rc == 0
         rows[len(flag)] = read_jsonl(out)
     a, b = rows[0], rows[1]
     assert [r["frame"] for r in a] == [r["frame"] for r in b] == list(range(12))
     for ra, rb in zip(a, b):
-        assert [f["track_id"] for f in ra["faces"]] == [f["track_id"] for f in rb["faces"]]
+        assert [f.get("track_id") for f in ra["faces"]] == [f.get("track_id") for f in rb["faces"]]
         assert np.allclose([f["xyxy"] for f in ra["faces"]], [f["xyxy"] for f in rb["faces"]], atol=0.5)
         assert [x["class_id"] for x in ra["labels"]] == [x["class_id"] for x in rb["labels"]]
     assert sum(len(r["faces"]) for r in a) >= 12 * 5
+
+
+def test_a_live_source_warms_the_models_up_before_its_capture_starts(faces_video, monkeypatch):
+    """Live sources: the detector runs once on a blank frame of the source's size (and the
+    classifier on a blank batch) before the capture thread starts, so that the device's slow
+    first calls (CUDA: seconds) do not drop the first frames; files start at once."""
+    from rtvision.faces.detector import FastMTCNN
+    from rtvision.models.classifier import Classifier
+
+    calls = []
+    real_warm_up, real_logits = FastMTCNN.warm_up, Classifier.logits
+
+    def warm_up(self, h, w):
+        capturing = any(t.name.startswith("rtvision-capture") for t in threading.enumerate())
+        calls.append(("faces", (w, h), capturing))
+        return real_warm_up(self, h, w)
+
+    def logits(self, batch):
+        if not calls or calls[-1][0] != "classifier":
+            calls.append(("classifier", len(batch), any(t.name.startswith("rtvision-capture") for t in threading.enumerate())))
+        return real_logits(self, batch)
+
+    monkeypatch.setattr(FastMTCNN, "warm_up", warm_up)
+    monkeypatch.setattr(Classifier, "logits", logits)
+    for realtime in (True, False):
+        calls.clear()
+        flags = ["--realtime"] if realtime else []
+        rc = main(["--source", str(faces_video), *flags, "--headless", "--no-progress", "--max-frames", "6",
+                   "--classifier", "mobilenet_v2", "--precision", "fp32"])
+        assert rc == 0
+        if realtime:
+            assert calls[:2] == [("classifier", 1, False), ("faces", (1920, 1080), False)]  # batch 1: live
+        else:
+            assert [c[0] for c in calls] == ["classifier"]  # files: no warm-up, the first batch is the capture's
 
 
 def test_live_source_detects_faces_in_the_background(faces_video, tmp_path):

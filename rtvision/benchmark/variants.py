@@ -181,6 +181,18 @@ def _no_overlap(ctx: BenchContext) -> VariantPlan:
 register_variant("no-overlap", _no_overlap)
 
 
+def _faces_full_no_overlap(ctx: BenchContext) -> VariantPlan:
+    cfg, batch = cli_defaults(ctx)
+    return VariantPlan("faces-full-no-overlap", dataclasses.replace(cfg, faces="full"), batch,
+                       "MTCNN full resolution every frame, after the classifier (--faces full --no-overlap)", overlap=False)
+
+
+register_variant("faces-full-no-overlap", _faces_full_no_overlap)
+register_variant("faces-stride2", _derived(
+    "faces-stride2", "fast face mode with a detection every 2nd frame at most (--faces fast --face-stride 2)", faces="fast",
+    face_stride=2))
+
+
 def _lookahead1(ctx: BenchContext) -> VariantPlan:
     cfg, batch = cli_defaults(ctx)
     return VariantPlan("lookahead1", cfg, batch, "default settings, face detections only one batch ahead, on one helper thread (--lookahead 1)", lookahead=1)

@@ -26,6 +26,8 @@ facenet-pytorch), so the smallest face found, in original pixels, is about
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,6 +47,31 @@ DEFAULT_MIN_FACE_SIZE = 20
 DEFAULT_THRESHOLDS = (0.6, 0.7, 0.7)
 DEFAULT_FACTOR = 0.709
 COARSE_BOX_MARGIN = 1.3  # see FastMTCNN.coarse_blind_below
+
+
+class ThreadStreams:
+    """A CUDA stream of its own for each thread that calls a detector (nothing on other devices).
+
+    The pipeline calls one detector from several threads at once: the overlapped file loop's
+    helpers, a live stream's background detection and its worker's re-fits, the streams of one
+    process. On the one default stream their kernels queue behind each other, and behind the
+    classifier's, so that each thread waits for all the others' GPU work. Each thread's
+    detection is self-contained (frames in from the host, boxes back to the host, which waits
+    for that stream only), so it runs on a stream of the thread's own; the networks' weights
+    and the cached templates are written once, and the device synchronized, before any stream
+    reads them. PyTorch's streams do not synchronize with the legacy default stream."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self._local = threading.local()
+
+    def __call__(self):
+        if self.device.type != "cuda":
+            return contextlib.nullcontext()
+        stream = getattr(self._local, "stream", None)
+        if stream is None:
+            stream = self._local.stream = torch.cuda.Stream(self.device)
+        return torch.cuda.stream(stream)
 
 
 def choose_scale(frame_wh: tuple[int, int], min_face_px: float, detector_min_face_px: float = DEFAULT_MIN_FACE_SIZE) -> float:
@@ -105,6 +132,10 @@ class FastMTCNN:
         self.pnet, self.rnet, self.onet = load_nets(self.device)
         self.cascade = Cascade(self.rnet, self.onet, self.thresholds, self.crop_chunk)
         self._templates: dict[tuple[int, int], tuple[list[tuple[int, int]], torch.Tensor, torch.Tensor]] = {}
+        self._templates_lock = threading.Lock()
+        self.stream = ThreadStreams(self.device)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # the weights, before another stream reads them
 
     # ---------------------------------------------------------------- public
     def detect(self, frames: Sequence[Any]) -> list[Faces]:
@@ -130,7 +161,8 @@ class FastMTCNN:
                 out.extend(self._detect_same_size(group[i : i + self.max_batch], skip))
             return out
 
-        return detect_grouped(images, run)
+        with self.stream():
+            return detect_grouped(images, run)
 
     def coarse_blind_below(self) -> float:
         """Box height (original pixels) under which ``detect_coarse`` may miss a face: the
@@ -140,19 +172,38 @@ class FastMTCNN:
 
     def refine(self, frame: Any, xyxy: np.ndarray) -> tuple[Faces, np.ndarray]:
         """O-Net on boxes carried into ``frame`` by a tracker (see :func:`rtvision.faces.search.refine`)."""
-        return search.refine(self, frame, xyxy)
+        with self.stream():
+            return search.refine(self, frame, xyxy)
 
     def detect_near(self, frame: Any, xyxy: np.ndarray) -> tuple[Faces, np.ndarray]:
         """The local search for lost faces (see :func:`rtvision.faces.search.detect_near`)."""
-        return search.detect_near(self, frame, xyxy)
+        with self.stream():
+            return search.detect_near(self, frame, xyxy)
+
+    def warm_up(self, h: int, w: int) -> None:
+        """Every network once on an ``h x w`` frame (blank): P-Net on each pyramid level (and the
+        size's template built), then a re-fit (crops, O-Net) and R-Net on a blank crop. The first
+        calls on a device cost far more than the next ones (CUDA loads its kernels and makes its
+        library handles on first use); a live source calls this before its capture starts, so
+        that the first frames are not dropped waiting for them."""
+        blank = np.zeros((h, w, 3), np.uint8)
+        self.detect([blank])
+        side = max(1.0, min(h, w, 48) - 1.0)
+        self.refine(blank, np.array([[0.0, 0.0, side, side]], np.float32))
+        with self.stream(), torch.inference_mode():
+            self.cascade.run(self.rnet, torch.zeros((1, 3, 24, 24), device=self.device))
 
     # -------------------------------------------------------------- internals
     def level_template(self, h: int, w: int) -> tuple[list[tuple[int, int]], torch.Tensor, torch.Tensor]:
         """:func:`rtvision.faces.pyramid.level_template` for ``h x w`` detector frames, cached."""
         key = (h, w)
-        if key not in self._templates:
-            self._templates[key] = level_template(h, w, self.min_face_size, self.factor, self.device)
-        return self._templates[key]
+        with self._templates_lock:
+            if key not in self._templates:
+                template = level_template(h, w, self.min_face_size, self.factor, self.device)
+                if self.device.type == "cuda":
+                    torch.cuda.current_stream(self.device).synchronize()  # before other streams read it
+                self._templates[key] = template
+            return self._templates[key]
 
     def _pyramid(self, images: list[np.ndarray], sizes: list[tuple[int, int]]) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Pyramid levels (N,3,lh,lw) channels_last normalized BGR on the device, and the
@@ -246,6 +297,10 @@ class FacenetMTCNN:
             thresholds=list(self.thresholds),
             factor=self.factor,
         )
+
+    def warm_up(self, h: int, w: int) -> None:
+        """One detection of a blank ``h x w`` frame (see :meth:`FastMTCNN.warm_up`)."""
+        self.detect([np.zeros((h, w, 3), np.uint8)])
 
     def detect(self, frames: Sequence[Any]) -> list[Faces]:
         images = [as_image(f) for f in frames]

@@ -66,6 +66,23 @@ class Models:
         return self.faces.description if self.faces is not None else "off"
 
 
+def warm_up(models: Models, resolution_wh: tuple[int, int] | None, batch: int) -> None:
+    """Run every model once on blank frames of the source's size, before a live source's capture
+    starts: a device's first calls cost far more than the next ones (CUDA loads its kernels and
+    makes its library handles on first use, seconds in all; the CPU backends build their
+    per-shape kernels), and a live source would drop the frames that arrive meanwhile.
+    Stand-in models without a ``warm_up`` (the tests' fakes) are left alone."""
+    if resolution_wh is None or min(resolution_wh) <= 0:  # a stream whose size comes with its first frame
+        return
+    w, h = resolution_wh
+    if isinstance(models.classifier, Classifier):
+        blank = np.zeros((h, w, 3), np.uint8)
+        models.classifier.logits(models.classifier.prepare([blank] * max(1, batch)))
+    detector = getattr(models.faces, "detector", None)
+    if hasattr(detector, "warm_up"):
+        detector.warm_up(h, w)
+
+
 def calibration_frames(source, info, n: int) -> tuple[str, Callable[[], list[np.ndarray]]]:
     """(cache key part, frame getter) for int8 calibration on the user's own source.
 

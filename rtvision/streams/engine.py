@@ -280,6 +280,11 @@ class MultiPipeline:
                 self.models = build_models(cfg.model, opened[0].source, opened[0].info)
             any_live = any(s.live for s in opened)
             self.batch = cfg.batch or (len(opened) if any_live else max(4, len(opened)))
+            if any_live:
+                from ..models.build import warm_up
+
+                for size in {s.info.resolution_wh for s in opened if s.live}:
+                    warm_up(self.models, size, self.batch)  # before the live streams' frames arrive
             self.out = queue.Queue(maxsize=max(16, 4 * self.batch))
             for s in opened:
                 capacity = s.cfg.buffer_size or (2 if s.live else 8)
