@@ -156,8 +156,11 @@ class MainWindow(RunnerHostMixin, QMainWindow):
         newest. Never waits on the runner (reference reads and one atomic deque copy)."""
         latest = self.runner.latest
         shown = self.shown_result
-        if latest is None or shown is None or self.runner.pipeline.live or self.runner.paused:
+        if latest is None or self.runner.pipeline.live or self.runner.paused:
             return latest
+        if shown is None:  # a file plays from its first result (the first batches can come at once)
+            recent = list(self.runner.recent)
+            return recent[0] if recent else latest
         pending = [x for x in list(self.runner.recent) if x.frame.index > shown.frame.index]
         if not pending:
             return latest if latest.frame.index > shown.frame.index else shown
