@@ -129,9 +129,9 @@ def build_run_parser(prog: str = "rtvision") -> OneLineParser:
     g.add_argument("--batch", type=positive_int, default=None,
                    help="most frames per inference batch (default: 4 for files; 1 for live sources, for the lowest latency)")
     g.add_argument("--no-overlap", action="store_true",
-                   help="files: run the classifier and the face detector one after the other (default with --faces "
-                        "fast: the face detections of the next batches run on helper threads meanwhile, one per batch ahead and at most "
-                        "one per core, the CPU's threads split)")
+                   help="files: run the classifier and the face detector one after the other (default: the face "
+                        "detections of the next batches run on helper threads meanwhile, one per batch ahead and at most "
+                        "one per core on the CPU, the CPU's threads split; on CUDA on a stream of their own)")
     g.add_argument("--lookahead", type=positive_int, default=RunConfig.lookahead,
                    help="files, with the overlap: batches whose face detections may run ahead of the batch being "
                         "finished (default: %(default)s)")

@@ -118,10 +118,10 @@ class RunConfig:
         worker slower than its camera then always works on the freshest frame: lowest latency).
     results_path: JSON Lines output (one object per processed frame, in frame order).
     save_path: annotated video output.
-    overlap: files in the tracking face mode (``fast``): the face detections of batch k+1 run on a
-        helper thread while the worker runs the classifier and the face tracking of batch k (CPU:
-        torch's threads split between the two); False: one model after the other. Live sources
-        never look ahead (latency); ``--faces full`` would not gain (its detector is most of the work).
+    overlap: files: the face detections of the next batches run on helper threads while the
+        worker runs the classifier (and, in the ``fast`` mode, the face tracking) of the current
+        one (CPU: torch's threads split between them); False: one model after the other. Live
+        sources never look ahead (latency).
     lookahead: with ``overlap``, how many batches' face detections may be started ahead of the
         batch being finished (1: just the next one). Two let the helper run on while the worker
         has a slow batch (many local searches) and vice versa, instead of each waiting for the

@@ -5,9 +5,11 @@ and never wait long for more (latency matters). Results go to a small bounded qu
 order; when the consumer is slow the worker waits, the ring buffer fills, and a live source
 drops at the buffer: no queue anywhere grows without bound.
 
-Files with a tracking face stage (``--faces fast``) also overlap the two models (``overlap``): the
-face detections of batches k+1..k+``lookahead`` run on helper threads (``rtvision-faces``) while
-the worker runs the classifier and the face tracking of batch k. On the CPU there is one helper
+Files with a planned face stage (``--faces fast`` and ``full``) also overlap the two models
+(``overlap``): the face detections of batches k+1..k+``lookahead`` run on helper threads
+(``rtvision-faces``) while the worker runs the classifier (and the face tracking) of batch k. On
+CUDA each thread's detections run on a CUDA stream of its own (``FastMTCNN``), and the stage
+clocks wait for the worker's own stream only (``StageTimer``). On the CPU there is one helper
 per batch ahead, up to one per core (``LoopPlan.helpers``; 2 cores: 2), so that the detections of
 two batches run side by side: a detection scales only ~1.5x from one intra-op thread to two (the
 pyramid, the crops and the cascade's bookkeeping are single-threaded), so one helper left part of
