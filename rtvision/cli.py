@@ -27,7 +27,7 @@ import threading  # noqa: E402
 from collections.abc import Callable
 
 from . import errors  # noqa: E402
-from .argtypes import non_negative_float, non_negative_int, positive_float, positive_int, scale_fraction  # noqa: E402
+from .argtypes import float_in, non_negative_float, non_negative_int, positive_float, positive_int, scale_fraction  # noqa: E402
 from .config import (
     BACKENDS,
     CLASSIFIERS,
@@ -107,6 +107,10 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-face-background", action="store_true",
                    help="live sources, fast mode: run each face detection in line on the worker (default: on a helper "
                         "thread while the next frames are tracked, merged when done)")
+    g.add_argument("--live-pnet-threshold", type=float_in(0.01, 0.99, "a P-Net threshold"), default=None, metavar="T",
+                   help="live sources, fast mode: the P-Net threshold of the background detections (a higher one: "
+                        "shorter detections, so new faces are found sooner, but faces only a weak P-Net response "
+                        "finds are left to the tracks, and boxes drift more; default: MTCNN's own, 0.6)")
     g.add_argument("--small-face-every", type=positive_int, default=None,
                    help="fast mode: look for the smallest faces (--min-face up to 1.41x it: the finest pyramid level, "
                         "about a third of a detection's work) on every N-th detection only; tracked faces of every size "
@@ -215,6 +219,7 @@ def model_config(a: argparse.Namespace) -> ModelConfig:
         face_scale=a.face_scale,
         face_stride=a.face_stride,
         small_face_every=a.small_face_every,
+        live_pnet_threshold=a.live_pnet_threshold,
         face_background=not a.no_face_background,
         min_face=a.min_face,
         face_backend=a.face_backend,

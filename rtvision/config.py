@@ -74,6 +74,7 @@ class ModelConfig:
         the mode's default); see ``rtvision.faces.stage``.
     face_background: live sources, tracking face mode: due detections run on a helper thread
         while the next frames are tracked (False: in line, on the worker).
+    live_pnet_threshold: those background detections' P-Net threshold (None: MTCNN's own, 0.6).
     face_backend: ``fast`` (batched torch MTCNN) or ``facenet`` (facenet-pytorch's own MTCNN).
     """
 
@@ -90,6 +91,7 @@ class ModelConfig:
     face_stride: int | None = None
     min_face: int | None = None
     small_face_every: int | None = None
+    live_pnet_threshold: float | None = None
     face_background: bool = True
     face_backend: str = "fast"
     calib_frames: int = 32

@@ -277,6 +277,32 @@ def test_a_live_source_warms_the_models_up_before_its_capture_starts(faces_video
             assert [c[0] for c in calls] == ["classifier"]  # files: no warm-up, the first batch is the capture's
 
 
+def test_live_background_detections_run_at_their_own_pnet_threshold(faces_video, monkeypatch):
+    """Live sources, fast mode: with --live-pnet-threshold, every full detection (the first, in
+    line, and the background ones) runs at that P-Net threshold; by default, and for files,
+    MTCNN's own 0.6."""
+    from rtvision.faces.detector import FastMTCNN
+
+    seen: list[float] = []
+    real = FastMTCNN._detect_full
+
+    def spy(self, images, skip=0):
+        seen.append(self.thresholds[0])
+        return real(self, images, skip)
+
+    monkeypatch.setattr(FastMTCNN, "_detect_full", spy)
+    for flags, want in ((["--realtime"], {0.6}), (["--realtime", "--live-pnet-threshold", "0.8"], {0.8}),
+                        (["--live-pnet-threshold", "0.8"], {0.6})):
+        seen.clear()
+        rc = main(["--source", str(faces_video), *flags, "--headless", "--no-progress", "--max-frames", "30",
+                   "--classifier", "none"])
+        assert rc == 0
+        if "--realtime" in flags:  # the warm-up's blank frame goes through the stage's own detector (the same networks)
+            assert seen[0] == 0.6
+            seen.pop(0)
+        assert len(seen) >= 2 and set(seen) == want, (flags, seen)
+
+
 def test_live_source_detects_faces_in_the_background(faces_video, tmp_path):
     """A live source (the 1080p clip paced at its fps) in the default face mode: detections on
     the face stage's helper thread, merged into the tracks; faces with track ids on the frames,

@@ -188,6 +188,9 @@ def _faces_full_no_overlap(ctx: BenchContext) -> VariantPlan:
 
 
 register_variant("faces-full-no-overlap", _faces_full_no_overlap)
+register_variant("live-pnet-0.8", _derived(
+    "live-pnet-0.8", "default settings, live background detections at P-Net 0.8 (--live-pnet-threshold 0.8)",
+    live_pnet_threshold=0.8))
 register_variant("faces-stride2", _derived(
     "faces-stride2", "fast face mode with a detection every 2nd frame at most (--faces fast --face-stride 2)", faces="fast",
     face_stride=2))

@@ -27,6 +27,7 @@ facenet-pytorch), so the smallest face found, in original pixels, is about
 from __future__ import annotations
 
 import contextlib
+import copy
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -179,6 +180,17 @@ class FastMTCNN:
         """The local search for lost faces (see :func:`rtvision.faces.search.detect_near`)."""
         with self.stream():
             return search.detect_near(self, frame, xyxy)
+
+    def with_pnet_threshold(self, threshold: float) -> FastMTCNN:
+        """The same detector (networks, templates, streams shared) with another P-Net threshold:
+        a higher one passes fewer candidates to R- and O-Net, so a detection takes less time, and
+        drops the faces that only a weaker P-Net response found."""
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"P-Net threshold must be in (0, 1), got {threshold}")
+        other = copy.copy(self)
+        other.thresholds = (float(threshold), *self.thresholds[1:])
+        other.description = f"{self.description} P-Net {threshold:g}"
+        return other
 
     def warm_up(self, h: int, w: int) -> None:
         """Every network once on an ``h x w`` frame (blank): P-Net on each pyramid level (and the

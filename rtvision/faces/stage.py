@@ -56,6 +56,11 @@ class FastDefaults:
     small_face_every: int
     motion_budget: float | None = None
     min_stride: int = 1
+    # Live sources' background detections (None: the detector's, MTCNN's 0.6). 0.8 measured ~110
+    # against ~145 ms a detection on the 2-core CPU and found new faces sooner (recall >= 40 px
+    # +0.4 to +1 point), but its boxes drift more (precision >= 40 px 0.956 against 0.983 in one
+    # bench): not a default (assets/experiment-live-pnet-cpu-2026-11-30.md).
+    live_pnet_threshold: float | None = None
 
 
 # CPU: on the shared 1080p street clip (frames change by 0.07 a frame, median) a detection
@@ -145,13 +150,19 @@ class TrackedFaces:
     def __init__(
         self, detector: Detector, stride: int, small_face_every: int = 1, small_face_every_live: int | None = None,
         background: bool = True, motion_budget: float | None = None, min_stride: int = 1,
+        live_pnet_threshold: float | None = None,
     ) -> None:
         self.detector = detector
         self._background = background
+        # Live sources' background detections: a P-Net threshold of their own (shorter
+        # detections, so that a new face waits less for one); re-fits and searches keep the detector's.
+        quick = getattr(detector, "with_pnet_threshold", None)
+        background_detector = quick(live_pnet_threshold) if live_pnet_threshold is not None and quick is not None else None
         # Live sources drop frames whenever the worker is slower than the camera; flow plus the
         # O-Net re-fit bridges a few dropped frames, so only a long gap forces a detection.
         self.tracker = StridedFaceTracker(detector, stride=stride, max_gap=3 * stride, fine_every=small_face_every,
-                                          motion_budget=motion_budget, min_stride=min(min_stride, stride))
+                                          motion_budget=motion_budget, min_stride=min(min_stride, stride),
+                                          background_detector=background_detector)
         self.stride = stride
         self._every = {False: small_face_every, True: small_face_every_live or small_face_every}
         sooner = f", sooner with motion (from {min(min_stride, stride)})" if motion_budget is not None and min_stride < stride else ""
@@ -159,6 +170,8 @@ class TrackedFaces:
         files, live = self._every[False], self._every[True]
         if self.tracker.trackable and max(files, live) > 1:
             self.description += f", smallest faces every {files} detections" + ("" if live == files else f" (live: every {live})")
+        if background_detector is not None and background:
+            self.description += f", live detections at P-Net {live_pnet_threshold:g}"
 
     def set_live(self, live: bool) -> None:
         """The run's source kind (the pipeline says it before :meth:`start`): the smallest-face
@@ -218,10 +231,10 @@ class FaceSetup:
 
     def __init__(self, detector: Detector, stride: int = 1, small_face_every: int = 1,
                  small_face_every_live: int | None = None, background: bool = True,
-                 motion_budget: float | None = None, min_stride: int = 1) -> None:
+                 motion_budget: float | None = None, min_stride: int = 1, live_pnet_threshold: float | None = None) -> None:
         self.detector = detector
         self.stride = stride
-        self._settings = (small_face_every, small_face_every_live, background, motion_budget, min_stride)
+        self._settings = (small_face_every, small_face_every_live, background, motion_budget, min_stride, live_pnet_threshold)
         self.description = self.new_stage().description
 
     def new_stage(self) -> FaceStage:
@@ -240,6 +253,7 @@ def build_face_setup(
     backend: str = "fast",
     small_face_every: int | None = None,
     background: bool = True,
+    live_pnet_threshold: float | None = None,
 ) -> FaceSetup | None:
     """The face side for ``--faces full|fast|off`` (None when off); explicit knobs win over the mode."""
     if mode == "off":
@@ -248,7 +262,7 @@ def build_face_setup(
         raise ValueError(f"face backend must be one of {BACKENDS}")
     detector_min = float(DEFAULT_MIN_FACE_SIZE)
     every = every_live = small_face_every or 1
-    budget, min_stride = None, 1
+    budget, min_stride, live_pnet = None, 1, live_pnet_threshold
     if mode == "full":
         s, k = scale or 1.0, stride or 1
     elif mode == "fast":
@@ -257,6 +271,7 @@ def build_face_setup(
         k = stride or d.stride
         every = small_face_every or d.small_face_every
         budget, min_stride = d.motion_budget, d.min_stride
+        live_pnet = live_pnet_threshold if live_pnet_threshold is not None else d.live_pnet_threshold
         if scale is None and min_face is not None and resolution_wh is not None and min_face > 2 * DEFAULT_MIN_FACE_SIZE:
             s = choose_scale(resolution_wh, mf)  # only big faces wanted: a smaller frame is enough
         elif scale is None:
@@ -270,7 +285,7 @@ def build_face_setup(
     if detector_min != DEFAULT_MIN_FACE_SIZE:
         det.description += f" min face {detector_min:.0f}px"
     det.description = f"{mode}: {det.description}" + (", every frame" if mode == "fast" and k == 1 else "")
-    return FaceSetup(det, k, every, every_live, background, budget, min_stride)
+    return FaceSetup(det, k, every, every_live, background, budget, min_stride, live_pnet)
 
 
 def build_face_stage(*args, **kwargs) -> FaceStage | None:

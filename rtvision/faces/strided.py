@@ -93,6 +93,8 @@ class StridedFaceTracker:
     search: a box the re-fit no longer calls a face, and the flow no longer follows well
         either, is searched for nearby with the detector's ``detect_near``; without it, low
         flow confidence brings the next detection forward.
+    background_detector: the detector of background mode's detections (default ``detector``;
+        re-fits and local searches always use ``detector``).
     """
 
     def __init__(
@@ -108,12 +110,17 @@ class StridedFaceTracker:
         motion_budget: float | None = None,
         min_stride: int = 1,
         flow_only: int = FLOW_ONLY_FRAMES,
+        background_detector: Detector | None = None,
     ) -> None:
         if stride < 1:
             raise ValueError(f"stride must be >= 1, got {stride}")
         if min_stride < 1:
             raise ValueError(f"min_stride must be >= 1, got {min_stride}")
         self.detector = detector
+        # Background mode's detections (not its re-fits and local searches): a detector whose
+        # detections take less time (FastMTCNN.with_pnet_threshold), since a new face waits for
+        # one to end.
+        self.background_detector = background_detector if background_detector is not None else detector
         self.motion_budget = None if motion_budget is None else float(motion_budget)
         self.min_stride = int(min_stride)
         self.flow_only = int(flow_only)
@@ -346,7 +353,7 @@ class StridedFaceTracker:
             if self._since_submit is None and p is None:
                 # The first frame (of a run, after a restart or a size change) is detected in
                 # line: nothing is tracked yet, and a late detection would leave frames empty.
-                faces = self._detected(frame, index, self.detector.detect([frame])[0])
+                faces = self._detected(frame, index, self.background_detector.detect([frame])[0])
                 self.stats.detect_calls += 1
                 self._since_submit, self._moved = 0, 0.0
                 self._submitted += 1
@@ -379,7 +386,7 @@ class StridedFaceTracker:
         """Start a detection of ``frame`` (the current one) on the helper thread."""
         img = as_image(frame)
         fine = self._settle or self._submitted % self.fine_every == 0
-        run = self.detector.detect if fine else self.detector.detect_coarse
+        run = self.background_detector.detect if fine else self.background_detector.detect_coarse
         self._jobs.submit(index, self.tracker.gray, self.tracker.snapshot(), lambda: run([img])[0])
         self._submitted += 1
         self._since_submit, self._moved, self._settle = 0, 0.0, False

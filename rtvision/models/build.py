@@ -268,6 +268,6 @@ def build_models(cfg: ModelConfig, source=None, info=None) -> Models:
     faces = build_face_setup(
         cfg.faces, device, cfg.face_scale, cfg.face_stride, cfg.min_face,
         resolution_wh=info.resolution_wh if info is not None else None, backend=cfg.face_backend,
-        small_face_every=cfg.small_face_every, background=cfg.face_background,
+        small_face_every=cfg.small_face_every, background=cfg.face_background, live_pnet_threshold=cfg.live_pnet_threshold,
     )
     return Models(device, classifier, faces, warnings)
