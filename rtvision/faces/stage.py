@@ -56,11 +56,6 @@ class FastDefaults:
     small_face_every: int
     motion_budget: float | None = None
     min_stride: int = 1
-    # Live sources' background detections (None: the detector's, MTCNN's 0.6). 0.8 measured ~110
-    # against ~145 ms a detection on the 2-core CPU and found new faces sooner (recall >= 40 px
-    # +0.4 to +1 point), but its boxes drift more (precision >= 40 px 0.956 against 0.983 in one
-    # bench): not a default (assets/experiment-live-pnet-cpu-2026-11-30.md).
-    live_pnet_threshold: float | None = None
 
 
 # CPU: on the shared 1080p street clip (frames change by 0.07 a frame, median) a detection
@@ -262,7 +257,11 @@ def build_face_setup(
         raise ValueError(f"face backend must be one of {BACKENDS}")
     detector_min = float(DEFAULT_MIN_FACE_SIZE)
     every = every_live = small_face_every or 1
-    budget, min_stride, live_pnet = None, 1, live_pnet_threshold
+    # live_pnet_threshold (--live-pnet-threshold) has no default of its own: 0.8 measured ~110
+    # against ~145 ms a detection on the 2-core CPU and found new faces sooner (recall >= 40 px
+    # +0.4 to +1 point), but its boxes drift more (precision >= 40 px 0.956 against 0.983 in one
+    # bench; assets/experiment-live-pnet-cpu-2026-11-30.md).
+    budget, min_stride = None, 1
     if mode == "full":
         s, k = scale or 1.0, stride or 1
     elif mode == "fast":
@@ -271,7 +270,6 @@ def build_face_setup(
         k = stride or d.stride
         every = small_face_every or d.small_face_every
         budget, min_stride = d.motion_budget, d.min_stride
-        live_pnet = live_pnet_threshold if live_pnet_threshold is not None else d.live_pnet_threshold
         if scale is None and min_face is not None and resolution_wh is not None and min_face > 2 * DEFAULT_MIN_FACE_SIZE:
             s = choose_scale(resolution_wh, mf)  # only big faces wanted: a smaller frame is enough
         elif scale is None:
@@ -285,7 +283,7 @@ def build_face_setup(
     if detector_min != DEFAULT_MIN_FACE_SIZE:
         det.description += f" min face {detector_min:.0f}px"
     det.description = f"{mode}: {det.description}" + (", every frame" if mode == "fast" and k == 1 else "")
-    return FaceSetup(det, k, every, every_live, background, budget, min_stride, live_pnet)
+    return FaceSetup(det, k, every, every_live, background, budget, min_stride, live_pnet_threshold)
 
 
 def build_face_stage(*args, **kwargs) -> FaceStage | None:
