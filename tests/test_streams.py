@@ -121,6 +121,25 @@ def test_a_failing_stream_is_removed_and_the_others_finish(tmp_path):
     assert not rtvision_threads() and p.stuck_threads == []
 
 
+def test_a_stop_closes_every_streams_source_and_marks_each_stopped():
+    """Three endless cameras, stopped after 30 results (Ctrl-C, a closed window): every stream's
+    source is closed and each stream reads "stopped", not only the last one; nothing is left
+    running."""
+    cfg = RunConfig(SourceConfig("template"), ModelConfig(), progress=False)
+    sources = {n: FaultySource(10**6, fps=100) for n in ("a", "b", "c")}
+    specs = [StreamSpec(n, n) for n in sources]
+    seen = 0
+    with MultiPipeline(cfg, specs, models=fake_models(FakeClassifier(), FakeFaces()), sources=sources) as p:
+        for _ in p.results():
+            seen += 1
+            if seen == 30:
+                p.request_stop()
+        assert all(src.connected for src in sources.values())  # open until the owner stops
+    assert [(s.name, s.state) for s in p.streams] == [("a", "stopped"), ("b", "stopped"), ("c", "stopped")]
+    assert not any(src.connected for src in sources.values())
+    assert not rtvision_threads() and p.stuck_threads == []
+
+
 def test_a_slow_live_stream_is_not_starved_and_does_not_slow_the_others():
     """A live camera at 10 fps next to two files: the camera gets nearly every frame it sends
     (it is in every batch it has a frame for), and the files still go through at their pace."""

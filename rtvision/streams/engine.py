@@ -374,6 +374,7 @@ class MultiPipeline:
             self.detect_pool.shutdown(wait=True, cancel_futures=True)
         if self.worker is not None and not worker_stuck:
             self.worker.thread_counts.restore()  # no thread computes any more
+        for s in self.streams:
             if s.source is not None and not (s.capture is not None and s.capture.name in stuck):
                 try:
                     s.source.close()
