@@ -56,7 +56,8 @@ class OneLineParser(argparse.ArgumentParser):
     """argparse that reports a bad flag in one line and exits 2."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(errors.EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        # the message quotes the argument it refuses, which may be a camera URL with its password
+        self.exit(errors.EXIT_USAGE, f"{self.prog}: error: {redact_text(message)} (see {self.prog} --help)\n")
 
 
 def add_source_args(p: argparse.ArgumentParser, default: str | None = "demo") -> None:

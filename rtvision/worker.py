@@ -195,10 +195,14 @@ class InferenceWorker(threading.Thread):
         except BaseException as exc:
             self.error = exc
             log.error("inference worker failed: %s: %s", exc.__class__.__name__, exc)
-            self.stop_event.set()
-            self.buffer.close()
+            self.buffer.close()  # the capture stops
         finally:
-            self._emit(END, force=True)  # the thread counts: restored by the owner (ThreadCounts)
+            # END after every result already made, in order: the stop is asked only once END is
+            # queued, so that emit() does not drop a finished result to make room for it (only a
+            # stop the consumer asks for does). The thread counts: restored by the owner.
+            self._emit(END, force=True)
+            if self.error is not None:
+                self.stop_event.set()
 
     def _emit(self, item, force: bool = False) -> bool:
         return emit(self.out, item, self.stop_event, force)

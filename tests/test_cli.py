@@ -200,8 +200,8 @@ def test_sigint_while_a_live_source_detects_in_the_background(faces_video, tmp_p
 
 def test_sigkill_mid_save_leaves_a_playable_video(faces_video, tmp_path):
     """No finalization at all (SIGKILL, like a crash of the whole process): the fragmented MP4
-    still plays up to its last flushed fragment (one per second of video), and the JSONL holds
-    every result written before the kill as complete lines."""
+    still plays up to its last flushed fragment (one per frame: all but the frame still in the
+    encoder), and the JSONL holds every result written before the kill as complete lines."""
     import av
 
     video, results = tmp_path / "out.mp4", tmp_path / "out.jsonl"
@@ -226,10 +226,12 @@ def test_sigkill_mid_save_leaves_a_playable_video(faces_video, tmp_path):
     rows = [json.loads(line) for line in results.read_text().splitlines()]
     assert [r["frame"] for r in rows] == list(range(len(rows)))
     n_cv = count_frames(video)
-    assert len(rows) - 2 * 25 <= n_cv <= len(rows)  # at most the unflushed last second is lost
     with av.open(str(video)) as container:  # FFmpeg (PyAV) decodes it too
         n_av = sum(1 for _ in container.decode(video=0))
-    assert n_av == n_cv
+    # lost: the frame in the encoder; one more may be between the two sinks, or in a fragment
+    # the kill cut short (which each reader may take or leave)
+    for n in (n_cv, n_av):
+        assert len(rows) - 2 <= n <= len(rows) + 1, (len(rows), n_cv, n_av)
 
 
 def test_loop_starts_a_file_over_with_frame_numbers_going_on(faces_video, tmp_path):

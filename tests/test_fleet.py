@@ -68,6 +68,34 @@ def test_an_actor_in_process_resumes_a_file_and_hands_out_every_record(index_cli
     assert actor.thread is not None and not actor.thread.is_alive()
 
 
+def test_an_actor_whose_shutdown_fails_still_says_done(index_clip, monkeypatch):
+    """The pipeline's stop raises at the end of the run: the actor still reports done (with the
+    error in its summary), so that the driver does not poll it until its timeout."""
+    from rtvision.streams.engine import MultiPipeline
+
+    cfg = RunConfig(SourceConfig("template"), ModelConfig(classifier="none", faces="off"), progress=False)
+    real_stop = MultiPipeline.stop
+
+    def failing_stop(self):
+        real_stop(self)
+        raise RuntimeError("restoring the thread counts failed")
+
+    monkeypatch.setattr(MultiPipeline, "stop", failing_stop)
+    actor = FleetActor(0)
+    reply = actor.start(cfg, [Assignment("a", str(index_clip))])
+    assert reply["ok"]
+    frames = []
+    for _ in range(200):
+        r = actor.poll(0.2)
+        frames += [rec["frame"] for rec in r["records"]]
+        if r["done"]:
+            break
+    assert r["done"] and r["summary"]["exit_code"] != EXIT_OK and "thread counts" in r["summary"]["error"]
+    assert frames == list(range(60))
+    actor.thread.join(5)
+    assert not actor.thread.is_alive()
+
+
 def test_an_actor_whose_streams_all_fail_says_so_without_raising(tmp_path):
     cfg = RunConfig(SourceConfig("template"), ModelConfig(classifier="none", faces="off"), progress=False)
     reply = FleetActor(1).start(cfg, [Assignment("x", str(tmp_path / "missing.mp4"))])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 
 import cv2
 import numpy as np
@@ -112,6 +113,19 @@ def test_worker_exception_stops_cleanly_and_reports(index_clip, tmp_path):
     rows = read_jsonl(tmp_path / "r.jsonl")
     assert [r["frame"] for r in rows] == list(range(6))  # 3 good batches of 2, then the failure
     assert count_frames(tmp_path / "v.mp4") == 6
+
+
+def test_worker_exception_keeps_every_result_made_before_it_with_a_slow_consumer(index_clip, tmp_path):
+    """The results queue is full when the worker fails (the consumer writes slowly): the END
+    marker waits for room, and no result already made is dropped to make it (frames 0..10,
+    every one of them, in order)."""
+    cfg = RunConfig(SourceConfig(str(index_clip)), ModelConfig(), batch=1, progress=False,
+                    results_path=str(tmp_path / "r.jsonl"))
+    s, pipe, _ = run_to_end(cfg, fake_models(FakeClassifier(fail_on_batch=12)), listen=lambda r: time.sleep(0.25))
+    assert s["exit_code"] == 1 and "fake classifier failure" in s["error"]
+    assert [r["frame"] for r in read_jsonl(tmp_path / "r.jsonl")] == list(range(11))
+    assert s["frames_processed"] == 11
+    assert not pipe.capture.is_alive() and not pipe.worker.is_alive()
 
 
 def test_file_mode_runs_face_detections_a_batch_ahead_on_a_helper_thread(index_clip):

@@ -166,3 +166,37 @@ def test_unreachable_stream_leaks_no_secret(tmp_path):
         assert secret not in r.stdout and secret not in r.stderr
     assert r.stderr.strip().splitlines()[-1] == "rtvision: error: cannot open stream rtsp://admin:***@127.0.0.1:1/x?token=***"
     assert list(tmp_path.iterdir()) == []  # the summary JSON claimed up front was removed, empty
+
+
+def test_a_stream_that_never_opens_leaks_no_secret_in_a_multi_stream_summary(faces_video, tmp_path):
+    """--sources with two unreachable cameras with passwords and tokens next to a real file: the
+    summary JSON and the text summary name them masked, and say why they failed, masked too."""
+    listing = tmp_path / "cams.txt"
+    listing.write_text(f"cam1=rtsp://user:hunter2@127.0.0.1:1/x\nhttp://u:LEAKME@127.0.0.1:1/v.mp4?token=SECRETTOK\n"
+                       f"f={faces_video}\n", encoding="utf-8")
+    r = subprocess.run(
+        [sys.executable, "-m", "rtvision", "--sources", str(listing), "--headless", "--no-progress", "--reconnect", "1",
+         "--stall-timeout", "1", "--classifier", "none", "--faces", "off", "--max-frames", "5", "--summary-json", "s.json"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=180,
+    )
+    assert r.returncode == 7, r.stderr[-2000:]
+    summary = json.loads((tmp_path / "s.json").read_text())
+    rows = {row["stream"]: row for row in summary["streams"]}
+    assert rows["cam1"]["source"] == "rtsp://user:***@127.0.0.1:1/x" and rows["cam1"]["state"] == "failed"
+    assert rows["cam1"]["error"] and rows["f"]["frames_processed"] == 5
+    blobs = [r.stdout, r.stderr, (tmp_path / "s.json").read_text()]
+    for secret in ("hunter2", "LEAKME", "SECRETTOK"):
+        assert not any(secret in b for b in blobs), secret
+
+
+@pytest.mark.parametrize("argv", [["rtsp://user:hunter2@127.0.0.1:1/x?token=SECRETTOK"],
+                                  ["--classifier", "rtsp://user:hunter2@h/x?token=SECRETTOK"],
+                                  ["fleet", "rtsp://user:hunter2@h/x?token=SECRETTOK"]])
+def test_a_usage_error_quoting_a_url_masks_its_secrets(argv):
+    """A URL given where a flag was expected (a forgotten --source): argparse quotes it in its
+    one-line error, masked."""
+    r = subprocess.run([sys.executable, "-m", "rtvision", *argv], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert "***" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    for secret in ("hunter2", "SECRETTOK"):
+        assert secret not in r.stderr and secret not in r.stdout

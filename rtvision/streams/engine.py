@@ -161,19 +161,25 @@ class MultiWorker(threading.Thread):
         except BaseException as exc:
             self.error = exc
             log.error("inference worker failed: %s: %s", exc.__class__.__name__, exc)
-            self.stop_event.set()
             for s in self.streams:
                 if s.buffer is not None:
-                    s.buffer.close()
+                    s.buffer.close()  # the captures stop
         finally:
-            self._emit(END, force=True)  # the thread counts: restored by MultiPipeline.stop (ThreadCounts)
+            # END after every result already made (see Worker.run); the thread counts: restored
+            # by MultiPipeline.stop (ThreadCounts)
+            self._emit(END, force=True)
+            if self.error is not None:
+                self.stop_event.set()
 
     def _loop(self) -> None:
         while not self.stop_event.is_set():
             self.wake.clear()
+            # every pass, not only when no stream has frames: a stream that ended (or failed)
+            # while the others kept the worker busy is reported so at once, and a stop asked
+            # later does not call it "stopped"
+            self._retire_finished()
             groups = self.batcher.take(self.streams)
             if not groups:
-                self._retire_finished()
                 if not any(s.active for s in self.streams):
                     return
                 self.wake.wait(0.05)
@@ -260,19 +266,19 @@ class MultiPipeline:
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> MultiPipeline:
         cfg = self.cfg
-        for s in self.streams:
-            try:
-                s.source = self._given_sources.get(s.name) or open_source(s.cfg)
-                s.info = s.source.open()
-                s.live = s.info.live or s.cfg.realtime
-                s.state = "running"
-            except RtvisionError as exc:
-                s.state, s.error = "failed", exc
-                log.warning("stream %s: %s", s.name, exc)
-        opened = [s for s in self.streams if s.state == "running"]
-        if not opened:
-            raise self.streams[0].error  # nothing to run: the first stream's own error
         try:
+            for s in self.streams:
+                try:
+                    s.source = self._given_sources.get(s.name) or open_source(s.cfg)
+                    s.info = s.source.open()
+                    s.live = s.info.live or s.cfg.realtime
+                    s.state = "running"
+                except RtvisionError as exc:
+                    s.state, s.error = "failed", exc
+                    log.warning("stream %s: %s", s.name, exc)
+            opened = [s for s in self.streams if s.state == "running"]
+            if not opened:
+                raise self.streams[0].error  # nothing to run: the first stream's own error
             if self.models is None:
                 from ..models.build import build_models
 
@@ -308,12 +314,17 @@ class MultiPipeline:
                 self.face_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rtvision-faces")
             self.worker = MultiWorker(self.streams, self.out, self.stop_event, self.wake, self.models.classifier,
                                       self.batch, cfg.model.topk, self.models.device.type == "cuda", self.face_pool)
-        except BaseException:
+        except BaseException:  # whatever failed (Ctrl-C during a slow open too): undo what was made
+            for pool in (self.face_pool, self.detect_pool):
+                if pool is not None:
+                    pool.shutdown(wait=True, cancel_futures=True)
             for s in self.streams:
-                if s.faces is not None:
-                    s.faces.close()
-                if s.source is not None:
-                    s.source.close()
+                for part in (s.faces, s.source):
+                    if part is not None:
+                        try:
+                            part.close()
+                        except Exception:  # pragma: no cover - best effort; the first error is raised
+                            log.debug("closing stream %s after a failed start failed", s.name, exc_info=True)
             raise
         for s in opened:
             s.capture.start()

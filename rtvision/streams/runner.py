@@ -17,6 +17,7 @@ from ..errors import EXIT_OK, EXIT_STREAM_FAILED, Interrupted, RtvisionError
 from ..faces.protocols import CountingFaceStage
 from ..runner import LiveStats
 from ..sinks import JsonlSink, VideoSink
+from ..specs import redact_text, redact_url
 from ..stats import peak_rss_mb, process_age_s, rss_mb
 from ..types import Result
 from .engine import MultiPipeline
@@ -114,10 +115,10 @@ class MultiRunner:
             elapsed = (st.last_result_at or time.monotonic()) - self.started_at
             row = {
                 "stream": s.name,
-                "source": s.info.name if s.info else s.cfg.spec,
+                "source": s.info.name if s.info else redact_url(s.cfg.spec),  # a stream that never opened
                 "live": s.live,
                 "state": s.state,
-                "error": str(s.error) if s.error is not None else None,
+                "error": redact_text(str(s.error)) if s.error is not None else None,
                 "resolution_wh": list(s.info.resolution_wh) if s.info else None,
                 "source_fps": s.info.fps if s.info else None,
                 "frames_read": read,
