@@ -447,3 +447,28 @@ def test_weights_identity(tmp_path):
     f.write_bytes(b"abc")
     assert artifact.weights_identity(str(f)).startswith("sha256:ba7816bf")
     assert artifact.weights_identity("imagenet:ResNet50_Weights.IMAGENET1K_V2") == "imagenet:ResNet50_Weights.IMAGENET1K_V2"
+
+
+@pytest.mark.parametrize("edit", [{"crop": 60000, "resize": 60000}, {"std": [float("nan")] * 3},
+                                  {"mean": [0.5, float("inf"), 0.5]}, {"std": [0.2, 0.0, 0.2]}])
+def test_preprocessing_out_of_bounds_is_refused_even_with_a_recomputed_digest(tmp_path, edit):
+    """An artifact edited after it was written, its digest recomputed (the digest has no key): a
+    60000-pixel crop (it would take all the memory), a NaN std (every input the same), an inf
+    mean or a zero std are refused at load in one line."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    x = ops.parameter([-1, 3, 112, 112], np.float32, name="x")
+    w = np.random.default_rng(0).standard_normal((3, 1000)).astype(np.float32)
+    y = ops.matmul(ops.reduce_mean(x, np.array([2, 3]), keep_dims=False), ops.constant(w), False, False)
+    payload = artifact.openvino_payload(ov.Model([y], [x], "tiny"), arch="resnet18", precision="fp32",
+                                        class_names=NAMES, preprocess=PP)
+    payload["preprocess"] = dict(payload["preprocess"], **edit)
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    path = tmp_path / "edited.rtv"
+    path.write_bytes(_encode_raw(buf.getvalue()))
+    _assert_refused(path, "preprocess")
+    with pytest.raises(ModelError) as ei:
+        load_for_pipeline(str(path), _cfg(tmp_path))
+    _one_line(str(ei.value))

@@ -257,3 +257,20 @@ def test_loop_starts_a_file_over_with_frame_numbers_going_on(faces_video, tmp_pa
     finally:
         src.close()
     assert (imgs[n] == imgs[0]).all() and not (imgs[n] == imgs[n - 1]).all()
+
+
+def test_a_cache_dir_that_cannot_be_a_folder_runs_without_a_cache(faces_video, tmp_path):
+    """--cache-dir naming a file: the model cache and OpenVINO's compiled-model cache are both
+    unavailable; the run says so in two warnings and goes on (real MobileNetV2 labels), exit 0."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_bytes(b"")
+    r = subprocess.run(
+        [sys.executable, "-m", "rtvision", "--source", str(faces_video), "--headless", "--no-progress",
+         "--classifier", "mobilenet_v2", "--faces", "off", "--max-frames", "2", "--cache-dir", str(blocker),
+         "--results", str(tmp_path / "r.jsonl")],
+        capture_output=True, text=True, timeout=300, cwd=REPO,
+    )
+    assert r.returncode == 0, r.stderr[-1500:]
+    assert "model cache unavailable" in r.stderr and "compiling without it" in r.stderr
+    rows = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert [row["frame"] for row in rows] == [0, 1] and all(row["labels"] for row in rows)

@@ -171,8 +171,17 @@ class OpenVINORuntime:
         if threads not in self._compiled:
             config = self._config(threads)
             lock = folder_lock(Path(self.cache_dir) / ".locks" / "compile.lock") if self.cache_dir else contextlib.nullcontext()
-            with lock:
-                compiled = core().compile_model(self.model, "CPU", config)
+            try:
+                with lock:
+                    compiled = core().compile_model(self.model, "CPU", config)
+            except RuntimeError as exc:
+                if not self.cache_dir:
+                    raise
+                # a cache folder OpenVINO cannot use (a file, read-only, full): compile without it
+                log.warning("OpenVINO cannot use the cache folder %s (%s); compiling without it",
+                            self.cache_dir, str(exc).strip().splitlines()[-1][:200])
+                self.cache_dir = None
+                compiled = core().compile_model(self.model, "CPU", self._config(threads))
             self._compiled[threads] = (compiled, compiled.create_infer_request())
         return self._compiled[threads][1]
 

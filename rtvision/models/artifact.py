@@ -9,8 +9,9 @@ checks the digest, then reads the payload the same way. So:
 
 * nothing pickled from outside ever runs: ``weights_only`` refuses every global outside torch's
   tensor/dtype allow-list, before anything is built;
-* a damaged or tampered file (a flipped byte anywhere in the payload) fails the digest and is
-  refused with one line; non-finite weights are refused too.
+* a damaged file (a flipped byte anywhere in the payload) fails the digest and is refused with
+  one line; non-finite weights and preprocessing out of bounds are refused too. The digest has
+  no key: an edit that recomputes it passes it, and still loads only plain values, checked.
 
 The payload holds only tensors and plain python. Two kinds:
 

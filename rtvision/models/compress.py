@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 from collections.abc import Sequence
 
 import cv2
@@ -34,16 +35,23 @@ IMPORTANCES = ("l1", "taylor")
 # ---------------------------------------------------------------- preprocessing
 
 
+MAX_INPUT_SIDE = 2048  # a classifier's resize/crop; ImageNet models take 224-600
+
+
 def check_preprocess(preprocess: dict) -> dict:
-    """Validate a preprocess dict; returns it. Raises ValueError."""
+    """Validate a preprocess dict; returns it. Raises ValueError. Sizes are bounded (an edited
+    artifact asking for a 60000-pixel crop would take all the memory) and every value finite (a
+    NaN std makes every input the same)."""
     try:
         resize, crop = int(preprocess["resize"]), int(preprocess["crop"])
         mean = [float(v) for v in preprocess["mean"]]
         std = [float(v) for v in preprocess["std"]]
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, OverflowError) as e:
         raise ValueError(f"bad preprocess dict {preprocess!r}: {e}") from None
-    if not (0 < crop <= resize) or len(mean) != 3 or len(std) != 3 or min(std) <= 0:
-        raise ValueError(f"bad preprocess dict {preprocess!r}")
+    if not (0 < crop <= resize <= MAX_INPUT_SIDE) or len(mean) != 3 or len(std) != 3:
+        raise ValueError(f"bad preprocess dict {preprocess!r}: crop <= resize <= {MAX_INPUT_SIDE}, three means and stds")
+    if not all(math.isfinite(v) for v in mean + std) or min(std) <= 0:
+        raise ValueError(f"bad preprocess dict {preprocess!r}: means and stds must be finite, stds > 0")
     return {"resize": resize, "crop": crop, "mean": mean, "std": std}
 
 
