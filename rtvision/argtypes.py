@@ -56,3 +56,18 @@ def float_in(lo: float, hi: float, what: str) -> Callable[[str], float]:
 
     parse.__name__ = f"float_in_{lo:g}_{hi:g}"
     return parse
+
+
+MAX_LIST_FILE_BYTES = 1 << 20  # a list of sources or of class names: far under this
+
+
+def read_list_file(path: str, limit: int = MAX_LIST_FILE_BYTES) -> str:
+    """The text of a small list file named on the command line (``--sources``, ``--labels``),
+    read as UTF-8, at most ``limit`` bytes: a device such as ``/dev/zero`` (or a huge file) is
+    refused instead of read until memory runs out; a pipe (``--sources <(...)``) still works.
+    Raises OSError, UnicodeDecodeError, or ValueError (too large)."""
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"larger than {limit // (1 << 20)} MB")
+    return data.decode("utf-8")

@@ -207,6 +207,10 @@ def source_config(a: argparse.Namespace) -> SourceConfig:
 
 
 def model_config(a: argparse.Namespace) -> ModelConfig:
+    if a.model and a.classifier == "none":
+        raise UsageError("--model runs the artifact's classifier: drop --classifier none, or --model")
+    if a.model and a.weights != ModelConfig.weights:
+        raise UsageError("--weights does not apply to --model: the artifact holds its own weights")
     return ModelConfig(
         classifier=a.classifier,
         weights=a.weights,

@@ -155,7 +155,9 @@ class FileSource(_CvSource):
     def __init__(self, path: str) -> None:
         super().__init__(path, redact_url(path))
         self._path = Path(path)
-        self._fails = 0
+        self._reads = 0  # reads of the file so far, decoded or not
+        self._held: np.ndarray | None = None  # the frame decoded after a damaged stretch
+        self._damaged: list[int] = []  # that stretch's frame positions, one CorruptFrame each
         self.last_pts_s: float | None = None  # container timestamp of the last frame read (bad fps header only)
 
     def open(self) -> SourceInfo:
@@ -168,6 +170,7 @@ class FileSource(_CvSource):
             raise InputError(f"cannot read file: {name}")
         if p.stat().st_size == 0:
             raise InputError(f"empty file: {name}")
+        self._reads, self._held, self._damaged = 0, None, []
         info = super().open()
         # A container OpenCV accepts but cannot decode (truncated, not really a video) has no frame.
         first = self._read_timed()
@@ -191,6 +194,7 @@ class FileSource(_CvSource):
 
     def _read_timed(self) -> np.ndarray | None:
         """One frame; with an unbelievable fps header, ``last_pts_s`` takes its container timestamp."""
+        self._reads += 1
         ok, img = self._cap.read()
         if not (ok and img is not None):
             return None
@@ -204,19 +208,32 @@ class FileSource(_CvSource):
         if first is not None:
             self._first = None
             return first
+        if self._damaged:
+            raise CorruptFrame(f"undecodable frame at position {self._damaged.pop(0)}")
+        if self._held is not None:
+            img, self._held = self._held, None
+            return img
         if self._cap is None:
             return None
         img = self._read_timed()
         if img is not None:
-            self._fails = 0
             return img
-        # A failed read before the advertised end is a corrupt frame, unless the decoder is stuck
-        # (truncated file): then it is the end of the readable data.
+        # A failed read before the advertised end is either a damaged stretch, after which the
+        # decoder finds its feet again at a keyframe, or the end of what can be read (a truncated
+        # file, or a frame count that was only an estimate). Read on to tell: every frame of a
+        # stretch is one corrupt frame (--max-corrupt), in its place in the timeline; a tail that
+        # never decodes ends the file, with a warning.
         count = self.info.frame_count
-        pos = int(self._cap.get(cv2.CAP_PROP_POS_FRAMES))
-        if count is not None and pos < count - 1 and self._fails < 3:
-            self._fails += 1
-            raise CorruptFrame(f"undecodable frame near index {pos}")
+        failed = [self._reads - 1]
+        while count is not None and self._reads < count:
+            img = self._read_timed()
+            if img is not None:
+                self._held, self._damaged = img, failed[1:]
+                raise CorruptFrame(f"undecodable frame at position {failed[0]}")
+            failed.append(self._reads - 1)
+        if count is not None and count - failed[0] > max(2, count // 100):  # an estimated count may be a bit off
+            log.warning("%s: reading stopped at frame %d of the %d its header counts: the rest does not decode "
+                        "(truncated or damaged at its end, or an estimated count)", self._name, failed[0], count)
         return None
 
 

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import count_frames
 import torch
@@ -58,6 +59,10 @@ def bad_files(tmp_path_factory, faces_video):
         (["--source", "rtsp://user:hunter2@127.0.0.1:9/cam", "--loop"], errors.EXIT_USAGE),
         (["--source", "demo", "--weights", "/nonexistent/w.pth", "--faces", "off"], errors.EXIT_BAD_MODEL),
         (["--source", "demo", "--labels", "/nonexistent/labels.txt", "--weights", "{bad}/text.mp4"], errors.EXIT_BAD_MODEL),
+        (["--source", "demo", "--model", "/nonexistent/m.rtv", "--classifier", "none"], errors.EXIT_USAGE),
+        (["--source", "demo", "--model", "/nonexistent/m.rtv", "--weights", "/nonexistent/w.pth"], errors.EXIT_USAGE),
+        (["--sources", "/dev/zero"], errors.EXIT_USAGE),  # a device: refused, not read until memory runs out
+        (["--source", "demo", "--labels", "/dev/zero", "--faces", "off", "--classifier", "mobilenet_v2"], errors.EXIT_BAD_MODEL),
     ],
 )
 def test_bad_input_exit_codes(args, code, bad_files, capsys):
@@ -274,3 +279,35 @@ def test_a_cache_dir_that_cannot_be_a_folder_runs_without_a_cache(faces_video, t
     assert "model cache unavailable" in r.stderr and "compiling without it" in r.stderr
     rows = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
     assert [row["frame"] for row in rows] == [0, 1] and all(row["labels"] for row in rows)
+
+
+@pytest.fixture(scope="module")
+def damaged_clip(faces_video, tmp_path_factory) -> Path:
+    """The 1080p clip with 600 KB of random bytes a third of the way in: about 30 frames that do
+    not decode, after which the decoder finds its feet again at a keyframe."""
+    data = bytearray(faces_video.read_bytes())
+    start = len(data) // 3
+    data[start:start + 600_000] = np.random.default_rng(0).integers(0, 256, 600_000, dtype=np.uint8).tobytes()
+    path = tmp_path_factory.mktemp("damaged") / "damaged.mp4"
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_file_damaged_in_the_middle_is_read_past_its_damage_or_refused(damaged_clip, tmp_path):
+    """A damaged stretch is not taken for the end of the file: each of its frames counts as
+    corrupt (default --max-corrupt 10: exit 3, saying why); with room for them, the frames after
+    it are read and processed, numbered in the file's timeline (a gap where the damage is)."""
+    base = [sys.executable, "-m", "rtvision", "--source", str(damaged_clip), "--headless", "--no-progress",
+            "--classifier", "none", "--faces", "off"]
+    r = subprocess.run(base, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert r.returncode == errors.EXIT_BAD_INPUT
+    assert r.stderr.strip().splitlines()[-1].endswith("more than 10 corrupt frames; stopping")
+    out = tmp_path / "r.jsonl"
+    r = subprocess.run(base + ["--max-corrupt", "100", "--results", str(out), "--summary-json", str(tmp_path / "s.json")],
+                       capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert r.returncode == 0, r.stderr[-1500:]
+    frames = [json.loads(line)["frame"] for line in out.read_text().splitlines()]
+    gaps = [(a, b) for a, b in zip(frames, frames[1:]) if b != a + 1]
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert len(gaps) == 1 and gaps[0][1] - gaps[0][0] - 1 == summary["frames_corrupt"] >= 10, (gaps, summary["frames_corrupt"])
+    assert frames[0] == 0 and len(frames) >= 60 and frames[-1] >= 90  # the frames after the damage were read

@@ -94,3 +94,20 @@ def test_a_head_of_another_size_is_shown_as_shapes(r18_state):
 def test_guess_resnet(arch):
     assert guess_resnet(torchvision.models.get_model(arch, weights=None).state_dict()) == arch
     assert guess_resnet({"conv.weight": None}) is None
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.bool])
+def test_weights_of_the_wrong_kind_are_refused_not_cast(tmp_path, r18_state, dtype):
+    """A state_dict whose first conv holds integers (or booleans): load_state_dict would cast it
+    and the network would answer other labels; it is refused in one line naming the tensor."""
+    from rtvision.errors import ModelError
+    from rtvision.models import zoo
+
+    state = dict(r18_state)
+    state["conv1.weight"] = (state["conv1.weight"] * 100).to(dtype)
+    path = tmp_path / "ints.pth"
+    torch.save(state, path)
+    with pytest.raises(ModelError) as ei:
+        zoo.build_network("resnet18", str(path))
+    msg = str(ei.value)
+    assert "conv1.weight" in msg and str(dtype).removeprefix("torch.") in msg and "\n" not in msg

@@ -48,6 +48,7 @@ import torch
 from torch import nn
 
 from . import compress, quant_backend
+from .weights_errors import wrong_kind
 
 log = logging.getLogger(__name__)
 
@@ -328,6 +329,8 @@ class Artifact:
             meta = p.get("state_metadata")
             if isinstance(meta, dict):
                 state._metadata = meta  # type: ignore[attr-defined]
+            kind = wrong_kind(model.state_dict(), state)
+            _require(kind is None, self.path, kind or "")
             with quant_backend.quiet():
                 model.load_state_dict(state, strict=True)
         except ArtifactError:

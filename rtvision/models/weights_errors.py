@@ -13,7 +13,7 @@ import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
-EXPECTED = "a torchvision ResNet state_dict (torch.save(model.state_dict(), FILE))"
+EXPECTED = "a torchvision classifier's state_dict (torch.save(model.state_dict(), FILE))"
 _ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 _GLOBAL_RE = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
 _KEYS_RE = re.compile(r"(Missing|Unexpected) key\(s\) in state_dict: ((?:\"[^\"]*\"(?:, )?)+)")
@@ -122,3 +122,18 @@ def describe_load_failure(path: str | Path, exc: BaseException, arch: str | None
     cause = one_line(detail[0] if detail else message, 80)
     cause = f"{exc.__class__.__name__}: {cause}" if cause else exc.__class__.__name__
     return f"cannot load weights {path}: it is {what}, not {EXPECTED} ({cause})"
+
+
+def wrong_kind(expected: Mapping, given: Mapping) -> str | None:
+    """The first tensor of ``given`` holding integers or booleans where ``expected`` (a model's
+    own ``state_dict()``) holds floats, described in words; None when every kind fits.
+    ``load_state_dict`` would cast it without a word (an int64 copy of a conv's weights loads,
+    truncated, and answers other labels)."""
+    import torch  # here: the rest of this module is stdlib only
+
+    for key, want in expected.items():
+        got = given.get(key)
+        if isinstance(want, torch.Tensor) and isinstance(got, torch.Tensor) and want.is_floating_point() \
+                and not (got.is_floating_point() or got.is_quantized):
+            return f"{key} holds {str(got.dtype).removeprefix('torch.')} values where the network has floats"
+    return None

@@ -34,7 +34,7 @@ from torch import nn
 from ..config import CLASSIFIERS
 from ..errors import ModelError
 from .classifier import Preprocess, load_state_dict_file, read_labels
-from .weights_errors import describe_load_failure
+from .weights_errors import describe_load_failure, wrong_kind
 
 log = logging.getLogger(__name__)
 
@@ -247,6 +247,9 @@ def _load(arch: str, state: dict[str, torch.Tensor], num_classes: int, source: s
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"{source} does not fit {arch}: {str(exc).splitlines()[0][:200]}") from None
     model = empty_module(arch, num_classes)
+    kind = wrong_kind(model.state_dict(), state)
+    if kind:
+        raise ModelError(f"{source}: {kind}; not {arch} weights")
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

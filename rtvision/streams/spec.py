@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..argtypes import read_list_file
 from ..errors import UsageError
 from ..specs import WEBCAM_RE
 
@@ -51,11 +52,12 @@ def parse_entry(text: str, index: int) -> StreamSpec:
 
 
 def read_sources_file(path: str) -> list[str]:
-    p = Path(path)
     try:
-        lines = p.read_text(encoding="utf-8").splitlines()
+        lines = read_list_file(path).splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"--sources {path}: cannot read ({exc.__class__.__name__})") from None
+    except ValueError as exc:
+        raise UsageError(f"--sources {path}: {exc}, not a list of sources") from None
     entries = [ln.split("#", 1)[0].strip() if not ln.lstrip().startswith("#") else "" for ln in lines]
     entries = [e for e in entries if e]
     if not entries:
