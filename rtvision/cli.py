@@ -290,6 +290,44 @@ def _signals_stop(runner):
             signal.signal(sig, handler)
 
 
+class StopSignals:
+    """SIGINT/SIGTERM/SIGHUP from the moment a pipeline runs until its summary is written: the
+    first one stops the run cleanly (``runner.interrupt``: outputs finalized, threads joined, the
+    summary written, exit 129/130/143); a signal that comes before the runner exists is kept and
+    handed to it (:meth:`attach`); later ones change nothing. Without this, a second Ctrl-C (or
+    a SIGTERM after it) raised in the main thread in the middle of the pipeline's joins, and the
+    threads, the summary and sometimes the process (abort) were lost.
+
+    ``install()`` then ``restore()`` (in a ``finally``); a no-op outside the main thread."""
+
+    def __init__(self) -> None:
+        self.runner = None
+        self.code: int | None = None
+        self._old: dict = {}
+
+    def install(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            self._old = {sig: signal.signal(sig, self._handle) for sig in STOP_SIGNALS}
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.code is not None:
+            return  # already stopping
+        self.code = STOP_SIGNALS[signum]
+        if self.runner is not None:
+            self.runner.interrupt(self.code)
+
+    def attach(self, runner) -> None:
+        self.runner = runner
+        if self.code is not None:
+            runner.interrupt(self.code)
+
+    def restore(self) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+        self._old = {}
+
+
 def json_safe(value):
     """``value`` with every non-finite float (NaN, inf) as None, so that the JSON is standard."""
     if isinstance(value, float):
@@ -379,10 +417,8 @@ def run_streams(a: argparse.Namespace, specs) -> int:
 def _run_streams(a: argparse.Namespace, specs) -> int:
     import torchvision  # noqa: F401 - part of the import baseline
 
-    from .outputs import is_stdout
     from .stats import rss_mb
     from .streams.engine import MultiPipeline
-    from .streams.runner import MultiRunner, format_summary
 
     import_baseline_mb = rss_mb()
     a.source = specs[0].spec  # the template of every stream's settings; each stream has its own spec
@@ -398,6 +434,17 @@ def _run_streams(a: argparse.Namespace, specs) -> int:
         if probe is not None:
             probe.cancel()
         raise
+    signals = StopSignals().install()
+    try:
+        return _run_streams_started(a, cfg, pipeline, probe, signals, import_baseline_mb)
+    finally:
+        signals.restore()
+
+
+def _run_streams_started(a, cfg, pipeline, probe, signals: StopSignals, import_baseline_mb: float) -> int:
+    from .outputs import is_stdout
+    from .streams.runner import MultiRunner, format_summary
+
     with pipeline:  # the pipeline owns every stream's threads: leaving this block stops and joins them
         run_grid_window = None
         if probe is not None:
@@ -410,12 +457,12 @@ def _run_streams(a: argparse.Namespace, specs) -> int:
             else:
                 print(f"rtvision: no window: {verdict.reason}; running headless", file=sys.stderr)
         runner = MultiRunner(cfg, pipeline, import_baseline_mb)
+        signals.attach(runner)
         stuck: list[str] = []
-        with _signals_stop(runner):
-            if run_grid_window is not None:
-                stuck = run_grid_window(cfg, runner)  # the grid of tiles; the runner runs on its own thread
-            else:
-                runner.run()
+        if run_grid_window is not None:
+            stuck = run_grid_window(cfg, runner)  # the grid of tiles; the runner runs on its own thread
+        else:
+            runner.run()
     summary = runner.build_summary()  # after the stop: threads joined, any stuck one named
     summary["stuck_threads"] = sorted(set(summary["stuck_threads"]) | set(stuck))
     stdout_taken = is_stdout(cfg.results_path) or is_stdout(a.summary_json)
@@ -485,9 +532,7 @@ def _run_fleet(a: argparse.Namespace, cfg: RunConfig, specs) -> int:
 
 
 def _run_main(a: argparse.Namespace) -> int:
-    from .outputs import is_stdout
     from .pipeline import Pipeline
-    from .runner import Runner, format_summary
 
     import torchvision  # noqa: F401 - part of the import baseline (torch, torchvision, OpenCV), as for every run
 
@@ -506,6 +551,17 @@ def _run_main(a: argparse.Namespace) -> int:
         if probe is not None:
             probe.cancel()
         raise
+    signals = StopSignals().install()
+    try:
+        return _run_started(a, cfg, pipeline, probe, signals, import_baseline_mb)
+    finally:
+        signals.restore()
+
+
+def _run_started(a, cfg, pipeline, probe, signals: StopSignals, import_baseline_mb: float) -> int:
+    from .outputs import is_stdout
+    from .runner import Runner, format_summary
+
     with pipeline:  # the pipeline owns every thread: leaving this block stops and joins them
         use_window = False
         if probe is not None:
@@ -522,12 +578,12 @@ def _run_main(a: argparse.Namespace) -> int:
         if use_window:
             cfg = dataclasses.replace(cfg, progress=False)  # the window shows progress itself
         runner = Runner(cfg, pipeline, import_baseline_mb)
+        signals.attach(runner)
         stuck: list[str] = []
-        with _signals_stop(runner):
-            if use_window:
-                stuck = run_window(cfg, runner)
-            else:
-                runner.run()
+        if use_window:
+            stuck = run_window(cfg, runner)
+        else:
+            runner.run()
     summary = runner.build_summary()  # after the stop: threads joined, any stuck one named
     summary["stuck_threads"] = sorted(set(summary["stuck_threads"]) | set(stuck))
     if runner.error is None and runner.exit_code == errors.EXIT_OK and not summary["frames_processed"] \
