@@ -210,6 +210,7 @@ def test_a_failed_stream_tile_says_why_and_the_others_go_on(qtbot, grid_window, 
     window._refresh_stats()
     assert window.panel.values["streams"].text() == "2 ended, 2 failed"
     assert window.banner.isVisible() and "all streams are over; failed: bad, gone" in window.banner.text()
+    assert window.statusBar().currentMessage() == "all streams are over, 2 failed (bad, gone); q quits"
     assert window.panel.values["total_fps"].text().endswith(" mean")
     window.close()
     window.runner.pipeline.stop()

@@ -8,13 +8,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+import sys
 import time
 from types import SimpleNamespace
 
 import cv2
 import numpy as np
 import pytest
-from conftest import rtvision_threads
+from conftest import count_frames, rtvision_threads
 from PyQt5.QtCore import Qt, QTimer
 from PyQt5.QtGui import QImage
 
@@ -299,3 +300,58 @@ def test_panel_face_mode_is_compact():
     assert compact_face_mode("full: fast-mtcnn scale 1") == "full: full resolution"
     assert compact_face_mode("fast: fast-mtcnn scale 0.25, stride 4 + tracking") == "fast: scale 0.25, stride 4 + tracking"
     assert compact_face_mode("full: facenet-mtcnn scale 0.5") == "full: facenet scale 0.5"
+
+
+def test_a_snapshot_folder_that_cannot_be_made_is_said_in_the_status_bar(qtbot, open_window, faces_video, tmp_path):
+    """s with a snapshot folder under a file: the status bar says why, nothing is raised (a slot
+    that raised used to abort the whole process), and the run goes on."""
+    window = open_window(cheap_cfg(faces_video, max_frames=12))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    window.snapshot_dir = blocker / "snaps"
+    qtbot.waitUntil(lambda: window.view.image is not None, timeout=60_000)
+    assert window.snapshot() is None and window.snapshots == []
+    assert "could not save a snapshot" in window.statusBar().currentMessage()
+    qtbot.keyClick(window, Qt.Key_S)  # the same through the key, in Qt's own event path
+    qtbot.waitUntil(lambda: window.runner.stats.processed == 12, timeout=60_000)
+
+
+@pytest.mark.qt_no_exception_capture
+def test_an_exception_in_a_slot_closes_the_window_instead_of_aborting(qtbot, faces_video, tmp_path):
+    """A slot raises while the window runs (PyQt5 would call qFatal: abort, outputs cut short):
+    the window closes as on q, the outputs are finalized, and the run ends with an internal
+    error (exit 1) in one line; Python's excepthook is put back."""
+    cfg = dataclasses.replace(cheap_cfg(faces_video, max_frames=60, save_path=str(tmp_path / "v.mp4")),
+                              results_path=str(tmp_path / "r.jsonl"))
+    hook = sys.excepthook
+
+    def arm(window):
+        def boom():
+            raise ValueError("a bug in a slot")
+
+        QTimer.singleShot(300, boom)
+
+    with Pipeline(cfg) as pipeline:
+        runner = Runner(cfg, pipeline)
+        assert run_window(cfg, runner, auto_close=False, on_window=arm) == []
+    summary = runner.build_summary()
+    assert sys.excepthook is hook
+    assert summary["exit_code"] == 1 and "the window failed: ValueError: a bug in a slot" in summary["error"]
+    rows = (tmp_path / "r.jsonl").read_text().splitlines()
+    assert 1 <= len(rows) == summary["frames_processed"] < 60
+    assert count_frames(tmp_path / "v.mp4") == len(rows)
+    assert not rtvision_threads()
+
+
+def test_after_the_end_the_panel_shows_the_runs_mean_rates(qtbot, open_window, faces_video):
+    """A file that ended: the panel's rates are the run's means (the live rates decay to 0.0,
+    which said the run had been idle), and they agree with the summary's throughput."""
+    window = open_window(cheap_cfg(faces_video, max_frames=10))
+    qtbot.waitUntil(lambda: window.is_ended, timeout=90_000)
+    qtbot.wait(1500)  # long enough for a live rate to have decayed
+    window._refresh_stats()
+    vals = {k: lbl.text() for k, lbl in window.panel.values.items()}
+    assert vals["infer_fps"].endswith(" mean") and vals["capture_fps"].endswith(" mean"), vals
+    s = window.runner.stats
+    mean = s.processed / (s.last_result_at - s.started_at)
+    assert float(vals["infer_fps"].split()[0]) == pytest.approx(mean, abs=0.06) and mean > 0

@@ -40,7 +40,7 @@ from ..config import RunConfig
 from ..errors import EXIT_OK
 from .frameview import FrameView
 from .host import RunnerHostMixin
-from .metrics import GRID_PANEL_ROWS, TileText, grid_banner_messages, grid_panel_text, tile_text
+from .metrics import GRID_PANEL_ROWS, TileText, grid_banner_messages, grid_panel_text, stream_state, tile_text
 from .panel import StatsPanel
 from .window import AUTOCLOSE_ENV, POLL_MS, STATS_MS, env_flag, show_until_closed
 
@@ -311,7 +311,13 @@ class GridWindow(RunnerHostMixin, QMainWindow):
         err = self.runner.error
         self.state_label.setText("ended" if err is None else "stopped on error")
         self._refresh_stats()
-        self.statusBar().showMessage("all streams ended; q quits" if err is None else f"stopped: {err}")
+        failed = [s.name for s in self.runner.pipeline.streams if stream_state(s)[0] == "failed"]
+        if err is not None:
+            self.statusBar().showMessage(f"stopped: {err}")
+        elif failed:
+            self.statusBar().showMessage(f"all streams are over, {len(failed)} failed ({', '.join(failed)}); q quits")
+        else:
+            self.statusBar().showMessage("all streams ended; q quits")
         self.ended.emit()
         if self.auto_close:
             QTimer.singleShot(0, self._close_when_drawn)

@@ -77,17 +77,26 @@ class WindowMeters:
     def __init__(self) -> None:
         self.capture = CounterRate()
 
-    def panel_text(self, runner, display_fps: float, gui_ms: float = float("nan"), now: float | None = None) -> PanelText:
-        """Read the runner / pipeline counters (never blocks them) and format the panel."""
+    def panel_text(self, runner, display_fps: float, gui_ms: float = float("nan"), now: float | None = None,
+                   ended: bool = False) -> PanelText:
+        """Read the runner / pipeline counters (never blocks them) and format the panel. Once the
+        stream has ``ended``, the rates are the run's means (live rates would decay to 0), as the
+        grid window's are."""
         now = time.monotonic() if now is None else now
         p, s = runner.pipeline, runner.stats
         read = p.frames_read
         dropped = p.frames_dropped
         cap_fps = self.capture.sample(read, now)
         v: dict[str, str] = {}
-        v["capture_fps"] = _num(cap_fps)
-        v["infer_fps"] = _num(s.infer_rate.rate(now))
-        v["display_fps"] = _num(display_fps)
+        span = (s.last_result_at - s.started_at) if ended and s.processed and s.last_result_at is not None else 0.0
+        if span > 0:
+            v["capture_fps"] = f"{_num(read / span)} mean"
+            v["infer_fps"] = f"{_num(s.processed / span)} mean"
+            v["display_fps"] = "– (ended)"
+        else:
+            v["capture_fps"] = _num(cap_fps)
+            v["infer_fps"] = _num(s.infer_rate.rate(now))
+            v["display_fps"] = _num(display_fps)
         v["gui_ms"] = _num(gui_ms, 1, " ms / frame")
         v["latency"] = _num(s.latency.last, 0, " ms")
         v["latency_pct"] = f"{_num(s.latency.percentile(50), 0)} / {_num(s.latency.percentile(95), 0)} ms"

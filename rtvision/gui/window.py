@@ -11,6 +11,7 @@ unless ``auto_close`` is set: ``run_window(..., auto_close=True)`` or the enviro
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -34,7 +35,7 @@ from PyQt5.QtWidgets import (
 
 from ..annotate import annotate
 from ..config import RunConfig
-from ..errors import EXIT_OK, EXIT_SIGHUP, EXIT_SIGINT, EXIT_SIGTERM
+from ..errors import EXIT_INTERNAL, EXIT_OK, EXIT_SIGHUP, EXIT_SIGINT, EXIT_SIGTERM, RtvisionError
 from .frameview import FrameView
 from .host import RunnerHostMixin
 from .metrics import WindowMeters, banner_messages
@@ -200,7 +201,8 @@ class MainWindow(RunnerHostMixin, QMainWindow):
         return (self.render_ms_total + self.view.paint_ms_total) / n if n else float("nan")
 
     def _refresh_stats(self) -> None:
-        text = self._meters.panel_text(self.runner, self.view.display_rate.rate(), self.gui_ms_per_frame)
+        text = self._meters.panel_text(self.runner, self.view.display_rate.rate(), self.gui_ms_per_frame,
+                                       ended=self.is_ended)
         self.panel.show_text(text)
         self.panel.plot.set_history(list(self.runner.stats.history))  # list(): atomic copy under the GIL
         self._update_banner()
@@ -261,18 +263,25 @@ class MainWindow(RunnerHostMixin, QMainWindow):
             self.statusBar().showMessage("no frame to save yet", 3000)
             return None
         index = self.shown_index or 0
-        self.snapshot_dir.mkdir(parents=True, exist_ok=True)
         path = self.snapshot_dir / f"rtvision-frame{index:06d}.png"
-        n = 1
-        while path.exists():
-            path = self.snapshot_dir / f"rtvision-frame{index:06d}-{n}.png"
-            n += 1
-        partial = path.with_name(f".{path.stem}.partial.png")  # complete or absent, never half-written
-        if not cv2.imwrite(str(partial), img):
-            partial.unlink(missing_ok=True)
-            self.statusBar().showMessage(f"could not write {path}", 5000)
+        partial = path
+        try:  # a folder that cannot be made or written to is said in the status bar, nothing more
+            self.snapshot_dir.mkdir(parents=True, exist_ok=True)
+            n = 1
+            while path.exists():
+                path = self.snapshot_dir / f"rtvision-frame{index:06d}-{n}.png"
+                n += 1
+            partial = path.with_name(f".{path.stem}.partial.png")  # complete or absent, never half-written
+            if not cv2.imwrite(str(partial), img):
+                raise OSError("the image could not be written")
+            os.replace(partial, path)
+        except (OSError, cv2.error) as exc:
+            with contextlib.suppress(OSError):
+                partial.unlink(missing_ok=True)
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).strip().splitlines()[-1]
+            self.statusBar().showMessage(f"could not save a snapshot in {self.snapshot_dir}: {why}", 8000)
+            log.warning("snapshot not saved in %s: %s", self.snapshot_dir, why)
             return None
-        os.replace(partial, path)
         self.snapshots.append(path.resolve())
         self.statusBar().showMessage(f"snapshot saved: {path.resolve()}", 5000)
         return path
@@ -372,6 +381,20 @@ def show_until_closed(make_window, runner, on_window=None) -> list[str]:
     app = application()
     window = None
     restore = lambda: None  # noqa: E731
+    failed: list[BaseException] = []
+
+    def on_error(kind, exc, tb) -> None:
+        """An exception in a slot or an event handler: PyQt5 would abort the process (qFatal).
+        Instead the window closes as on q: the runner stops, the outputs are finalized, and the
+        run ends with an internal error (exit 1), said in one line."""
+        log.debug("the window failed", exc_info=(kind, exc, tb))
+        if not failed:
+            failed.append(exc)
+            log.error("the window failed: %s: %s", kind.__name__, exc)
+            if window is not None:
+                QTimer.singleShot(0, window.close)
+
+    old_hook, sys.excepthook = sys.excepthook, on_error
     try:
         window = make_window()
         loop = QEventLoop()
@@ -385,15 +408,22 @@ def show_until_closed(make_window, runner, on_window=None) -> list[str]:
             loop.exec_()
     finally:
         restore()
-        if window is not None:
-            window.shutdown()
-            window.hide()
-            window.deleteLater()
-            app.processEvents()
-        else:
-            runner.request_stop()
+        try:
+            if window is not None:
+                window.shutdown()
+                window.hide()
+                window.deleteLater()
+                app.processEvents()
+            else:
+                runner.request_stop()
+        finally:
+            sys.excepthook = old_hook
     if window is not None and window.interrupt_code and runner.exit_code == EXIT_OK:
         runner.exit_code = window.interrupt_code
+    if failed and runner.error is None:
+        exc = failed[0]
+        runner.error = RtvisionError(f"the window failed: {exc.__class__.__name__}: {exc}")  # exit 1, one line
+        runner.exit_code = EXIT_INTERNAL
     return list(window.stuck_threads) if window is not None else []
 
 
