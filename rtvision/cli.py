@@ -290,6 +290,20 @@ def _signals_stop(runner):
             signal.signal(sig, handler)
 
 
+def _window_or_headless(show, runner) -> list[str]:
+    """``show()`` the window (the runner runs on its own thread until it is closed); when the X
+    display that the probe found has gone by the time the window opens, run headless instead,
+    as when the probe finds none. Returns the threads that did not stop."""
+    from .gui.probe import DisplayGone
+
+    try:
+        return show()
+    except DisplayGone as exc:
+        print(f"rtvision: no window: {exc}; running headless", file=sys.stderr)
+        runner.run()
+        return []
+
+
 class StopSignals:
     """SIGINT/SIGTERM/SIGHUP from the moment a pipeline runs until its summary is written: the
     first one stops the run cleanly (``runner.interrupt``: outputs finalized, threads joined, the
@@ -460,7 +474,7 @@ def _run_streams_started(a, cfg, pipeline, probe, signals: StopSignals, import_b
         signals.attach(runner)
         stuck: list[str] = []
         if run_grid_window is not None:
-            stuck = run_grid_window(cfg, runner)  # the grid of tiles; the runner runs on its own thread
+            stuck = _window_or_headless(lambda: run_grid_window(cfg, runner), runner)  # the grid of tiles
         else:
             runner.run()
     summary = runner.build_summary()  # after the stop: threads joined, any stuck one named
@@ -581,7 +595,7 @@ def _run_started(a, cfg, pipeline, probe, signals: StopSignals, import_baseline_
         signals.attach(runner)
         stuck: list[str] = []
         if use_window:
-            stuck = run_window(cfg, runner)
+            stuck = _window_or_headless(lambda: run_window(cfg, runner), runner)
         else:
             runner.run()
     summary = runner.build_summary()  # after the stop: threads joined, any stuck one named

@@ -505,3 +505,44 @@ def test_grid_window_failed_stream_tile_on_a_real_x_server(xserver, grid_clips, 
     assert "Traceback" not in err and "qt.qpa" not in err, err
     assert [r["frame"] for r in jsonl(results) if r["stream"] == "index"] == list(range(n))
     assert "FAILED      door" in out and "gone.mp4" in out
+
+
+def test_an_x_server_gone_between_the_probe_and_the_window_means_headless(faces_video, tmp_path):
+    """The probe found the X server, which then goes away (a closed session, a dropped SSH X
+    forward) before the window opens: Qt would abort the process there. The run says so in one
+    line and goes on headless, with complete outputs and exit 0."""
+    need_tools()
+    r, w = os.pipe()
+    xvfb = subprocess.Popen(["Xvfb", "-displayfd", str(w), "-screen", "0", "640x480x24", "-nolisten", "tcp"],
+                            pass_fds=(w,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.close(w)
+    with os.fdopen(r) as fh:
+        display = f":{fh.readline().strip()}"
+    # rtvision's CLI, with the probe's answer followed by the end of that X server
+    driver = (
+        "import os, signal, sys, time\n"
+        "from rtvision.gui import probe\n"
+        "real = probe.DisplayProbe.result\n"
+        "def result(self, timeout_s=probe.PROBE_TIMEOUT_S):\n"
+        "    verdict = real(self, timeout_s)\n"
+        "    os.kill(int(os.environ['XVFB_PID']), signal.SIGTERM)\n"
+        "    while probe.x_display_answers():\n"
+        "        time.sleep(0.05)\n"
+        "    return verdict\n"
+        "probe.DisplayProbe.result = result\n"
+        "from rtvision.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    env = user_env(display, tmp_path) | {"XVFB_PID": str(xvfb.pid)}
+    results = tmp_path / "r.jsonl"
+    try:
+        r = subprocess.run([sys.executable, "-c", driver, "--source", str(faces_video), "--max-frames", "8",
+                            "--classifier", "none", "--faces", "off", "--results", str(results), "--no-progress"],
+                           env=env, capture_output=True, text=True, timeout=180)
+    finally:
+        xvfb.kill()
+        xvfb.wait(timeout=10)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"no window: the X display {display} no longer answers; running headless" in r.stderr
+    assert "Fatal" not in r.stderr and "Abort" not in r.stderr
+    assert [json.loads(line)["frame"] for line in results.read_text().splitlines()] == list(range(8))

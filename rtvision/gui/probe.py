@@ -175,3 +175,38 @@ class DisplayProbe:
             self._proc.wait()
         if self._log_path is not None:
             self._log_path.unlink(missing_ok=True)
+
+
+class DisplayGone(RuntimeError):
+    """The X server the probe found is no longer there when the window is about to open."""
+
+
+def x_display_answers(display: str | None = None) -> bool | None:
+    """Whether an X server answers at ``display`` (``$DISPLAY``) now: libxcb's own connect, in
+    this process, in about a millisecond (no Qt). None when it cannot be asked (no libxcb, or no
+    X display named, e.g. Wayland or offscreen).
+
+    The probe child answers while the models load, seconds before the window opens; an X server
+    that goes away in between would make Qt abort this process when it creates its application.
+    Asking again right before that narrows the gap to nothing a user can hit by hand."""
+    import ctypes
+    import ctypes.util
+
+    display = os.environ.get("DISPLAY") if display is None else display
+    if not display:
+        return None
+    name = ctypes.util.find_library("xcb") or "libxcb.so.1"
+    try:
+        xcb = ctypes.CDLL(name)
+    except OSError:
+        return None
+    xcb.xcb_connect.restype = ctypes.c_void_p
+    xcb.xcb_connect.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
+    xcb.xcb_connection_has_error.argtypes = [ctypes.c_void_p]
+    xcb.xcb_disconnect.argtypes = [ctypes.c_void_p]
+    conn = xcb.xcb_connect(display.encode(), None)
+    try:
+        return conn is not None and xcb.xcb_connection_has_error(conn) == 0
+    finally:
+        if conn is not None:
+            xcb.xcb_disconnect(conn)  # an error connection must be freed too

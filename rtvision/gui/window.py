@@ -40,7 +40,7 @@ from .frameview import FrameView
 from .host import RunnerHostMixin
 from .metrics import WindowMeters, banner_messages
 from .panel import StatsPanel
-from .probe import drop_foreign_plugin_path
+from .probe import DisplayGone, drop_foreign_plugin_path, x_display_answers
 
 log = logging.getLogger(__name__)
 
@@ -322,6 +322,9 @@ def application() -> QApplication:
     app = QApplication.instance()
     if app is None:
         drop_foreign_plugin_path()  # opencv-python's bundled Qt plugins, if that wheel is installed
+        platform = os.environ.get("QT_QPA_PLATFORM", "xcb" if sys.platform.startswith("linux") else "")
+        if platform.startswith("xcb") and x_display_answers() is False:  # Qt would abort the process
+            raise DisplayGone(f"the X display {os.environ.get('DISPLAY')} no longer answers")
         QApplication.setAttribute(Qt.AA_EnableHighDpiScaling, True)
         QApplication.setAttribute(Qt.AA_UseHighDpiPixmaps, True)
         app = QApplication([sys.argv[0] if sys.argv else "rtvision"])
