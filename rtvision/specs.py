@@ -24,6 +24,10 @@ SECRET_KEYS = frozenset(
         "X-Amz-Signature", "X-Amz-Credential", "X-Amz-Security-Token", "X-Goog-Signature", "X-Goog-Credential",
     )
 )
+# ...and keys that contain one of these (``camera_password``, ``authToken``, ``x-api-key``,
+# ``JSESSIONID``): masking a harmless value costs a little readability, showing a secret costs more.
+SECRET_KEY_PARTS = ("token", "pass", "secret", "auth", "credential", "signature", "session", "apikey", "api_key",
+                    "api-key", "private")
 _ANY_URL_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>]+")
 
 
@@ -52,7 +56,8 @@ def _mask_pairs(text: str) -> str:
     out = []
     for part in re.split(r"([&;])", text):
         key, eq, _ = part.partition("=")
-        if eq and unquote(key).strip().lower() in SECRET_KEYS:
+        name = unquote(key).strip().lower()
+        if eq and (name in SECRET_KEYS or name == "sid" or any(p in name for p in SECRET_KEY_PARTS)):
             part = f"{key}={MASK}"
         out.append(part)
     return "".join(out)

@@ -40,6 +40,8 @@ URLS = [
      "http://u:***@h/v?sig=***&auth=***&secret=***&passwd=***&api_key=***&signature=***"),
     ("https://h/v?tok%65n=abc", "https://h/v?tok%65n=***"),  # percent-encoded key
     ("https://h/v?token", "https://h/v?token"),  # a key without a value
+    ("rtsp://h/s?camera_password=a&authToken=b&x-api-key=c&JSESSIONID=d&sid=e&channel=1",  # keys that contain one
+     "rtsp://h/s?camera_password=***&authToken=***&x-api-key=***&JSESSIONID=***&sid=***&channel=1"),
     ("clip.mp4", "clip.mp4"),  # not a URL
     ("webcam:0", "webcam:0"),
     ("demo", "demo"),
