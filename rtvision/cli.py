@@ -49,7 +49,7 @@ SUBCOMMANDS = ("optimize", "bench", "fleet")
 
 EXIT_CODES_HELP = ("Exit codes: 0 ok, 1 internal failure, 2 usage, 3 bad input video, 4 camera/stream unavailable, "
                    "5 bad model file, 6 output error, 7 a stream of several failed, 8 fleet: no Ray cluster to run on, "
-                   "129 SIGHUP (terminal closed), 130 Ctrl-C, 143 SIGTERM.")
+                   "129 SIGHUP (terminal closed) or the window's X display lost, 130 Ctrl-C, 143 SIGTERM.")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -290,6 +290,27 @@ def _signals_stop(runner):
             signal.signal(sig, handler)
 
 
+def _display_lost(pipeline, finish):
+    """What the window calls when the X display it is on goes away (Qt is about to end the
+    process): stop the pipeline and finish the run as usual (summary printed and written), then
+    return its exit code, which the window exits with. An error is said in one line, as
+    ``main`` says it."""
+
+    def lost() -> int:
+        try:
+            pipeline.stop()
+            return finish()
+        except RtvisionError as exc:
+            _say(f"rtvision: error: {redact_text(str(exc))}")
+            return exc.exit_code
+        except Exception as exc:  # noqa: BLE001 - one line, never a traceback
+            first = redact_text(str(exc).splitlines()[0]) if str(exc) else ""
+            _say(f"rtvision: internal error: {exc.__class__.__name__}: {first}")
+            return errors.EXIT_INTERNAL
+
+    return lost
+
+
 def _window_or_headless(show, runner) -> list[str]:
     """``show()`` the window (the runner runs on its own thread until it is closed); when the X
     display that the probe found has gone by the time the window opens, run headless instead,
@@ -456,8 +477,7 @@ def _run_streams(a: argparse.Namespace, specs) -> int:
 
 
 def _run_streams_started(a, cfg, pipeline, probe, signals: StopSignals, import_baseline_mb: float) -> int:
-    from .outputs import is_stdout
-    from .streams.runner import MultiRunner, format_summary
+    from .streams.runner import MultiRunner
 
     with pipeline:  # the pipeline owns every stream's threads: leaving this block stops and joins them
         run_grid_window = None
@@ -474,9 +494,18 @@ def _run_streams_started(a, cfg, pipeline, probe, signals: StopSignals, import_b
         signals.attach(runner)
         stuck: list[str] = []
         if run_grid_window is not None:
-            stuck = _window_or_headless(lambda: run_grid_window(cfg, runner), runner)  # the grid of tiles
+            lost = _display_lost(pipeline, lambda: _finish_streams(a, cfg, runner, []))
+            stuck = _window_or_headless(lambda: run_grid_window(cfg, runner, on_display_lost=lost), runner)  # the tiles
         else:
             runner.run()
+    return _finish_streams(a, cfg, runner, stuck)
+
+
+def _finish_streams(a, cfg, runner, stuck: list[str]) -> int:
+    """A multi-stream run's end, once its pipeline has stopped: the summary, printed and written."""
+    from .outputs import is_stdout
+    from .streams.runner import format_summary
+
     summary = runner.build_summary()  # after the stop: threads joined, any stuck one named
     summary["stuck_threads"] = sorted(set(summary["stuck_threads"]) | set(stuck))
     stdout_taken = is_stdout(cfg.results_path) or is_stdout(a.summary_json)
@@ -573,8 +602,7 @@ def _run_main(a: argparse.Namespace) -> int:
 
 
 def _run_started(a, cfg, pipeline, probe, signals: StopSignals, import_baseline_mb: float) -> int:
-    from .outputs import is_stdout
-    from .runner import Runner, format_summary
+    from .runner import Runner
 
     with pipeline:  # the pipeline owns every thread: leaving this block stops and joins them
         use_window = False
@@ -595,9 +623,19 @@ def _run_started(a, cfg, pipeline, probe, signals: StopSignals, import_baseline_
         signals.attach(runner)
         stuck: list[str] = []
         if use_window:
-            stuck = _window_or_headless(lambda: run_window(cfg, runner), runner)
+            lost = _display_lost(pipeline, lambda: _finish_run(a, cfg, runner, pipeline, []))
+            stuck = _window_or_headless(lambda: run_window(cfg, runner, on_display_lost=lost), runner)
         else:
             runner.run()
+    return _finish_run(a, cfg, runner, pipeline, stuck)
+
+
+def _finish_run(a, cfg, runner, pipeline, stuck: list[str]) -> int:
+    """A run's end, once its pipeline has stopped: the summary, printed and written; the exit code
+    (or the run's error, raised)."""
+    from .outputs import is_stdout
+    from .runner import format_summary
+
     summary = runner.build_summary()  # after the stop: threads joined, any stuck one named
     summary["stuck_threads"] = sorted(set(summary["stuck_threads"]) | set(stuck))
     if runner.error is None and runner.exit_code == errors.EXIT_OK and not summary["frames_processed"] \

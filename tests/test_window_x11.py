@@ -546,3 +546,40 @@ def test_an_x_server_gone_between_the_probe_and_the_window_means_headless(faces_
     assert f"no window: the X display {display} no longer answers; running headless" in r.stderr
     assert "Fatal" not in r.stderr and "Abort" not in r.stderr
     assert [json.loads(line)["frame"] for line in results.read_text().splitlines()] == list(range(8))
+
+
+def test_an_x_server_that_dies_under_the_window_ends_the_run_cleanly(faces_video, tmp_path):
+    """The X server goes away while the window shows a run (a session that ends, an SSH X
+    forward that drops): Qt's xcb plugin would end the process at once (exit 1, or a crash while
+    the other threads run, no summary). rtvision catches Qt's message first: the run stops as on
+    SIGHUP, outputs finalized, the summary printed and written, exit 129."""
+    need_tools()
+    r, w = os.pipe()
+    xvfb = subprocess.Popen(["Xvfb", "-displayfd", str(w), "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
+                            pass_fds=(w,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.close(w)
+    with os.fdopen(r) as fh:
+        display = f":{fh.readline().strip()}"
+    video, results, summary = tmp_path / "v.mp4", tmp_path / "r.jsonl", tmp_path / "s.json"
+    proc = rtvision(["--source", str(faces_video), "--realtime", "--classifier", "none", "--faces", "off",
+                     "--save", str(video), "--results", str(results), "--summary-json", str(summary)],
+                    user_env(display, tmp_path))
+    try:
+        deadline = time.monotonic() + 120
+        while not (results.exists() and len(results.read_text().splitlines()) >= 10):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+        xvfb.terminate()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        for p in (proc, xvfb):
+            if p.poll() is None:
+                p.kill()
+        xvfb.wait(timeout=10)
+    assert proc.returncode == 129, err[-2000:]
+    assert "the X display went away" in err and "Fatal" not in err and "Traceback" not in err
+    assert "rtvision summary" in out
+    rows = [json.loads(line) for line in results.read_text().splitlines()]
+    s = json.loads(summary.read_text())
+    assert s["exit_code"] == 129 and s["frames_processed"] == len(rows) >= 10
+    assert count_frames(video) == len(rows)

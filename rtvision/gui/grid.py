@@ -359,11 +359,12 @@ class GridWindow(RunnerHostMixin, QMainWindow):
         event.accept()
 
 
-def run_grid_window(cfg: RunConfig, runner, auto_close: bool | None = None, on_window=None) -> list[str]:
+def run_grid_window(cfg: RunConfig, runner, auto_close: bool | None = None, on_window=None,
+                    on_display_lost=None) -> list[str]:
     """Show the grid window over a started ``MultiPipeline``'s ``MultiRunner`` until it is closed
     (as ``run_window`` does for one stream): when this returns the runner has finished and the
     outputs are finalized; the pipeline's owner then stops it. ``auto_close`` None reads
     ``RTVISION_WINDOW_AUTOCLOSE``. Returns the names of the window's threads that did not stop."""
     if auto_close is None:
         auto_close = env_flag(AUTOCLOSE_ENV)
-    return show_until_closed(lambda: GridWindow(cfg, runner, auto_close=auto_close), runner, on_window)
+    return show_until_closed(lambda: GridWindow(cfg, runner, auto_close=auto_close), runner, on_window, on_display_lost)

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import cv2
-from PyQt5.QtCore import QEventLoop, Qt, QTimer, pyqtSignal
+from PyQt5.QtCore import QEventLoop, Qt, QTimer, pyqtSignal, qInstallMessageHandler
 from PyQt5.QtGui import QGuiApplication
 from PyQt5.QtWidgets import (
     QAction,
@@ -361,25 +361,37 @@ def run_window(
     auto_close: bool | None = None,
     snapshot_dir: str | Path | None = None,
     on_window=None,
+    on_display_lost=None,
 ) -> list[str]:
     """Show the window over a started pipeline's runner until it is closed. The runner runs on a
     ``rtvision-runner`` thread; when this returns, it has finished and the outputs are finalized;
     the pipeline's owner then stops the pipeline and builds the summary. ``auto_close`` None reads
     ``RTVISION_WINDOW_AUTOCLOSE``. ``on_window(window)`` is called once the window is shown
-    (scripts, tests). Returns the names of the window's threads that did not stop.
+    (scripts, tests). ``on_display_lost``: see :func:`show_until_closed`. Returns the names of
+    the window's threads that did not stop.
     """
     if auto_close is None:
         auto_close = env_flag(AUTOCLOSE_ENV)
     return show_until_closed(lambda: MainWindow(cfg, runner, auto_close=auto_close, snapshot_dir=snapshot_dir),
-                             runner, on_window)
+                             runner, on_window, on_display_lost)
 
 
-def show_until_closed(make_window, runner, on_window=None) -> list[str]:
+X11_BROKE = "The X11 connection broke"  # Qt's xcb plugin says this, then calls exit(1)
+
+
+def show_until_closed(make_window, runner, on_window=None, on_display_lost=None) -> list[str]:
     """Build a window with ``make_window()`` (``MainWindow``, or the grid window of a multi-stream
     run: both have ``start``/``shutdown``/``interrupt``, a ``closed`` signal, ``is_shut_down``,
     ``interrupt_code`` and ``stuck_threads``), show it, start it and run Qt's loop until it is
     closed (q, Esc, the close button, a signal). The runner has finished when this returns;
     a signal's exit code is handed to ``runner.exit_code``. Returns the threads that did not stop.
+
+    When the X display goes away under the window (the session ended, an SSH X forward
+    dropped), Qt's xcb plugin says so and then ends the process (``exit(1)``, sometimes a crash
+    while the other threads still run). Its message is caught first: the runner stops as on a
+    SIGHUP (outputs finalized), ``on_display_lost()`` (the owner: stop the pipeline, write the
+    summary, return the exit code; default: the runner's code) runs, and the process exits with
+    that code itself, before Qt can.
     """
     app = application()
     window = None
@@ -398,6 +410,35 @@ def show_until_closed(make_window, runner, on_window=None) -> list[str]:
                 QTimer.singleShot(0, window.close)
 
     old_hook, sys.excepthook = sys.excepthook, on_error
+
+    def display_lost(message: str) -> None:
+        log.error("the X display went away (%s): stopping; the outputs are finalized", message.strip())
+        if runner.exit_code == EXIT_OK:
+            runner.exit_code = EXIT_SIGHUP  # as when the terminal (the session) closes
+        try:
+            if window is not None:
+                window.shutdown()  # joins the runner thread: outputs finalized
+            else:
+                runner.request_stop()
+            code = on_display_lost() if on_display_lost is not None else runner.exit_code
+        except BaseException:  # noqa: BLE001 - Qt ends the process next: exit with a code, always
+            log.debug("finishing after the display went away failed", exc_info=True)
+            code = runner.exit_code or EXIT_INTERNAL
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
+
+    def on_qt_message(mode, context, message) -> None:
+        if message.startswith(X11_BROKE):
+            display_lost(message)
+        elif previous_handler is not None:
+            previous_handler(mode, context, message)
+        else:
+            with contextlib.suppress(Exception):
+                sys.stderr.write(f"{message}\n")
+
+    previous_handler = qInstallMessageHandler(on_qt_message)
     try:
         window = make_window()
         loop = QEventLoop()
@@ -421,6 +462,7 @@ def show_until_closed(make_window, runner, on_window=None) -> list[str]:
                 runner.request_stop()
         finally:
             sys.excepthook = old_hook
+            qInstallMessageHandler(previous_handler)
     if window is not None and window.interrupt_code and runner.exit_code == EXIT_OK:
         runner.exit_code = window.interrupt_code
     if failed and runner.error is None:
