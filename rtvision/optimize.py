@@ -483,5 +483,6 @@ def compare(candidates: list[Candidate], holdout, eval_set, args, calib_source: 
     }
     if eval_set is not None:
         report["eval"] = {"folder": str(eval_set.root), "images": len(eval_set),
-                          "note": f"{len(used)} of its photos calibrate and are left out" if used else ""}
+                          "note": f"{len(used)} of its photos calibrate int8 or check the calibration (held out), "
+                                  "and are left out" if used else ""}
     return json.loads(json.dumps(report))

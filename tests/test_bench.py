@@ -322,3 +322,34 @@ def test_fps_counts_whole_batches_after_the_warmup():
         one.add(ResultRecord(i, 10.0 + 0.05 * (i + 1), 50.0, {}, None, None))
     s1 = summarize(one, warmup=5, live=False)
     assert s1["warmup_results"] == 5 and s1["fps"] == pytest.approx(20.0, rel=1e-3)
+
+
+def test_live_drops_are_counted_over_the_window_fps_is_measured_over():
+    """A loop that keeps every 10th frame of a 25 fps camera (0.4 s a frame), 5 warm-up results:
+    fps is measured from the last warm-up result to the last result (2.8 s, 70 frames due), so
+    the drops are 70 - 7 = 63 (the 9 frames right after the warm-up too), 90%; and the run's
+    peak RSS is never below its start."""
+    from rtvision.benchmark.record import ResultRecord, RunRecording, summarize
+
+    rec = RunRecording(capacity=32, keep_faces=False)
+    rec.started_at = 0.0
+    for k in range(12):
+        rec.add(ResultRecord(index=10 * k, written_at=0.4 * (k + 1), latency_ms=400, stage_ms={}, faces_xyxy=None,
+                             top1=None, batch=10 * k))
+    s = summarize(rec, warmup=5, live=True, frames_read=111, frames_dropped_total=99)
+    assert s["frames_measured"] == 7 and s["elapsed_s"] == pytest.approx(2.8) and s["fps"] == pytest.approx(2.5)
+    assert s["dropped_measured"] == 63 and s["drop_share_measured"] == pytest.approx(0.9)
+    assert s["rss_peak_run_mb"] >= s["rss_start_mb"]
+
+
+def test_the_live_table_pairs_a_runs_own_drops_and_says_how_many_runs_had_a_drift():
+    """Drops: the count and the share of one run, the run with the median count (medians taken
+    apart paired 51 with another run's 87.7%); drift: from how many of the runs, when fewer."""
+    from rtvision.benchmark.report import _drift, _drops, aggregate
+
+    runs = [{"dropped_measured": 52, "drop_share_measured": 0.881},
+            {"dropped_measured": 50, "drop_share_measured": 0.877},
+            {"dropped_measured": 51, "drop_share_measured": 0.864,
+             "drift": {"ratio": 1.53, "first_p99_ms": 390.0, "last_p99_ms": 598.0}}]
+    assert _drops(runs) == "51 (86.4%)"
+    assert _drift(aggregate(runs), len(runs)).endswith("(1.53x) (from 1 of 3 runs)")

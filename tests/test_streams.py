@@ -342,6 +342,7 @@ def test_bench_streams_measures_one_process_against_n(index_clip, tmp_path):
     assert 0 < bad["frames_read"] < 60 and f["camera_frames_sent"] >= bad["frames_read"]
     assert next(s for s in f["streams"] if s["stream"] == "s0")["frames_read"] == 60
     assert f["others_completed"] and set(f["others_fps_ratio"]) == {"s0"} and f["others_fps_ratio_min"] > 0
+    assert f["healthy_frames_read"] == {"s0": 60, "s1": 60}  # compared with a healthy run of the same length
     md = (tmp_path / "s.md").read_text()
     assert "one process, all streams" in md and "**One failing stream**" in md and "CPU cores busy (sum)" in md
     assert "60-frame clip starting over" in md

@@ -226,7 +226,8 @@ def summarize(rec: RunRecording, warmup: int, live: bool, frames_read: int | Non
     samples = [s for s in rec.rss if s[0] > first]
     out["rss_start_mb"] = rec.rss_start_mb
     out["rss_end_mb"] = rec.rss[-1][2] if rec.rss else float("nan")
-    out["rss_peak_run_mb"] = max((s[2] for s in rec.rss), default=float("nan"))
+    # the run's peak: its start counts too (a run whose samples all fall below it peaked there)
+    out["rss_peak_run_mb"] = max([s[2] for s in rec.rss] + [rec.rss_start_mb], default=float("nan"))
     out["rss_slope_mb_per_1000"] = rss_slope_mb_per_1000(samples)
     # The same over the last three quarters of the run (by time): allocator pools and the
     # backend's per-shape caches fill early, so this is the slope a long run keeps.
@@ -234,8 +235,9 @@ def summarize(rec: RunRecording, warmup: int, live: bool, frames_read: int | Non
         t_a, t_b = samples[0][1], samples[-1][1]
         out["rss_slope_late_mb_per_1000"] = rss_slope_mb_per_1000([x for x in samples if x[1] >= t_a + 0.25 * (t_b - t_a)])
     if live:
-        # drops inside the measured window: gaps between the indices of the results measured
-        span_frames = measured[-1].index - measured[0].index + 1
+        # drops inside the measured window, the one fps is measured over: from the last warm-up
+        # result (exclusive) to the last measured one; without a warm-up, from the first measured
+        span_frames = measured[-1].index - (records[first - 1].index if first > 0 else measured[0].index - 1)
         out["dropped_measured"] = span_frames - n
         out["drop_share_measured"] = (span_frames - n) / span_frames if span_frames else 0.0
         out["frames_read"] = frames_read

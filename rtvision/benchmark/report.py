@@ -89,7 +89,7 @@ def _mmm(agg: dict, key: str, nd: int = 1) -> str:
     return f(a["median"], nd)
 
 
-def _drift(a: dict) -> str:
+def _drift(a: dict, repeats: int = 1) -> str:
     ratio = med(a, "drift.ratio")
     if math.isnan(ratio):
         return "n/a (too few results)"
@@ -97,7 +97,20 @@ def _drift(a: dict) -> str:
     lo, hi = med(a, "drift.window_p99_min_ms"), med(a, "drift.window_p99_max_ms")
     if not (math.isnan(lo) or math.isnan(hi)):
         out += f"; every window {f(lo, 0)}–{f(hi, 0)}"
+    n = a["drift.ratio"]["n"]
+    if n < repeats:  # the other runs had too few results for it
+        out += f" (from {n} of {repeats} runs)"
     return out
+
+
+def _drops(runs: list[dict]) -> str:
+    """The dropped frames and their share, both of the run with the median drop count (medians
+    taken apart may pair a count and a share that no run had)."""
+    runs = sorted((r for r in runs if "dropped_measured" in r), key=lambda r: r["dropped_measured"])
+    if not runs:
+        return "n/a"
+    r = runs[(len(runs) - 1) // 2]
+    return f"{f(r['dropped_measured'], 0)} ({f(100 * r['drop_share_measured'], 1)}%)"
 
 
 def _detections(v: dict, a: dict) -> str:
@@ -154,10 +167,10 @@ def render_markdown(report: dict) -> str:
             a = m["summary"]
             rows.append([
                 v["name"], f(med(a, "frames_measured"), 0),
-                f"{f(med(a, 'dropped_measured'), 0)} ({f(100 * med(a, 'drop_share_measured'), 1)}%)",
+                _drops(m["runs"]),
                 _mmm(a, "fps", 1), _mmm(a, "latency_ms.p50", 0), _mmm(a, "latency_ms.p95", 0), _mmm(a, "latency_ms.p99", 0),
                 _mmm(a, "latency_ms.max", 0),
-                _drift(a),
+                _drift(a, len(m["runs"])),
                 f(m["ratio_to_naive"].get("latency_p50"), 2) + "x",
                 _detections(v, a),
             ])
