@@ -192,6 +192,11 @@ class FileSource(_CvSource):
     def _open_error(self) -> RtvisionError:
         return InputError(f"not a video, or truncated/corrupt beyond reading: {self._name}")
 
+    def grab(self) -> bool:
+        """Skip one frame (decoded, not converted); it counts as a read of the file."""
+        self._reads += 1
+        return super().grab()
+
     def _read_timed(self) -> np.ndarray | None:
         """One frame; with an unbelievable fps header, ``last_pts_s`` takes its container timestamp."""
         self._reads += 1
