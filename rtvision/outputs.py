@@ -103,10 +103,11 @@ def check_outputs(source: str | None, outputs: dict[str, str | None]) -> None:
     for flag, path in named.items():
         if not path.strip():
             raise UsageError(f"{flag}: empty path")
-    if named.get("--save") == STDOUT:
-        raise UsageError("--save -: the video cannot go to standard output; give a file name")
-    if "--save" in named:
-        check_video_extension(named["--save"])
+    for flag, path in named.items():  # "--save", or "--save (NAME)": one stream's video of several
+        if flag.split(" ")[0] == "--save":
+            if path == STDOUT:
+                raise UsageError(f"{flag} -: the video cannot go to standard output; give a file name")
+            check_video_extension(path)
     for (fa, a), (fb, b) in itertools.combinations(named.items(), 2):
         both_stdout = is_stdout(a) and is_stdout(b)
         if both_stdout or (STDOUT not in (a, b) and not _is_devnull(a) and _same(a, b)):

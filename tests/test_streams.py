@@ -45,6 +45,25 @@ def test_stream_names_from_flags_and_files(tmp_path):
         stream_specs(None, str(tmp_path / "empty.txt"))
 
 
+def test_stream_names_stay_unique_and_inside_the_save_folder():
+    """A repeated name gets a suffix no other stream has (results, videos and counters are keyed
+    by it: two streams named 'a-2' mixed their frames in one video); a name starting with '.'
+    ('..' in --save '{stream}/v.mp4' wrote outside its folder) is refused."""
+    assert [s.name for s in stream_specs(["a=x.mp4", "a=x.mp4", "a-2=x.mp4"], None)] == ["a", "a-3", "a-2"]
+    assert [s.name for s in stream_specs(["a=x", "a=x", "a=x"], None)] == ["a", "a-2", "a-3"]
+    for bad in ("..=clip.mp4", ".hidden=clip.mp4"):
+        with pytest.raises(UsageError, match="may not start with"):
+            stream_specs([bad], None)
+
+
+def test_a_bad_save_extension_with_several_streams_is_a_usage_error_up_front(tmp_path):
+    """--save 'v-{stream}.avi' with two streams: refused before anything loads (exit 2), as with
+    one stream, not after start-up with exit 6."""
+    proc = _cli(["--source", "a=demo", "--source", "b=demo", "--save", str(tmp_path / "v-{stream}.avi")])
+    assert proc.returncode == 2 and "unknown video extension" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not list(tmp_path.iterdir())
+
+
 # -- fair batching ----------------------------------------------------------------------------------
 
 def _stream(name: str, n: int) -> Stream:

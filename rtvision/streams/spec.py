@@ -70,13 +70,22 @@ def stream_specs(sources: list[str] | None, sources_file: str | None) -> list[St
     entries = list(sources or []) + (read_sources_file(sources_file) if sources_file else [])
     if not entries:
         raise UsageError("no source given")
-    out: list[StreamSpec] = []
-    seen: dict[str, int] = {}
-    for i, entry in enumerate(entries):
-        s = parse_entry(entry, i)
+    parsed = [parse_entry(entry, i) for i, entry in enumerate(entries)]
+    for s in parsed:
         if not s.spec:
             raise UsageError("empty --source")
-        n = seen.get(s.name, 0) + 1
-        seen[s.name] = n
-        out.append(StreamSpec(s.name if n == 1 else f"{s.name}-{n}", s.spec))
+        if s.name.startswith("."):  # '..' in a --save pattern would write outside its folder
+            raise UsageError(f"stream name {s.name!r}: a name may not start with '.'")
+    # A repeated name gets -2, -3...: never one that another stream has (given or made), since
+    # results, videos and counters are keyed by the name.
+    given = {s.name for s in parsed}
+    out: list[StreamSpec] = []
+    taken: set[str] = set()
+    for s in parsed:
+        name, n = s.name, 1
+        while name in taken or (n > 1 and name in given):
+            n += 1
+            name = f"{s.name}-{n}"
+        taken.add(name)
+        out.append(StreamSpec(name, s.spec))
     return out
