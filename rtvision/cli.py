@@ -14,7 +14,6 @@ os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
 import argparse  # noqa: E402
-import contextlib  # noqa: E402
 import dataclasses  # noqa: E402
 import faulthandler  # noqa: E402
 import io  # noqa: E402
@@ -272,22 +271,6 @@ STOP_SIGNALS = {signal.SIGINT: errors.EXIT_SIGINT, signal.SIGTERM: errors.EXIT_S
 
 def _raise_stop(signum, frame) -> None:
     raise Interrupted(STOP_SIGNALS[signum])
-
-
-@contextlib.contextmanager
-def _signals_stop(runner):
-    """While the pipeline runs, SIGINT/SIGTERM/SIGHUP stop it cleanly (outputs finalized) instead
-    of raising wherever the main thread happens to be."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    codes = STOP_SIGNALS
-    old = {sig: signal.signal(sig, lambda signum, frame: runner.interrupt(codes[signum])) for sig in codes}
-    try:
-        yield
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
 
 
 def _display_lost(pipeline, finish):
@@ -552,13 +535,22 @@ def run_fleet(a: argparse.Namespace) -> int:
 
 def _run_fleet(a: argparse.Namespace, cfg: RunConfig, specs) -> int:
     from .fleet.driver import FleetDriver
-    from .fleet.ledger import format_fleet_summary
-    from .outputs import is_stdout
 
     driver = FleetDriver(cfg, specs, address=a.ray, actors=a.actors, actor_cpus=a.actor_cpus, actor_gpus=a.actor_gpus,
                          max_restarts=a.max_restarts, start_timeout_s=a.start_timeout, results_path=a.results)
-    with _signals_stop(driver):
+    signals = StopSignals().install()  # until the summary is written (see StopSignals)
+    try:
+        signals.attach(driver)
         driver.run()
+        return _finish_fleet(a, driver)
+    finally:
+        signals.restore()
+
+
+def _finish_fleet(a, driver) -> int:
+    from .fleet.ledger import format_fleet_summary
+    from .outputs import is_stdout
+
     if driver.error is not None and not driver.slots:  # nothing ran (no Ray, no cluster): the error alone
         raise driver.error
     summary = driver.summary()

@@ -24,9 +24,11 @@ import io
 import logging
 import math
 import os
+import signal
 import socket
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +38,7 @@ from ..errors import (
     EXIT_INTERNAL,
     EXIT_OK,
     EXIT_SIGINT,
+    EXIT_SIGTERM,
     EXIT_STREAM_FAILED,
     ClusterError,
     RtvisionError,
@@ -68,6 +71,29 @@ def is_loopback(address: str) -> bool:
 def _token_available() -> bool:
     return bool(os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
                 or (Path.home() / ".ray" / "auth_token").is_file())
+
+
+def _stop_half_started_ray(ray) -> None:
+    """Stop a local Ray instance whose ``ray.init`` was cut short: ``ray.shutdown()`` stops the
+    processes it knows of, but the agents its raylet had started would be left behind (their
+    parent gone); every process this one started is ended too."""
+    import psutil
+
+    with contextlib.suppress(Exception):
+        started = psutil.Process().children(recursive=True)
+        with contextlib.suppress(Exception):
+            ray.shutdown()
+        for proc in started:
+            with contextlib.suppress(psutil.Error):
+                proc.terminate()
+        _, alive = psutil.wait_procs(started, timeout=5)
+        for proc in alive:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+
+
+class _StoppedWhileConnecting(Exception):
+    """A stop signal came while ``ray.init`` ran (with Ray's own handler installed)."""
 
 
 def ray_installed() -> bool:
@@ -285,6 +311,8 @@ class FleetDriver:
                 self._loop()
         except KeyboardInterrupt:
             self.exit_code = EXIT_SIGINT
+        except _StoppedWhileConnecting:
+            pass  # _stop_code says how
         except RtvisionError as exc:
             self.error, self.exit_code = exc, exc.exit_code
         except BaseException as exc:  # noqa: BLE001 - reported in one line, never a hang
@@ -300,6 +328,23 @@ class FleetDriver:
                 slot.state = "stopped"
 
     def _connect(self, loopback: bool) -> None:
+        # ray.init installs its own SIGTERM handler (sys.exit(15), and its native one that prints
+        # a stack and may abort): the handlers rtvision had (a clean stop, exit 143) are put back
+        # right after; a SIGTERM during ray.init itself stops the run the same way.
+        main = threading.current_thread() is threading.main_thread()
+        saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)} if main else {}
+        try:
+            self._ray_init(loopback)
+        except SystemExit:  # Ray's handler ran: a SIGTERM while it started
+            self._stop_code = EXIT_SIGTERM
+            _stop_half_started_ray(self.ray)
+            raise _StoppedWhileConnecting() from None
+        finally:
+            for sig, handler in saved.items():
+                if handler is not None:
+                    signal.signal(sig, handler)
+
+    def _ray_init(self, loopback: bool) -> None:
         ray = self.ray
         t0 = time.monotonic()
         quiet = {"log_to_driver": False, "logging_level": logging.ERROR}
