@@ -257,7 +257,8 @@ class Runner:
         summary = {
             "source": p.info.name if p.info else redact_url(self.cfg.source.spec),
             "live": p.live,
-            "resolution_wh": list(p.info.resolution_wh) if p.info else None,
+            # the source's own info: a camera that came back at another size is reported at it
+            "resolution_wh": list((getattr(p.source, "info", None) or p.info).resolution_wh) if p.info else None,
             "source_fps": p.info.fps if p.info else None,
             "device": str(models.device) if models else None,
             "classifier": models.classifier_variant if models else None,
@@ -266,6 +267,9 @@ class Runner:
             "frames_read": read,
             "frames_processed": s.processed,
             "frames_dropped": dropped,
+            # read but neither processed nor dropped: in the buffer or the worker's batches when
+            # the run was stopped (0 when a run reaches its end)
+            "frames_unfinished": max(0, read - s.processed - dropped),
             "drop_share": dropped / read if read else 0.0,
             "frames_corrupt": cap.corrupt if cap else 0,
             "reconnects": cap.reconnects if cap else 0,
@@ -302,7 +306,8 @@ def format_summary(s: dict) -> str:
         f"{'x'.join(map(str, s['resolution_wh'] or []))} @ {f(s['source_fps'])} fps)",
         f"  models      classifier {s['classifier']} | faces {s['faces']} | device {s['device']} | batch {s['batch']}",
         f"  frames      read {s['frames_read']} | processed {s['frames_processed']} | dropped {s['frames_dropped']} "
-        f"({100 * s['drop_share']:.1f}%) | corrupt {s['frames_corrupt']} | reconnects {s['reconnects']}",
+        f"({100 * s['drop_share']:.1f}%) | corrupt {s['frames_corrupt']} | reconnects {s['reconnects']}"
+        + (f" | unfinished at the stop {s['frames_unfinished']}" if s.get("frames_unfinished") else ""),
         f"  throughput  {f(s['throughput_fps'])} fps over {f(s['elapsed_s'])} s (steady {f(s['steady_fps'])} fps, "
         f"{f(s.get('cpu_cores'), 2)} CPU cores busy)",
         f"  latency     p50 {f(lat.get('p50'))} | p95 {f(lat.get('p95'))} | p99 {f(lat.get('p99'))} | max {f(lat.get('max'))} ms",

@@ -497,13 +497,19 @@ class CaptureThread(threading.Thread):
             if img is None:
                 if not info.live:
                     return  # the end of a file is the end, paced or not: files never reconnect
-                self._reconnect("read failed")
-                t0 = time.monotonic() - (index - first) / fps
+                if read_s >= 0.9 * self.cfg.stall_timeout_s:  # FFmpeg's read timeout is the stall timeout
+                    self.stats.stalls += 1
+                    self._reconnect(f"stalled for {read_s:.1f}s")
+                else:
+                    self._reconnect("read failed")
+                if self.paced:  # pacing starts over; a camera's pts_s stays its wall clock (monotonic)
+                    t0 = time.monotonic() - (index - first) / fps
                 continue
             if info.live and read_s > self.cfg.stall_timeout_s:
                 self.stats.stalls += 1
                 self._reconnect(f"stalled for {read_s:.1f}s")
-                t0 = time.monotonic() - (index - first) / fps
+                if self.paced:
+                    t0 = time.monotonic() - (index - first) / fps
                 continue
             if not valid_image(img, reject_black=info.live):
                 self.stats.invalid += 1
@@ -533,9 +539,10 @@ class CaptureThread(threading.Thread):
             captured_at = due if self.paced else start
             frame = Frame(index=index, pts_s=pts_s, captured_at=captured_at, image=img, decode_ms=read_s * 1000.0)
             index += 1
-            self.stats.read += 1
             self.stats.decode_ms_total += read_s * 1000.0
-            if self.buffer.put(frame):
+            dropped_one = self.buffer.put(frame)  # BufferClosed (a stop): this frame is not counted
+            self.stats.read += 1
+            if dropped_one:
                 self.stats.dropped += 1
 
     # -- reconnect -----------------------------------------------------------------------------

@@ -162,3 +162,24 @@ def test_url_password_never_logged(caplog):
     with pytest.raises(errors.SourceUnavailable) as exc:
         src.open()
     assert "s3cret" not in str(exc.value) and "admin:***@" in str(exc.value)
+
+
+def test_after_a_reconnect_pts_goes_on_and_the_summary_has_the_new_size():
+    """A camera that sends 20 frames a second while its header says 50 drops its connection at
+    frame 20 and comes back at 640x480: pts_s (its wall clock) never goes back (it jumped back
+    to index / header fps), and the summary gives the size it has now."""
+    import dataclasses
+
+    class SaysFifty(FaultySource):
+        def open(self):
+            self.info = dataclasses.replace(super().open(), fps=50.0)
+            return self.info
+
+    src = SaysFifty(60, fps=20, faults=Faults(disconnect_at={20}, resize_at={20: (640, 480)}))
+    s, seen, _ = run(src, reconnect=3, batch=1, max_frames=40)
+    assert s["exit_code"] == 0, s["error"]
+    assert s["reconnects"] == 1
+    pts = [r.frame.pts_s for r in seen]
+    assert all(b > a for a, b in zip(pts, pts[1:])), pts
+    assert s["resolution_wh"] == [640, 480]
+    assert s["frames_read"] == s["frames_processed"] + s["frames_dropped"] and s["frames_unfinished"] == 0
