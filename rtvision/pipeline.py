@@ -152,7 +152,10 @@ class Pipeline:
             return self.stuck_threads
         self.request_stop()
         stuck = []
-        deadline = time.monotonic() + self.cfg.join_timeout_s
+        # A camera's capture may be inside an open or a read that OpenCV's FFmpeg gives up on only
+        # after the stall timeout: that is not a thread that will not stop.
+        join_s = max(self.cfg.join_timeout_s, self.cfg.source.stall_timeout_s + 2.0)
+        deadline = time.monotonic() + join_s
         for thread in (self.capture, self.worker):
             if thread is None or not thread.is_alive() and not thread.ident:
                 continue
@@ -166,7 +169,7 @@ class Pipeline:
                 thread.join(timeout=0.05)
             if thread.is_alive():
                 stuck.append(thread.name)
-                log.error("thread %s did not stop within %.0fs", thread.name, self.cfg.join_timeout_s)
+                log.error("thread %s did not stop within %.0fs", thread.name, join_s)
         if self.faces is not None and "rtvision-worker" not in stuck:
             try:
                 self.faces.close()  # joins the face stage's helper thread

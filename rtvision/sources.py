@@ -260,6 +260,17 @@ class LoopingFileSource:
         self.info: SourceInfo | None = None
         self.file_frames: int | None = None
         self.loops = 0
+        self._pts_offset = 0.0  # the earlier passes' duration (files whose fps header is not believed)
+
+    @property
+    def fps_trusted(self) -> bool:
+        return self.inner.fps_trusted
+
+    @property
+    def last_pts_s(self) -> float | None:
+        """The last frame's container timestamp, going on across passes (see ``FileSource``)."""
+        inner = self.inner.last_pts_s
+        return None if inner is None else self._pts_offset + inner
 
     def open(self) -> SourceInfo:
         info = self.inner.open()
@@ -268,6 +279,10 @@ class LoopingFileSource:
         return self.info
 
     def _restart(self) -> None:
+        last = self.inner.last_pts_s
+        if last is not None:  # the next pass starts one (mean) frame interval after this one's last frame
+            n = self.file_frames or 0
+            self._pts_offset += last + (last / (n - 1) if n > 1 and last > 0 else 1.0 / 30.0)
         self.inner.close()
         self.inner.open()
         self.loops += 1

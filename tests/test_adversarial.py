@@ -211,6 +211,11 @@ def _bad_fps_said(run: Run) -> None:
     assert [r["pts_s"] for r in jsonl(run.cwd / "r.jsonl")] == [0.0, 2.0, 4.0, 6.0]
 
 
+def _bad_fps_looped(run: Run) -> None:
+    """--loop keeps the frames' own timestamps going across passes (it fell back to index / 30)."""
+    assert [r["pts_s"] for r in jsonl(run.cwd / "r.jsonl")] == [0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 14.0, 16.0, 18.0]
+
+
 def _old_kept(run: Run) -> None:
     assert (run.cwd / "old.jsonl").read_text() == '{"old": true}\n'
     _no_outputs("o.mp4", "s.json")(run)
@@ -293,6 +298,8 @@ CASES = [
     Case("11-prune-round-to-nothing", ["optimize", "--classifier", "resnet18", "--prune", "0.9", "--round-to", "16",
                                        "--calib", "{v}", "--out", "x.rtv"], 2, _err("would keep no channel"), fast_flags=False),
     Case("11-fps-header-out-of-range", ["--source", "slow.mp4", "--results", "r.jsonl"], 0, _bad_fps_said, _bad_fps),
+    Case("11b-fps-header-out-of-range-looped", ["--source", "slow.mp4", "--loop", "--max-frames", "10", "--results", "r.jsonl"],
+         0, _bad_fps_looped, _bad_fps),
     Case("11-webcam-negative", ["--source", "webcam:-1"], 2, _err("webcam:N")),
     Case("11-webcam-not-a-number", ["--source", "webcam:abc"], 2, _err("webcam:N")),
     Case("11-bench-bogus-variant", ["bench", "--source", "{v}", "--variants", "bogus"], 2, _bench_fast, fast_flags=False),

@@ -138,7 +138,7 @@ def test_slow_worker_fast_live_source_drops_and_memory_stays_flat():
 def test_a_thread_that_will_not_stop_is_reported_by_name():
     faults = Faults(block_forever_at=5)
     src = FaultySource(100, faults=faults)
-    cfg = RunConfig(SourceConfig("faulty"), ModelConfig(), batch=2, progress=False, join_timeout_s=0.5)
+    cfg = RunConfig(SourceConfig("faulty", stall_timeout_s=0.5), ModelConfig(), batch=2, progress=False, join_timeout_s=0.5)
     pipe = Pipeline(cfg, models=fake_models(FakeClassifier()), source=src).start()
     try:
         got = []
@@ -151,6 +151,24 @@ def test_a_thread_that_will_not_stop_is_reported_by_name():
     finally:
         faults.release.set()
         pipe.capture.join(timeout=5)
+
+
+def test_a_capture_inside_a_read_shorter_than_the_stall_timeout_is_not_called_stuck():
+    """A camera read that hangs 2 s (under the 5 s stall timeout, after which OpenCV's FFmpeg
+    gives up) while a stop is asked, with a 0.5 s join timeout: the stop waits for it, and no
+    thread is reported stuck."""
+    import time
+
+    src = FaultySource(100, faults=Faults(stall_at={6: 2.0}))
+    cfg = RunConfig(SourceConfig("faulty", stall_timeout_s=5.0), ModelConfig(), batch=2, progress=False, join_timeout_s=0.5)
+    pipe = Pipeline(cfg, models=fake_models(FakeClassifier()), source=src).start()
+    got = []
+    for r in pipe.results():
+        got.append(r)
+        if len(got) == 5:
+            break
+    time.sleep(0.3)  # the capture is inside the slow read now
+    assert pipe.stop() == [] and not pipe.capture.is_alive()
 
 
 def test_url_password_never_logged(caplog):

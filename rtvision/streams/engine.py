@@ -356,7 +356,10 @@ class MultiPipeline:
         if self._stopped:
             return self.stuck_threads
         self.request_stop()
-        deadline = time.monotonic() + self.cfg.join_timeout_s
+        # A camera's capture may be inside an open or a read that OpenCV's FFmpeg gives up on only
+        # after the stall timeout: that is not a thread that will not stop.
+        join_s = max(self.cfg.join_timeout_s, self.cfg.source.stall_timeout_s + 2.0)
+        deadline = time.monotonic() + join_s
         stuck = []
         threads = [s.capture for s in self.streams if s.capture is not None] + ([self.worker] if self.worker else [])
         for t in threads:
@@ -371,7 +374,7 @@ class MultiPipeline:
                 t.join(timeout=0.05)
             if t.is_alive():
                 stuck.append(t.name)
-                log.error("thread %s did not stop within %.0fs", t.name, self.cfg.join_timeout_s)
+                log.error("thread %s did not stop within %.0fs", t.name, join_s)
         worker_stuck = self.worker is not None and self.worker.name in stuck
         if self.face_pool is not None and not worker_stuck:
             self.face_pool.shutdown(wait=True, cancel_futures=True)  # its threads are joined here
