@@ -39,13 +39,12 @@ def need_tools() -> None:
         pytest.fail(f"real-X window tests need {', '.join(missing)}; .ci/run installs them", pytrace=False)
 
 
-@pytest.fixture(scope="module")
-def xserver():
-    """A fresh Xvfb; yields its DISPLAY (``:N``)."""
+def start_xvfb(wh: tuple[int, int] = SCREEN_WH) -> tuple[subprocess.Popen, str]:
+    """A fresh Xvfb of ``wh`` pixels: (its process, its DISPLAY ``:N``)."""
     need_tools()
     r, w = os.pipe()
     proc = subprocess.Popen(
-        ["Xvfb", "-displayfd", str(w), "-screen", "0", f"{SCREEN_WH[0]}x{SCREEN_WH[1]}x24", "-nolisten", "tcp"],
+        ["Xvfb", "-displayfd", str(w), "-screen", "0", f"{wh[0]}x{wh[1]}x24", "-nolisten", "tcp"],
         pass_fds=(w,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     os.close(w)
@@ -54,7 +53,14 @@ def xserver():
     if not number:
         proc.kill()
         pytest.fail("Xvfb did not start", pytrace=False)
-    yield f":{number}"
+    return proc, f":{number}"
+
+
+@pytest.fixture(scope="module")
+def xserver():
+    """A fresh Xvfb; yields its DISPLAY (``:N``)."""
+    proc, display = start_xvfb()
+    yield display
     proc.terminate()
     proc.wait(timeout=10)
 
@@ -511,13 +517,7 @@ def test_an_x_server_gone_between_the_probe_and_the_window_means_headless(faces_
     """The probe found the X server, which then goes away (a closed session, a dropped SSH X
     forward) before the window opens: Qt would abort the process there. The run says so in one
     line and goes on headless, with complete outputs and exit 0."""
-    need_tools()
-    r, w = os.pipe()
-    xvfb = subprocess.Popen(["Xvfb", "-displayfd", str(w), "-screen", "0", "640x480x24", "-nolisten", "tcp"],
-                            pass_fds=(w,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    os.close(w)
-    with os.fdopen(r) as fh:
-        display = f":{fh.readline().strip()}"
+    xvfb, display = start_xvfb((640, 480))
     # rtvision's CLI, with the probe's answer followed by the end of that X server
     driver = (
         "import os, signal, sys, time\n"
@@ -553,13 +553,7 @@ def test_an_x_server_that_dies_under_the_window_ends_the_run_cleanly(faces_video
     forward that drops): Qt's xcb plugin would end the process at once (exit 1, or a crash while
     the other threads run, no summary). rtvision catches Qt's message first: the run stops as on
     SIGHUP, outputs finalized, the summary printed and written, exit 129."""
-    need_tools()
-    r, w = os.pipe()
-    xvfb = subprocess.Popen(["Xvfb", "-displayfd", str(w), "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
-                            pass_fds=(w,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    os.close(w)
-    with os.fdopen(r) as fh:
-        display = f":{fh.readline().strip()}"
+    xvfb, display = start_xvfb((1280, 800))
     video, results, summary = tmp_path / "v.mp4", tmp_path / "r.jsonl", tmp_path / "s.json"
     proc = rtvision(["--source", str(faces_video), "--realtime", "--classifier", "none", "--faces", "off",
                      "--save", str(video), "--results", str(results), "--summary-json", str(summary)],
