@@ -439,11 +439,11 @@ def measure_startup(args, ctx: BenchContext, plans: list[VariantPlan]) -> dict:
                 cfg = plan.model
                 summary = Path(tmp) / f"{plan.name}-{attempt}.json"
                 argv = [sys.executable, "-m", "rtvision", "--source", args.source, "--headless", "--max-frames", "1",
-                        "--no-progress", "--classifier", cfg.classifier, "--weights", cfg.weights, "--device", cfg.device,
+                        "--no-progress", "--classifier", cfg.classifier, "--device", cfg.device,
                         "--backend", cfg.backend, "--precision", cfg.precision, "--faces", cfg.faces,
                         "--summary-json", str(summary)]
-                if cfg.model_path:
-                    argv += ["--model", cfg.model_path]
+                # an artifact holds its own weights (--weights with --model is a usage error)
+                argv += ["--model", cfg.model_path] if cfg.model_path else ["--weights", cfg.weights]
                 if cfg.cache_dir:
                     argv += ["--cache-dir", cfg.cache_dir]
                 proc = subprocess.run(argv, capture_output=True, text=True, timeout=900)

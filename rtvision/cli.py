@@ -329,8 +329,8 @@ class StopSignals:
         return self
 
     def _handle(self, signum, frame) -> None:
-        if self.code is not None:
-            return  # already stopping
+        if self.code is not None or getattr(self.runner, "stop_requested", False):
+            return  # already stopping (this signal, or the window's own handlers, asked first)
         self.code = STOP_SIGNALS[signum]
         if self.runner is not None:
             self.runner.interrupt(self.code)
@@ -475,6 +475,8 @@ def _run_streams_started(a, cfg, pipeline, probe, signals: StopSignals, import_b
                 print(f"rtvision: no window: {verdict.reason}; running headless", file=sys.stderr)
         runner = MultiRunner(cfg, pipeline, import_baseline_mb)
         signals.attach(runner)
+        if signals.code is not None:  # stopped before the window opened: no window to close by hand
+            run_grid_window = None
         stuck: list[str] = []
         if run_grid_window is not None:
             lost = _display_lost(pipeline, lambda: _finish_streams(a, cfg, runner, []))
@@ -613,6 +615,8 @@ def _run_started(a, cfg, pipeline, probe, signals: StopSignals, import_baseline_
             cfg = dataclasses.replace(cfg, progress=False)  # the window shows progress itself
         runner = Runner(cfg, pipeline, import_baseline_mb)
         signals.attach(runner)
+        if signals.code is not None:  # stopped before the window opened: no window to close by hand
+            use_window = False
         stuck: list[str] = []
         if use_window:
             lost = _display_lost(pipeline, lambda: _finish_run(a, cfg, runner, pipeline, []))

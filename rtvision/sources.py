@@ -148,6 +148,9 @@ class _CvSource:
             self._cap = None
 
 
+MAX_DAMAGED_FRAMES = 750  # a damaged stretch of a file is read past up to this (30 s at 25 fps)
+
+
 class FileSource(_CvSource):
     kind = "file"
     live = False
@@ -230,7 +233,10 @@ class FileSource(_CvSource):
         # never decodes ends the file, with a warning.
         count = self.info.frame_count
         failed = [self._reads - 1]
-        while count is not None and self._reads < count:
+        # at most MAX_DAMAGED_FRAMES ahead: a frame count (an estimate for some containers, or a
+        # damaged header) may be far beyond the file's real end
+        limit = None if count is None else min(count, self._reads + MAX_DAMAGED_FRAMES)
+        while limit is not None and self._reads < limit:
             img = self._read_timed()
             if img is not None:
                 self._held, self._damaged = img, failed[1:]

@@ -201,3 +201,54 @@ def test_after_a_reconnect_pts_goes_on_and_the_summary_has_the_new_size():
     assert all(b > a for a, b in zip(pts, pts[1:])), pts
     assert s["resolution_wh"] == [640, 480]
     assert s["frames_read"] == s["frames_processed"] + s["frames_dropped"] and s["frames_unfinished"] == 0
+
+
+def test_a_frame_count_far_beyond_the_files_end_does_not_keep_reading(faces_video, monkeypatch):
+    """A header (or an estimate) that claims 100 million frames for the 105-frame clip: the read
+    past a damaged stretch looks at most MAX_DAMAGED_FRAMES ahead, then calls it the end."""
+    import dataclasses
+
+    from rtvision import sources
+
+    monkeypatch.setattr(sources, "MAX_DAMAGED_FRAMES", 50)
+    src = sources.FileSource(str(faces_video))
+    src.info = dataclasses.replace(src.open(), frame_count=10**8)
+    n = 0
+    while src.read() is not None:
+        n += 1
+    assert n == 105 and src._reads <= 106 + 50
+    src.close()
+
+
+def test_stop_signals_first_one_stops_later_ones_change_nothing():
+    """StopSignals (the CLI's, from the pipeline's start to the summary): a signal before the
+    runner exists is kept and handed to it; later signals, or any after the window's own handlers
+    stopped the run, change nothing."""
+    import os
+    import signal
+
+    from rtvision.cli import StopSignals
+
+    class Runner:
+        def __init__(self):
+            self.stop_requested, self.codes = False, []
+
+        def interrupt(self, code):
+            self.codes.append(code)
+            self.stop_requested = True
+
+    signals = StopSignals().install()
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        runner = Runner()
+        signals.attach(runner)
+        os.kill(os.getpid(), signal.SIGINT)
+        assert runner.codes == [143] and signals.code == 143
+        other, late = Runner(), StopSignals().install()
+        other.stop_requested = True  # the window's handlers stopped it first
+        late.attach(other)
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert other.codes == [] and late.code is None
+        late.restore()
+    finally:
+        signals.restore()

@@ -54,6 +54,7 @@ def test_stream_names_stay_unique_and_inside_the_save_folder():
     for bad in ("..=clip.mp4", ".hidden=clip.mp4"):
         with pytest.raises(UsageError, match="may not start with"):
             stream_specs([bad], None)
+    assert [s.name for s in stream_specs(["/cams/.door.mp4", "..mp4"], None)] == ["door", "stream1"]  # made, not given
 
 
 def test_a_bad_save_extension_with_several_streams_is_a_usage_error_up_front(tmp_path):

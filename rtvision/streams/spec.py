@@ -34,7 +34,7 @@ def _default_name(spec: str, index: int) -> str:
         return "demo"
     if "://" in spec:
         return f"stream{index}"
-    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(spec).stem) or f"stream{index}"
+    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(spec).stem).lstrip(".") or f"stream{index}"  # '.cam.mp4': 'cam'
     return stem[:64]
 
 
