@@ -161,6 +161,30 @@ def test_a_stop_closes_every_streams_source_and_marks_each_stopped():
     assert not rtvision_threads() and p.stuck_threads == []
 
 
+def test_a_stopped_multi_stream_runs_counters_add_up_per_stream():
+    """Two cameras faster than a slow worker, stopped after 20 results: for each stream, what was
+    read is what was processed, dropped, or left unfinished at the stop."""
+    cfg = RunConfig(SourceConfig("template"), ModelConfig(), batch=2, progress=False)
+    sources = {n: FaultySource(10**6, fps=100) for n in ("a", "b")}
+    with MultiPipeline(cfg, [StreamSpec(n, n) for n in sources], models=fake_models(FakeClassifier(sleep_s=0.02)),
+                       sources=sources) as p:
+        runner = MultiRunner(cfg, p)
+        seen = []
+
+        def stop_at_20(r):
+            seen.append(r)
+            if len(seen) == 20:
+                runner.request_stop()
+
+        runner.listeners.append(stop_at_20)
+        runner.run()
+    rows = runner.build_summary()["streams"]
+    for row in rows:
+        assert row["frames_read"] == row["frames_processed"] + row["frames_dropped"] + row["frames_unfinished"], row
+        assert row["frames_dropped"] > 0 and row["state"] == "stopped"
+    assert sum(r["frames_processed"] for r in rows) >= 20
+
+
 def test_a_stream_that_ends_while_the_others_run_is_ended_not_stopped():
     """A 20-frame file next to an endless one, stopped after 200 results of the long one: the
     short stream is "ended" (all its frames processed, in order) as soon as the worker sees it,

@@ -124,6 +124,9 @@ class MultiRunner:
                 "frames_read": read,
                 "frames_processed": st.processed,
                 "frames_dropped": dropped,
+                # read but neither processed nor dropped: left in the buffer or the worker when
+                # the run was stopped (read = processed + dropped + unfinished)
+                "frames_unfinished": max(0, read - st.processed - dropped),
                 "drop_share": dropped / read if read else 0.0,
                 "frames_corrupt": cap.corrupt if cap else 0,
                 "reconnects": cap.reconnects if cap else 0,
