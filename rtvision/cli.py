@@ -273,6 +273,28 @@ def _raise_stop(signum, frame) -> None:
     raise Interrupted(STOP_SIGNALS[signum])
 
 
+def _launch(cfg, start_pipeline, run_started) -> int:
+    """Start a run's pipeline with the display probe running beside it (a child process, while the
+    sources open and the models load), then ``run_started(pipeline, probe, signals)`` with
+    :class:`StopSignals` installed until it returns (the summary written)."""
+    probe = None
+    if not cfg.headless:
+        from .gui.probe import DisplayProbe
+
+        probe = DisplayProbe.start()
+    try:
+        pipeline = start_pipeline()
+    except BaseException:
+        if probe is not None:
+            probe.cancel()
+        raise
+    signals = StopSignals().install()
+    try:
+        return run_started(pipeline, probe, signals)
+    finally:
+        signals.restore()
+
+
 def _display_lost(pipeline, finish):
     """What the window calls when the X display it is on goes away (Qt is about to end the
     process): stop the pipeline and finish the run as usual (summary printed and written), then
@@ -441,22 +463,9 @@ def _run_streams(a: argparse.Namespace, specs) -> int:
     import_baseline_mb = rss_mb()
     a.source = specs[0].spec  # the template of every stream's settings; each stream has its own spec
     cfg = run_config(a)
-    probe = None
-    if not cfg.headless:
-        from .gui.probe import DisplayProbe
-
-        probe = DisplayProbe.start()  # a child process; it runs while the streams open and the models load
-    try:
-        pipeline = MultiPipeline(cfg, specs).start()
-    except BaseException:
-        if probe is not None:
-            probe.cancel()
-        raise
-    signals = StopSignals().install()
-    try:
-        return _run_streams_started(a, cfg, pipeline, probe, signals, import_baseline_mb)
-    finally:
-        signals.restore()
+    return _launch(cfg, lambda: MultiPipeline(cfg, specs).start(),
+                   lambda pipeline, probe, signals: _run_streams_started(a, cfg, pipeline, probe, signals,
+                                                                         import_baseline_mb))
 
 
 def _run_streams_started(a, cfg, pipeline, probe, signals: StopSignals, import_baseline_mb: float) -> int:
@@ -577,22 +586,8 @@ def _run_main(a: argparse.Namespace) -> int:
 
     import_baseline_mb = rss_mb()
     cfg = run_config(a)
-    probe = None
-    if not cfg.headless:
-        from .gui.probe import DisplayProbe
-
-        probe = DisplayProbe.start()  # a child process; it runs while the models load
-    try:
-        pipeline = Pipeline(cfg).start()
-    except BaseException:
-        if probe is not None:
-            probe.cancel()
-        raise
-    signals = StopSignals().install()
-    try:
-        return _run_started(a, cfg, pipeline, probe, signals, import_baseline_mb)
-    finally:
-        signals.restore()
+    return _launch(cfg, lambda: Pipeline(cfg).start(),
+                   lambda pipeline, probe, signals: _run_started(a, cfg, pipeline, probe, signals, import_baseline_mb))
 
 
 def _run_started(a, cfg, pipeline, probe, signals: StopSignals, import_baseline_mb: float) -> int:
