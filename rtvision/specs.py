@@ -67,6 +67,10 @@ def redact_url(spec: str) -> str:
     """``spec`` with the password of its userinfo and the values of secret query/fragment keys
     replaced by ``***``; anything that is not a ``scheme://`` URL is returned unchanged.
 
+    A userinfo without a password is masked whole (``https://***@host``): a token passed as the
+    user name (``https://ghp_…@host``, ``https://APIKEY@host``) is the secret itself, and a plain
+    user name costs little to hide.
+
     The userinfo ends at the *last* ``@`` before the query (FFmpeg too takes the last ``@``), so
     an ``@`` in a password does not leak its tail, and a raw ``/`` in a password is masked too
     (``urllib.parse.urlsplit`` ends the netloc at the first ``/`` and would leak it; at worst a
@@ -85,6 +89,8 @@ def redact_url(spec: str) -> str:
         user, colon, password = userinfo.partition(":")
         if colon and password:
             head = f"{user}:{MASK}@{hostpath}"
+        elif not colon and user:
+            head = f"{MASK}@{hostpath}"
     query, hash_, fragment = tail.partition("#")
     out = f"{scheme}://{head}"
     if query.startswith("?"):
