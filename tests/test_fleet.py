@@ -116,12 +116,17 @@ def test_ledger_keeps_order_drops_duplicates_and_counts_what_a_restart_lost():
     for i in range(5):
         assert led.accept(_rec("cam", i, tracks=(1, 2)), now=float(i)) is not None
     assert led.accept(_rec("cam", 3), now=5.0) is None and led.duplicates == 1  # already delivered
+    led.update({"frames_read": 8, "frames_dropped": 0})  # the actor's last word: 3 frames in flight
+    assert led.row()["frames_unfinished"] == 3
     led.restart(now=6.0)
     assert led.next_index == 5 and led.state == "pending"
     out = led.accept(_rec("cam", 7, tracks=(1,)), now=9.0)  # the resumed actor could not give 5 and 6
     assert out["faces"][0]["track_id"] == 3  # shifted past the ids used before the restart
     row = led.row()
     assert row["restarts"] == 1 and row["frames_lost"] == 2
+    led.update({"frames_read": 1, "frames_dropped": 0}, final=True)  # the resumed actor read frame 7 only
+    row = led.row()
+    assert row["frames_read"] == 9 and row["frames_processed"] == 6 and row["frames_unfinished"] == 3
     assert row["restart_log"] == [{"at_frame": 5, "lost": 2, "first_frame": 7, "gap_s": 5.0}]
     live = StreamLedger("door", "rtsp://h/s", 1, live=True)
     live.accept(_rec("door", 0), now=0.0)
@@ -235,6 +240,9 @@ def test_two_actors_on_a_local_instance_survive_a_sigkill(tmp_path, faces_video)
         assert by[name]["duplicates_dropped"] == 0  # the restarted actor began at that frame, not before
     assert seen["at"]["street"] >= 9 and seen["at"]["b"] > 0  # killed mid-run, both streams unfinished
     assert by["a"]["restarts"] == 0 and by["c"]["restarts"] == 0
+    for name, r in by.items():  # the counters add up; only a dead actor's frames in flight are unfinished
+        assert r["frames_read"] == r["frames_processed"] + r["frames_dropped"] + r["frames_unfinished"], r
+        assert r["frames_unfinished"] == 0 or r["restarts"], r
     assert s["frames_lost"] == 0 and s["frames_processed"] == 240 and s["exit_code"] == EXIT_OK
 
     # track ids stay unique within the stream: the restarted face stage's ids are shifted past the old ones

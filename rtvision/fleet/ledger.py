@@ -137,6 +137,9 @@ class StreamLedger:
             "frames_read": read,
             "frames_processed": self.delivered,
             "frames_dropped": dropped,
+            # read but never delivered: in flight in an actor that died (a file's are read again by
+            # the restarted actor) or when the fleet was stopped (read = processed + dropped + unfinished)
+            "frames_unfinished": max(0, read - self.delivered - dropped),
             "drop_share": dropped / read if read else 0.0,
             "frames_corrupt": self.counter("frames_corrupt"),
             "reconnects": self.counter("reconnects"),
@@ -178,7 +181,8 @@ def format_fleet_summary(s: dict) -> str:
         lines.append(
             f"  {r['stream']:<{width}}  actor {r['actor']} | {'live' if r['live'] else 'file'} | read {r['frames_read']} | "
             f"processed {r['frames_processed']} | dropped {r['frames_dropped']} ({100 * r['drop_share']:.1f}%) | "
-            f"{f(r['throughput_fps'])} fps | p50 {f(lat.get('p50'))} p99 {f(lat.get('p99'))} ms{gap} | {state}")
+            + (f"unfinished {r['frames_unfinished']} | " if r.get("frames_unfinished") else "")
+            + f"{f(r['throughput_fps'])} fps | p50 {f(lat.get('p50'))} p99 {f(lat.get('p99'))} ms{gap} | {state}")
     lat = s["latency_ms"] or {}
     lines.append(f"  {'total':<{width}}  processed {s['frames_processed']} | {f(s['throughput_fps'])} fps over "
                  f"{f(s['elapsed_s'])} s from the first result | p50 {f(lat.get('p50'))} p99 {f(lat.get('p99'))} ms | restarts {s['restarts']} | "
