@@ -255,6 +255,65 @@ def test_two_actors_on_a_local_instance_survive_a_sigkill(tmp_path, faces_video)
 
 
 @pytest.mark.slow
+def test_a_restarted_actor_that_dies_before_it_answers_counts_as_two_restarts(tmp_path, index_clip):
+    """One actor, one stream. It is SIGKILLed at frame 5; the process Ray starts in its place is
+    SIGKILLed too as soon as it shows up, before it can answer; the third one runs the stream to
+    its end. The driver sees a single new pid, and Ray restarted twice: the summary says 2, as
+    Ray counts (it said 1), and the stream is complete and in order."""
+    psutil = pytest.importorskip("psutil")
+    pytest.importorskip("ray")
+    import threading
+
+    from rtvision.fleet.driver import FleetDriver
+
+    cfg = RunConfig(SourceConfig("template"), ModelConfig(classifier="none", faces="off"), progress=False)
+    results = tmp_path / "fleet.jsonl"
+    driver = FleetDriver(cfg, [StreamSpec("cam", str(index_clip))], address="auto", local_cpus=2, max_restarts=3,
+                         results_path=str(results))
+    seen: dict = {"killed": [], "done": threading.Event()}
+
+    def actor_pids() -> set:
+        out = set()
+        for p in psutil.process_iter(["pid", "cmdline"]):
+            with contextlib.suppress(psutil.Error):
+                if any("FleetActor" in part for part in p.info["cmdline"] or ()):
+                    out.add(p.info["pid"])
+        return out
+
+    def kill_the_next_one(first: int) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not seen["done"].is_set():
+            for pid in actor_pids() - {first}:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                    seen["killed"].append(pid)
+                return
+            time.sleep(0.01)
+
+    def kill_at_frame_5(rec: dict) -> None:
+        if not seen["killed"] and rec["frame"] >= 5:
+            first = driver.slots[0].pid
+            seen["killed"].append(first)
+            threading.Thread(target=kill_the_next_one, args=(first,), daemon=True).start()
+            os.kill(first, signal.SIGKILL)
+
+    driver.listeners.append(kill_at_frame_5)
+    try:
+        driver.run()
+    finally:
+        seen["done"].set()
+    s = driver.summary()
+    assert driver.error is None, driver.error
+    print(format_fleet_summary(s))
+    assert len(seen["killed"]) == 2, seen  # the first actor and the one Ray started in its place
+    (a,) = s["actors"]
+    assert not set(a["pids"][1:]) & set(seen["killed"]), (a["pids"], seen)  # the killed restart never answered
+    assert a["restarts"] == 2 and s["restarts"] == 2
+    rows = [json.loads(x) for x in results.read_text().splitlines()]
+    assert [r["frame"] for r in rows] == list(range(60)) and s["exit_code"] == EXIT_OK
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("sig, group, code", [(signal.SIGINT, True, 130), (signal.SIGTERM, False, 143)])
 def test_ctrl_c_stops_the_actors_and_the_local_instance_cleanly(tmp_path, faces_video, sig, group, code):
     """``rtvision fleet`` in its own process group gets SIGINT there (a terminal's Ctrl-C reaches

@@ -372,10 +372,35 @@ class FleetDriver:
         if loopback and any(not is_loopback(n) for n in nodes):
             log.warning("the local Ray instance is not on loopback: its nodes are %s", ", ".join(nodes))
 
+    def _ray_restarts(self, slot: ActorSlot) -> int | None:
+        """How many times Ray has restarted the slot's actor, from its GCS actor table (no
+        dashboard needed; ``ray.util.state`` needs one, which a local instance runs without).
+        None when Ray cannot say (an API that moved): the restarts seen as new pids stand."""
+        try:
+            from ray._private import state as ray_state
+
+            info = ray_state.actors(slot.handle._actor_id.hex())
+            n = info.get("NumRestarts") if isinstance(info, dict) else None
+            return int(n) if n is not None else None
+        except Exception:  # noqa: BLE001 - a private API: a count is a nicety, never a failure
+            log.debug("Ray's restart count of actor %d unavailable", slot.index, exc_info=True)
+            return None
+
+    def _sync_restarts(self, slot: ActorSlot) -> None:
+        """Count Ray's restarts, not only the ones seen: an actor that Ray restarted and that died
+        again before it answered has a single new pid for two restarts."""
+        if slot.handle is None:
+            return
+        n = self._ray_restarts(slot)
+        if n is not None and n > slot.restarts:
+            slot.restarts = n
+
     def _shutdown(self) -> None:
         ray = self.ray
         if ray is None or not ray.is_initialized():
             return
+        for slot in self.slots:
+            self._sync_restarts(slot)
         for slot in self.slots:
             if slot.handle is not None:
                 with contextlib.suppress(Exception):
@@ -574,6 +599,7 @@ class FleetDriver:
                 self._send_poll(slot)
             return
         slot.restarts += 1
+        self._sync_restarts(slot)
         slot.pid = pid
         slot.pids.append(pid)
         resumed = []
