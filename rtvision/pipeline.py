@@ -152,9 +152,9 @@ class Pipeline:
             return self.stuck_threads
         self.request_stop()
         stuck = []
-        # A camera's capture may be inside an open or a read that OpenCV's FFmpeg gives up on only
-        # after the stall timeout: that is not a thread that will not stop.
-        join_s = max(self.cfg.join_timeout_s, self.cfg.source.stall_timeout_s + 2.0)
+        # (A camera's or a stream's blocking calls run on a thread of their own, SourceIO: a
+        # capture thread blocked in one still stops at once.)
+        join_s = self.cfg.join_timeout_s
         deadline = time.monotonic() + join_s
         for thread in (self.capture, self.worker):
             if thread is None or not thread.is_alive() and not thread.ident:
@@ -179,7 +179,10 @@ class Pipeline:
             self.worker.thread_counts.restore()  # no thread computes any more
         if self.source is not None and "rtvision-capture" not in stuck:
             try:
-                self.source.close()
+                if self.capture is not None:
+                    self.capture.close_source()  # after a read in progress, if one is blocked
+                else:
+                    self.source.close()
             except Exception:  # pragma: no cover - closing is best effort
                 log.debug("source close failed", exc_info=True)
         self.stuck_threads = stuck

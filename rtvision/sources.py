@@ -17,9 +17,11 @@ from __future__ import annotations
 import logging
 import math
 import os
+import queue
 import random
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -90,6 +92,7 @@ class _CvSource:
 
     kind = "file"
     live = False
+    blocking_io = False  # opens and reads may block for seconds (see SourceIO)
 
     def __init__(self, target: str | int, name: str) -> None:
         self._target = target
@@ -313,6 +316,7 @@ class LoopingFileSource:
 class WebcamSource(_CvSource):
     kind = "webcam"
     live = True
+    blocking_io = True  # a camera unplugged or hung blocks its read
 
     def __init__(self, index: int) -> None:
         super().__init__(index, f"webcam:{index}")
@@ -321,6 +325,7 @@ class WebcamSource(_CvSource):
 class StreamSource(_CvSource):
     kind = "stream"
     live = True
+    blocking_io = True  # FFmpeg's open and read wait up to the stall timeout for a silent server
 
     def __init__(self, url: str, timeout_s: float = 5.0) -> None:
         super().__init__(url, redact_url(url))
@@ -442,6 +447,75 @@ class CaptureStats:
     message: str = ""
 
 
+class SourceIO:
+    """A source's blocking calls (open, read, close) on a daemon thread of their own, one after
+    the other, so that whoever waits for one can give up at a stop.
+
+    A camera or a network stream can block in OpenCV for up to the stall timeout (a silent
+    server, a hung camera); a stop (Ctrl-C, a closed window) should not wait for that. ``call``
+    waits for the call or for ``stop``, whichever comes first: at a stop the call goes on where
+    it is, and a ``close`` queued after it runs when it returns, so the capture is never released
+    under a read in progress. The thread is a daemon: a process that ends does not wait for it.
+    """
+
+    POLL_S = 0.05
+
+    def __init__(self, name: str = "rtvision-source-io") -> None:
+        self._calls: queue.SimpleQueue = queue.SimpleQueue()
+        self._name = name
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def _run(self) -> None:
+        while True:
+            item = self._calls.get()
+            if item is None:
+                return
+            fn, fut = item
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                fut.set_result(fn())
+            except BaseException as exc:  # handed to the caller
+                fut.set_exception(exc)
+
+    def submit(self, fn) -> Future:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                self._thread.start()
+        fut: Future = Future()
+        self._calls.put((fn, fut))
+        return fut
+
+    def call(self, fn, stop: threading.Event):
+        """``fn()``'s result (or its exception); ``BufferClosed`` once ``stop`` is set first."""
+        fut = self.submit(fn)
+        while True:
+            try:
+                return fut.result(timeout=self.POLL_S)
+            except TimeoutError:
+                if stop.is_set():
+                    raise BufferClosed from None
+
+    def close(self, fn, wait_s: float = 0.2) -> bool:
+        """Run ``fn`` (the source's close) after any call in progress, and end the thread; wait
+        for it up to ``wait_s``. False: a call is still blocked, and ``fn`` runs when it returns."""
+        fut = self.submit(fn)
+        self._calls.put(None)
+        try:
+            fut.result(timeout=wait_s)
+        except TimeoutError:
+            return False
+        except Exception:  # pragma: no cover - closing is best effort
+            log.debug("source close failed", exc_info=True)
+        return True
+
+    @property
+    def busy(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+
 class CaptureThread(threading.Thread):
     """Reads frames from an open source into the ring buffer until the stream ends or ``stop`` is set.
 
@@ -469,6 +543,28 @@ class CaptureThread(threading.Thread):
         self.error: BaseException | None = None
         self._rng = random.Random()
         self._attempts = 0  # reconnect attempts since the last good frame
+        # a camera's or a stream's blocking calls run where a stop need not wait for them
+        self._io = SourceIO() if getattr(source, "blocking_io", False) else None
+        self._closed = False
+
+    def _call(self, fn):
+        """``fn()`` (a call into the source), given up at a stop if it blocks (BufferClosed)."""
+        if self._io is None:
+            return fn()
+        return self._io.call(fn, self.stop_event)
+
+    def close_source(self) -> None:
+        """Close the source (once the thread is done with it; idempotent). A camera or stream
+        blocked in a read is closed when that read returns (within the stall timeout): the stop
+        does not wait for it."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._io is None:
+            self.source.close()
+        elif not self._io.close(self.source.close):
+            log.info("%s: closing once its read in progress returns (within --stall-timeout %.0f s)",
+                     getattr(self.source.info, "name", "the source"), self.cfg.stall_timeout_s)
 
     # -- main loop -------------------------------------------------------------------------------
     def run(self) -> None:
@@ -502,7 +598,7 @@ class CaptureThread(threading.Thread):
                     return
             start = time.monotonic()
             try:
-                img = self.source.read()
+                img = self._call(self.source.read)
             except CorruptFrame as exc:
                 self.stats.corrupt += 1
                 log.warning("skipped corrupt frame (%d so far): %s", self.stats.corrupt, exc)
@@ -578,7 +674,9 @@ class CaptureThread(threading.Thread):
             self.stats.message = f"{name}: {why}; reconnecting (attempt {attempt}/{limit})"
             log.warning(self.stats.message)
             try:
-                self.source.close()
+                self._call(self.source.close)
+            except BufferClosed:
+                raise
             except Exception:  # pragma: no cover
                 pass
             backoff = min(8.0, 0.25 * 2 ** (attempt - 1)) * (0.75 + 0.5 * self._rng.random())
@@ -586,7 +684,7 @@ class CaptureThread(threading.Thread):
                 raise BufferClosed
             try:
                 before = self.source.info.resolution_wh
-                info = self.source.open()
+                info = self._call(self.source.open)
             except RtvisionError as exc:
                 log.warning("%s: reconnect attempt %d failed: %s", name, attempt, exc)
                 continue

@@ -153,13 +153,33 @@ def test_a_thread_that_will_not_stop_is_reported_by_name():
         pipe.capture.join(timeout=5)
 
 
-def test_a_capture_inside_a_read_shorter_than_the_stall_timeout_is_not_called_stuck():
-    """A camera read that hangs 2 s (under the 5 s stall timeout, after which OpenCV's FFmpeg
-    gives up) while a stop is asked, with a 0.5 s join timeout: the stop waits for it, and no
-    thread is reported stuck."""
+def test_a_stop_does_not_wait_for_a_camera_blocked_in_a_read():
+    """A camera read that hangs 3 s (under the 5 s stall timeout, after which OpenCV's FFmpeg
+    gives up) while a stop is asked: the stop returns while the read is still blocked (it used to
+    wait for it), no thread is called stuck, and the source is closed only once that read has
+    returned, never released under it."""
     import time
 
-    src = FaultySource(100, faults=Faults(stall_at={6: 2.0}))
+    class Camera(FaultySource):
+        blocking_io = True  # as a webcam or a network stream
+
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            self.in_read = False
+            self.closes: list[bool] = []  # per close: was a read in progress?
+
+        def read(self):
+            self.in_read = True
+            try:
+                return super().read()
+            finally:
+                self.in_read = False
+
+        def close(self):
+            self.closes.append(self.in_read)
+            super().close()
+
+    src = Camera(100, faults=Faults(stall_at={6: 3.0}))
     cfg = RunConfig(SourceConfig("faulty", stall_timeout_s=5.0), ModelConfig(), batch=2, progress=False, join_timeout_s=0.5)
     pipe = Pipeline(cfg, models=fake_models(FakeClassifier()), source=src).start()
     got = []
@@ -167,8 +187,62 @@ def test_a_capture_inside_a_read_shorter_than_the_stall_timeout_is_not_called_st
         got.append(r)
         if len(got) == 5:
             break
-    time.sleep(0.3)  # the capture is inside the slow read now
-    assert pipe.stop() == [] and not pipe.capture.is_alive()
+    deadline = time.monotonic() + 10
+    while not (src.in_read and src.counter == 6) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert src.in_read and src.counter == 6, "the capture never reached the stalled read"
+    assert pipe.stop() == [] and not pipe.capture.is_alive() and not pipe.worker.is_alive()
+    assert src.in_read, "the stop waited for the blocked read"
+    while not src.closes and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert src.closes == [False]  # closed once, after the read returned
+
+
+def test_ctrl_c_with_a_hung_network_camera_stops_at_once(faces_video, tmp_path):
+    """A real MPEG-TS camera over HTTP on 127.0.0.1 that goes silent after 40 frames, its
+    connection left open (a hung camera), and --stall-timeout 30: Ctrl-C while the read waits
+    ends the run with exit 130, its summary and its JSONL, long before the 30 s read timeout
+    (it used to wait for it), without a word of a stall or a reconnect."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from rtvision.benchmark.camera import OfflineCamera, streamable_clip
+
+    results, summary = tmp_path / "r.jsonl", tmp_path / "s.json"
+    with OfflineCamera(streamable_clip(str(faces_video), tmp_path), 40, hang=True) as cam:
+        p = subprocess.Popen([sys.executable, "-m", "rtvision", "--source", cam.url, "--headless", "--no-progress",
+                              "--classifier", "none", "--faces", "off", "--stall-timeout", "30",
+                              "--results", str(results), "--summary-json", str(summary)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline, last, still = time.monotonic() + 120, -1, 0.0
+            while time.monotonic() < deadline and p.poll() is None:  # results came, then stopped coming
+                n = len(results.read_text().splitlines()) if results.exists() else 0
+                if n != last:
+                    last, still = n, time.monotonic()
+                elif n >= 20 and time.monotonic() - still > 2.0:
+                    break
+                time.sleep(0.1)
+            assert p.poll() is None and cam.packets_sent >= 40, "the camera never hung under the run"
+            t0 = time.monotonic()
+            p.send_signal(signal.SIGINT)
+            out, err = p.communicate(timeout=60)
+            stop_s = time.monotonic() - t0
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert p.returncode == 130, err[-2000:]
+    assert stop_s < 15, f"the stop took {stop_s:.1f} s: it waited for the 30 s read timeout"
+    assert "Traceback" not in err and "stalled" not in err and "reconnect" not in err, err[-2000:]
+    s = json.loads(summary.read_text())
+    rows = [json.loads(x) for x in results.read_text().splitlines()]
+    assert s["exit_code"] == 130 and s["frames_processed"] == len(rows) >= 20
+    frames = [r["frame"] for r in rows]
+    assert frames == sorted(set(frames))  # in order (a live source may drop frames)
+    assert s["frames_read"] == s["frames_processed"] + s["frames_dropped"] + s["frames_unfinished"]
 
 
 def test_url_password_never_logged(caplog):

@@ -6,7 +6,8 @@ due, and no faster than the reader takes them), the way an IP camera or an encod
 does. Once it has sent ``offline_after_frames`` frames, the camera goes away: the connection is
 closed mid-stream and the port refuses every later connection, so a reader sees its stream end
 and its reconnects fail, as when a camera loses power. (A count of frames, not a time: the
-reader may open the stream seconds before it starts reading, while its models load.)
+reader may open the stream seconds before it starts reading, while its models load.) With
+``hang=True`` it goes silent instead, every connection left open, as a hung camera does.
 
     with OfflineCamera("clip.mp4", offline_after_frames=100) as cam:
         run rtvision with --source cam.url
@@ -77,6 +78,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     if pkt.dts is None or pkt.pts is None:
                         continue  # the demuxer's flush packet
                     if cam.packets_sent >= cam.offline_after_frames:
+                        if cam.hang:  # a hung camera: the connection stays open, silent
+                            cam.closed.wait()
+                            return
                         cam.go_offline()
                     if cam.offline.is_set():
                         return
@@ -112,10 +116,12 @@ class OfflineCamera:
     """See the module docstring. ``loops``: how many times the clip plays before the stream ends
     by itself (it goes offline long before, in the bench)."""
 
-    def __init__(self, clip: str, offline_after_frames: int, loops: int = 100) -> None:
+    def __init__(self, clip: str, offline_after_frames: int, loops: int = 100, hang: bool = False) -> None:
         self.clip = str(clip)
         self.offline_after_frames = max(1, int(offline_after_frames))
         self.loops = max(1, int(loops))
+        self.hang = hang  # instead of going away, go silent with every connection left open
+        self.closed = threading.Event()
         self.offline = threading.Event()
         self.packets_sent = 0
         self._server: _Server | None = None
@@ -149,6 +155,7 @@ class OfflineCamera:
         self._server.server_close()  # the port now refuses connections
 
     def close(self) -> None:
+        self.closed.set()
         self.go_offline()
         if self._serve is not None:
             self._serve.join(timeout=10)

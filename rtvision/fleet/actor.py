@@ -75,6 +75,10 @@ class ResumedSource:
         self.info = getattr(inner, "info", None)
 
     @property
+    def blocking_io(self) -> bool:  # a camera's or a stream's calls may block (see SourceIO)
+        return bool(getattr(self.inner, "blocking_io", False))
+
+    @property
     def last_pts_s(self) -> float | None:  # files whose fps header is not believed (see FileSource)
         return getattr(self.inner, "last_pts_s", None)
 

@@ -356,9 +356,9 @@ class MultiPipeline:
         if self._stopped:
             return self.stuck_threads
         self.request_stop()
-        # A camera's capture may be inside an open or a read that OpenCV's FFmpeg gives up on only
-        # after the stall timeout: that is not a thread that will not stop.
-        join_s = max(self.cfg.join_timeout_s, self.cfg.source.stall_timeout_s + 2.0)
+        # (A camera's or a stream's blocking calls run on a thread of their own, SourceIO: a
+        # capture thread blocked in one still stops at once.)
+        join_s = self.cfg.join_timeout_s
         deadline = time.monotonic() + join_s
         stuck = []
         threads = [s.capture for s in self.streams if s.capture is not None] + ([self.worker] if self.worker else [])
@@ -391,7 +391,10 @@ class MultiPipeline:
         for s in self.streams:
             if s.source is not None and not (s.capture is not None and s.capture.name in stuck):
                 try:
-                    s.source.close()
+                    if s.capture is not None:
+                        s.capture.close_source()  # after a read in progress, if one is blocked
+                    else:
+                        s.source.close()
                 except Exception:  # pragma: no cover - best effort
                     log.debug("source close failed", exc_info=True)
             if s.state == "running":  # stopped before its end
