@@ -16,9 +16,14 @@ def _number(text: str, kind: type, ok: Callable[[float], bool], what: str):
     return v
 
 
-def int_at_least(minimum: int) -> Callable[[str], int]:
+INT_MAX = 10**9  # no count or size rtvision takes is near it; far larger ones overflow deep inside
+FLOAT_MAX = 1e9  # seconds, minutes, CPUs: finite, so that a timeout can be given to OpenCV and Ray
+
+
+def int_at_least(minimum: int, maximum: int = INT_MAX) -> Callable[[str], int]:
     def parse(text: str) -> int:
-        return _number(text, int, lambda v: v >= minimum, f"an integer >= {minimum}")
+        return _number(text, int, lambda v: minimum <= v <= maximum,
+                       f"an integer >= {minimum}" if maximum == INT_MAX else f"an integer in [{minimum}, {maximum}]")
 
     parse.__name__ = f"int_at_least_{minimum}"
     return parse
@@ -26,14 +31,18 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
 
 positive_int = int_at_least(1)
 non_negative_int = int_at_least(0)
+BATCH_MAX = 1024
+MIN_FACE_MAX = 100_000
+batch_size = int_at_least(1, BATCH_MAX)
+min_face_px = int_at_least(1, MIN_FACE_MAX)
 
 
 def positive_float(text: str) -> float:
-    return _number(text, float, lambda v: v > 0, "a positive number")
+    return _number(text, float, lambda v: 0 < v <= FLOAT_MAX, f"a positive number up to {FLOAT_MAX:g}")
 
 
 def non_negative_float(text: str) -> float:
-    return _number(text, float, lambda v: v >= 0 and v == v, "a number >= 0")
+    return _number(text, float, lambda v: 0 <= v <= FLOAT_MAX, f"a number in [0, {FLOAT_MAX:g}]")
 
 
 def fraction(text: str) -> float:

@@ -26,7 +26,16 @@ import threading  # noqa: E402
 from collections.abc import Callable
 
 from . import errors  # noqa: E402
-from .argtypes import float_in, non_negative_float, non_negative_int, positive_float, positive_int, scale_fraction  # noqa: E402
+from .argtypes import (  # noqa: E402
+    batch_size,
+    float_in,
+    min_face_px,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    scale_fraction,
+)
 from .config import (
     BACKENDS,
     CLASSIFIERS,
@@ -101,7 +110,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="run the detector at least every k-th frame (fast mode: sooner when the picture moves, and on "
                         "every shot change), track in between; 1: every frame (default: 6 on CPU; 1 on CUDA, where a "
                         "detection of every frame measured faster than the tracking)")
-    g.add_argument("--min-face", type=positive_int, default=None,
+    g.add_argument("--min-face", type=min_face_px, default=None,
                    help="smallest face wanted, in original pixels (fast mode default: 28 on CPU at 1080p, the same share "
                         "of a smaller frame down to 20; 20 on CUDA)")
     g.add_argument("--no-face-background", action="store_true",
@@ -131,7 +140,7 @@ def build_run_parser(prog: str = "rtvision") -> OneLineParser:
     add_source_args(p)
     add_model_args(p)
     g = p.add_argument_group("run")
-    g.add_argument("--batch", type=positive_int, default=None,
+    g.add_argument("--batch", type=batch_size, default=None,
                    help="most frames per inference batch (default: 4 for files; 1 for live sources, for the lowest latency)")
     g.add_argument("--no-overlap", action="store_true",
                    help="files: run the classifier and the face detector one after the other (default: the face "
@@ -180,7 +189,7 @@ def build_fleet_parser(prog: str = "rtvision fleet") -> OneLineParser:
                    help="times Ray restarts an actor that died; its streams resume on the restarted actor (default: %(default)s)")
     g.add_argument("--start-timeout", type=positive_float, default=300.0,
                    help="seconds an actor may take to be placed and to load its models (default: %(default)s)")
-    g.add_argument("--batch", type=positive_int, default=None,
+    g.add_argument("--batch", type=batch_size, default=None,
                    help="most frames per inference batch in each actor (default: as a multi-stream run)")
     g.add_argument("--detect-workers", type=non_negative_int, default=None, metavar="N",
                    help="threads for the live streams' background face detections in each actor, shared by its streams "

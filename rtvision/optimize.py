@@ -288,7 +288,7 @@ def add_optimize_parser(subparsers) -> argparse.ArgumentParser:
                    help="without --eval-images: the variant to write must give fp32's top-1 class on at least this "
                    f"fraction of the held-out images (default {DEFAULT_MIN_AGREEMENT:g}; not checked when fp32 itself "
                    "answers fewer than 10 classes there, as a random-init network does)")
-    p.add_argument("--batch", type=int_at_least(1), default=4, metavar="N", help="batch size for throughput")
+    p.add_argument("--batch", type=int_at_least(1, 1024), default=4, metavar="N", help="batch size for throughput")
     p.add_argument("--plot", default=None, metavar="FILE.png", help="accuracy against speed, one point per variant")
     p.add_argument("--bench-repeats", type=int_at_least(1), default=3, metavar="N", help=argparse.SUPPRESS)
     p.add_argument("--bench-iters", type=int_at_least(1), default=10, metavar="N", help=argparse.SUPPRESS)

@@ -53,6 +53,11 @@ def bad_files(tmp_path_factory, faces_video):
         (["--source", "demo", "--lookahead", "0"], errors.EXIT_USAGE),
         (["--source", "demo", "--classifier", "vgg16"], errors.EXIT_USAGE),
         (["--source", "demo", "--face-scale", "3"], errors.EXIT_USAGE),
+        # numbers too large for what they size: an overflow deep inside (exit 1) before
+        (["--source", "demo", "--min-face", "9" * 400], errors.EXIT_USAGE),
+        (["--source", "demo", "--batch", "9" * 400], errors.EXIT_USAGE),
+        (["--source", "demo", "--face-stride", "9" * 400], errors.EXIT_USAGE),
+        (["--source", "http://127.0.0.1:1/x", "--stall-timeout", "inf"], errors.EXIT_USAGE),
         (["--frobnicate"], errors.EXIT_USAGE),
         (["--source", "demo", "--loop"], errors.EXIT_USAGE),
         (["--source", "webcam:0", "--loop"], errors.EXIT_USAGE),
