@@ -146,3 +146,34 @@ def test_background_detections_need_start_and_close_joins_the_helper(detector, f
     stage.detect([Frame(len(frames), 1.0, 0.0, frames[0])])
     assert not stage.background and not helper_threads()
     stage.close()
+
+
+@pytest.mark.parametrize("wait_s", [1.0, 0.0])
+def test_a_live_stream_back_at_another_size_is_detected_at_once(faces_frames, wait_s):
+    """The real clip at 1920x1080, then (a stream reconnecting) at 1280x720: both flow at 960 px,
+    so the flow images alone do not show the change. The first 720p frame is detected in line
+    (it used to have no faces for several frames), and no box of the old size is reported: with
+    the detection in flight finished during the reconnect (wait 1 s) or still running (no wait)."""
+    stage = build_face_stage("fast", torch.device("cpu"), resolution_wh=(1920, 1080))
+    stage.set_live(True)
+    stage.start()
+    small = (1280, 720)
+    try:
+        for i in range(8):
+            stage.detect([Frame(i, i / 25, time.monotonic(), faces_frames[i])])
+            time.sleep(0.04)
+        time.sleep(wait_s)
+        out = []
+        for i in range(8, 14):  # the clip played back (the fixture has 8 frames)
+            img = cv2.resize(faces_frames[15 - i], small, interpolation=cv2.INTER_AREA)
+            out.append(stage.detect([Frame(i, i / 25, time.monotonic(), img)])[0])
+            time.sleep(0.04)
+        reference = stage.detector.detect([cv2.resize(faces_frames[7], small, interpolation=cv2.INTER_AREA)])[0]
+    finally:
+        stage.close()
+    assert len(reference) >= 5
+    assert len(out[0]) >= len(reference) - 1, (len(out[0]), len(reference))  # detected at once
+    matched = iou_matrix(reference.xyxy, out[0].xyxy).max(axis=1) >= 0.5
+    assert matched.sum() >= len(reference) - 1
+    for f in out:  # never a box of the old size: in the frame, and not tiny (a half-scale box)
+        assert (f.xyxy[:, 2] <= small[0] + 5).all() and (f.xyxy[:, 3] <= small[1] + 5).all()

@@ -150,6 +150,7 @@ class StridedFaceTracker:
         self._moved = 0.0  # background mode: the frames' changes summed since the last detection
         self._shots = ShotCuts()  # background mode (files book cuts with the schedule)
         self._settle = False  # background mode: a cut was detected, and its second detection is due
+        self._bg_wh: tuple[int, ...] | None = None  # background mode: the last frame's size
         self._submitted = 0
 
     def set_background(self, on: bool) -> None:
@@ -334,6 +335,14 @@ class StridedFaceTracker:
             self.stats.frames += 1
             if self._last_index is not None and index <= self._last_index:
                 self.reset()  # went back (a source restart): old tracks and detections mean nothing
+            wh = as_image(frame).shape[:2]
+            if self._bg_wh is not None and wh != self._bg_wh:
+                # A new frame size (a stream reconnecting at another resolution): tracks and a
+                # detection in flight are of the old size, and the first frame is detected in
+                # line, below. (The flow images of two sizes can be the same size: 1080p and 720p
+                # both flow at 960 px.)
+                self.reset()
+            self._bg_wh = wh
             gap = self._last_index is not None and index - self._last_index > self.max_gap
             if self._shots.step(as_image(frame)) and self._since_submit is not None:
                 # A new shot: a detection of the old one (in flight) means nothing here, and
@@ -345,11 +354,6 @@ class StridedFaceTracker:
             self._moved += self._shots.last_change
             faces = self.tracker.track(index, frame)
             p = self._jobs.pending
-            if p is not None and p.grays[0].shape != self.tracker.gray.shape:
-                # The frame size changed (a stream reconnecting at another resolution): the
-                # tracker started over, and so does detection.
-                self._drop_pending()
-                p = None
             if self._since_submit is None and p is None:
                 # The first frame (of a run, after a restart or a size change) is detected in
                 # line: nothing is tracked yet, and a late detection would leave frames empty.
