@@ -108,9 +108,15 @@ def test_no_faces_gives_empty_record(fast, reference):
     assert fast.detect([]) == []
 
 
-def test_tiny_frame_below_pyramid_gives_empty(fast):
-    out = fast.detect([np.full((10, 10, 3), 200, np.uint8)])
-    assert len(out) == 1 and len(out[0]) == 0
+def test_tiny_frame_below_pyramid_gives_empty(fast, reference, faces_frames):
+    """Frames too small for MTCNN's pyramid (or made so by the detection scale) have no faces,
+    with either backend (facenet-pytorch's own failed on torch.cat([]): exit 1 on a 12x12 clip)."""
+    for det in (fast, reference):
+        for shape in ((10, 10, 3), (12, 12, 3), (9, 17, 3), (2, 2, 3)):
+            out = det.detect([np.full(shape, 200, np.uint8), np.full(shape, 100, np.uint8)])
+            assert len(out) == 2 and all(len(f) == 0 and f.xyxy.shape == (0, 4) for f in out), (det, shape)
+    tiny_scale = FacenetMTCNN(device="cpu", scale=0.01).detect([faces_frames[0]])
+    assert len(tiny_scale) == 1 and len(tiny_scale[0]) == 0
 
 
 def test_accepts_frame_records_and_mixed_sizes(fast, faces_frames):

@@ -42,7 +42,7 @@ from . import search
 from .cascade import Cascade
 from .frames import as_image, detect_grouped, resize_for_detection, to_original
 from .nets import load_nets, pnet_out_hw
-from .pyramid import integral_cpu, integral_torch, level_template, pyramid_cpu
+from .pyramid import integral_cpu, integral_torch, level_template, pyramid_cpu, pyramid_scales
 
 DEFAULT_MIN_FACE_SIZE = 20
 DEFAULT_THRESHOLDS = (0.6, 0.7, 0.7)
@@ -322,6 +322,9 @@ class FacenetMTCNN:
 
     def _detect_same_size(self, images: list[np.ndarray]) -> list[Faces]:
         small, sx, sy = resize_for_detection(images, self.scale)
+        h, w = small[0].shape[:2]
+        if not pyramid_scales(h, w, self.min_face_size, self.factor):
+            return [Faces.empty() for _ in images]  # too small for any face (facenet's own would fail on it)
         rgb = [cv2.cvtColor(img, cv2.COLOR_BGR2RGB) for img in small]
         with torch.inference_mode():
             boxes, probs, points = self.mtcnn.detect(rgb, landmarks=True)
