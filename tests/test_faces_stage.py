@@ -33,6 +33,25 @@ def test_modes_build_what_they_say():
     assert big.detector.scale == 0.25  # only big faces wanted: detect on a quarter-size frame
 
 
+def test_min_face_is_honoured_by_every_mode(faces_frames):
+    """--min-face with --faces full, or with an explicit --face-scale, leaves out the pyramid
+    levels that find only smaller faces (it was ignored: 56 faces under 200 px on 8 frames with
+    --min-face 200). On a real frame: only the bigger faces are found."""
+    cpu = torch.device("cpu")
+    every = build_face_stage("full", cpu).detector.detect([faces_frames[0]])[0]
+    heights = every.xyxy[:, 3] - every.xyxy[:, 1]
+    assert len(every) >= 5 and heights.min() < 60
+    for stage in (build_face_stage("full", cpu, min_face=200),
+                  build_face_stage("fast", cpu, min_face=200, scale=1.0, resolution_wh=(1920, 1080)),
+                  build_face_stage("full", cpu, min_face=200, scale=0.5)):
+        assert stage.detector.min_face_size > 20, stage.description
+        got = stage.detector.detect([faces_frames[0]])[0]
+        h = got.xyxy[:, 3] - got.xyxy[:, 1]
+        # MTCNN's smallest face is not a sharp edge (its boxes are regressed), hence the margin
+        assert 1 <= len(got) < len(every) and (h >= 0.4 * 200).all(), (stage.description, h)
+    assert build_face_stage("full", cpu, min_face=20).detector.min_face_size == 20
+
+
 def test_stages_and_the_test_fakes_meet_the_protocols():
     cpu = torch.device("cpu")
     full, fast = build_face_stage("full", cpu), build_face_stage("fast", cpu)

@@ -264,6 +264,8 @@ def build_face_setup(
     budget, min_stride = None, 1
     if mode == "full":
         s, k = scale or 1.0, stride or 1
+        if min_face is not None:  # the finest levels, which find only smaller faces, left out
+            detector_min = pyramid_min_face(min_face * s)
     elif mode == "fast":
         d = FAST_DEFAULTS.get(device.type, FAST_DEFAULTS["cpu"])
         mf = min_face or default_min_face(d, resolution_wh)
@@ -276,6 +278,8 @@ def build_face_setup(
             s, detector_min = 1.0, pyramid_min_face(mf)
         else:
             s = scale
+            if min_face is not None:
+                detector_min = pyramid_min_face(min_face * s)
     else:
         raise ValueError(f"unknown face mode {mode!r}")
     cls = FastMTCNN if backend == "fast" else FacenetMTCNN
