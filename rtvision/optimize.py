@@ -297,6 +297,33 @@ def add_optimize_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+PLOT_FORMATS = (".png", ".svg", ".pdf", ".jpg", ".jpeg", ".webp", ".eps", ".ps", ".tif", ".tiff")
+
+
+def check_optimize_outputs(args: argparse.Namespace) -> None:
+    """Before any work: ``--out``, its report and ``--plot`` can be written, are files of their
+    own, and none of them is an input (the calibration video, the weights, the labels, a photo
+    folder): UsageError (exit 2), or OutputError (exit 6) for a folder or an unwritable path."""
+    from rtvision.outputs import STDOUT, _same, check_outputs
+
+    if args.out == STDOUT or args.plot == STDOUT:
+        raise UsageError("--out and --plot are files; standard output cannot take them")
+    if args.plot is not None and Path(args.plot).suffix.lower() not in PLOT_FORMATS:
+        raise UsageError(f"--plot {args.plot}: unknown image extension {Path(args.plot).suffix or '(none)'!r}; "
+                         f"use one of {', '.join(PLOT_FORMATS)}")
+    outputs = {"--out": args.out, "--plot": args.plot}
+    check_outputs(None, outputs)
+    outputs["--out (its report)"] = args.out + ".report.json"
+    inputs = {"--calib": args.calib, "--weights": None if args.weights == "imagenet" else args.weights,
+              "--eval-images": args.eval_images, "--labels": args.labels}
+    for flag, path in outputs.items():
+        for iflag, ipath in inputs.items():
+            if path and ipath and os.path.exists(ipath) and _same(ipath, path):
+                raise UsageError(f"{flag} {path} is {iflag} {ipath}; writing it would destroy the input")
+    if os.path.isdir(args.out + ".report.json"):
+        raise OutputError(f"--out {args.out}: its report {args.out}.report.json is a folder")
+
+
 def run_optimize(args: argparse.Namespace) -> int:
     """Run ``optimize``; prints the report table; returns the exit code.
 
@@ -305,6 +332,7 @@ def run_optimize(args: argparse.Namespace) -> int:
     OutputError 6 (--out, --plot).
     """
     arch = args.classifier
+    check_optimize_outputs(args)
     out = Path(args.out)
     for what, path in (("--out", out), ("--plot", Path(args.plot) if args.plot else None)):
         if path is not None and not path.parent.is_dir():
@@ -359,8 +387,8 @@ def _write_report(out: Path, report: dict, plot: str | None) -> None:
         out.with_name(out.name + ".report.json").write_text(json.dumps(report, indent=2))
         if plot:
             plot_frontier(report, plot)
-    except OSError as e:
-        raise OutputError(f"cannot write the report next to {out}: {e.strerror or e}") from None
+    except (OSError, ValueError) as e:  # ValueError: matplotlib refusing a format
+        raise OutputError(f"cannot write the report next to {out}: {getattr(e, 'strerror', None) or e}") from None
 
 
 def build_candidates(args, net: zoo.Network, backend: str, calib_images, holdout) -> list[Candidate]:

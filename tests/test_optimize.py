@@ -197,15 +197,46 @@ def test_unwritable_outputs_exit_6(resnet18_ckpt, faces_video, tmp_path, capsys)
     for extra in (["--out", str(tmp_path / "no" / "x.rtv")], ["--out", str(tmp_path / "x.rtv"), "--plot", str(tmp_path / "no" / "p.png")]):
         assert _run(base + extra) == errors.EXIT_OUTPUT
         assert "output folder does not exist" in _one_error_line(capsys.readouterr().err)
-    # an --out that cannot be replaced (a folder): found only when writing, after the whole run
+    # an --out that cannot be replaced (a folder): refused before any work (it was found only
+    # when writing, after the whole run)
     taken = tmp_path / "taken.rtv"
     taken.mkdir()
     (taken / "keep").write_text("mine")
     argv = base + [*SMALL, *FAST, "--backend", "torch", "--quantize", "none", "--out", str(taken)]
     assert _run(argv) == errors.EXIT_OUTPUT
-    assert "cannot write" in _one_error_line(capsys.readouterr().err)
+    assert "is a folder" in _one_error_line(capsys.readouterr().err)
     assert (taken / "keep").read_text() == "mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken.rtv"]  # no temp file, no report left behind
+
+
+def test_an_output_that_is_an_input_or_no_file_is_refused_before_any_work(resnet18_ckpt, faces_video, tmp_path, capsys):
+    """--out naming the calibration video overwrote it with the artifact (exit 0, the video
+    gone); an empty --out or a --plot matplotlib cannot write failed after the whole build (exit
+    1, the artifact written). Now each is exit 2 up front, and every input is left as it was."""
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(faces_video.read_bytes())
+    link = tmp_path / "link.mp4"
+    link.symlink_to(clip)
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(resnet18_ckpt.read_bytes())
+    before = {p: p.read_bytes() for p in (clip, weights)}
+    base = ["optimize", "--classifier", "resnet18", "--weights", str(weights), "--calib", str(clip), *SMALL, *FAST,
+            "--backend", "torch", "--quantize", "none"]
+    cases = [
+        (["--out", str(clip)], "is --calib"),
+        (["--out", str(link)], "is --calib"),  # the same file by another name
+        (["--out", str(weights)], "is --weights"),
+        (["--out", str(tmp_path / "x.rtv"), "--plot", str(clip)], "unknown image extension"),
+        (["--out", str(tmp_path / "x.rtv"), "--plot", str(tmp_path / "p.txt")], "unknown image extension"),
+        (["--out", ""], "empty path"),
+        (["--out", "-"], "standard output"),
+        (["--out", str(tmp_path / "x.png"), "--plot", str(tmp_path / "x.png")], "same file"),
+    ]
+    for extra, needle in cases:
+        assert _run(base + extra) == errors.EXIT_USAGE, extra
+        assert needle in _one_error_line(capsys.readouterr().err), extra
+    assert {p: p.read_bytes() for p in (clip, weights)} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "link.mp4", "w.pth"]
 
 
 def test_pruning_that_removes_nothing_exits_5(resnet18_ckpt, faces_video, tmp_path, capsys, monkeypatch):
