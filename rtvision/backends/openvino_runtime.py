@@ -16,6 +16,7 @@ started together finds the first's finished blob and writes nothing.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import logging
 import tempfile
@@ -134,6 +135,54 @@ def count_ops(model) -> dict[str, int]:
     return counts
 
 
+SEAL_SUFFIX = ".sha256"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def check_cached_blobs(folder: Path) -> None:
+    """OpenVINO loads a compiled model from its cache without checking it: a damaged blob ran,
+    with other outputs. Every blob here was sealed (:func:`seal_cached_blobs`) when it was made;
+    one whose seal is missing or does not match is removed, so that OpenVINO compiles the model
+    again. Runs under the cache's compile lock."""
+    if not folder.is_dir():
+        return
+    for blob in folder.glob("*.blob"):
+        seal = blob.with_name(blob.name + SEAL_SUFFIX)
+        try:
+            want = seal.read_text().strip() if seal.exists() else None
+            if want is not None and want == _sha256(blob):
+                continue
+            if want is not None:
+                log.warning("damaged compiled model in the OpenVINO cache (%s); rebuilding it", blob)
+            else:
+                log.debug("unsealed OpenVINO cache entry %s removed", blob)
+            blob.unlink(missing_ok=True)
+            seal.unlink(missing_ok=True)
+        except OSError as exc:  # an unreadable entry: OpenVINO's own errors decide
+            log.debug("cannot check %s: %s", blob, exc)
+
+
+def seal_cached_blobs(folder: Path) -> None:
+    """Record the sha256 of every blob OpenVINO has just written (see :func:`check_cached_blobs`)."""
+    if not folder.is_dir():
+        return
+    for blob in folder.glob("*.blob"):
+        seal = blob.with_name(blob.name + SEAL_SUFFIX)
+        if seal.exists():
+            continue
+        with contextlib.suppress(OSError):
+            tmp = seal.with_name(seal.name + ".tmp")
+            tmp.write_text(_sha256(blob) + "\n")
+            tmp.replace(seal)
+
+
 class OpenVINORuntime:
     """An OpenVINO model with preprocessing (``with_preprocessing``) behind the runtime interface.
 
@@ -173,7 +222,11 @@ class OpenVINORuntime:
             lock = folder_lock(Path(self.cache_dir) / ".locks" / "compile.lock") if self.cache_dir else contextlib.nullcontext()
             try:
                 with lock:
+                    if self.cache_dir:
+                        check_cached_blobs(Path(self.cache_dir))
                     compiled = core().compile_model(self.model, "CPU", config)
+                    if self.cache_dir:
+                        seal_cached_blobs(Path(self.cache_dir))
             except RuntimeError as exc:
                 if not self.cache_dir:
                     raise
