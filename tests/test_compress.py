@@ -83,6 +83,46 @@ def test_frames_to_batch_matches_torchvision_transform(faces_frames):
     assert (ref - ours).abs().mean() < 0.1  # interpolation differs slightly; normalized units
 
 
+def test_calibration_crops_of_frames_smaller_than_8_pixels():
+    """A crop is at most its frame: a 6x6 video's int8 calibration failed (numpy high <= 0, exit 1)."""
+    frames = [np.full((h, w, 3), 120, np.uint8) for h, w in ((6, 6), (2, 2), (7, 20), (40, 5))]
+    imgs = compress.calibration_images(frames, 3, seed=0)
+    assert len(imgs) == 16
+    for i, im in enumerate(imgs):
+        h, w = frames[i // 4].shape[:2]
+        assert im.shape[0] <= h and im.shape[1] <= w and im.size > 0
+
+
+def test_sampling_a_video_that_does_not_say_its_length(tmp_path):
+    """Raw MJPEG has no frame count (OpenCV says -9.2e18): the file is counted with grab() and
+    read again for the picks, spread evenly over the whole file, in order."""
+    import cv2
+    from conftest import decode_index, encode_index
+
+    path = tmp_path / "cam.mjpeg"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (256, 64))
+    assert writer.isOpened()
+    for i in range(50):
+        img = np.full((64, 256, 3), 90, np.uint8)
+        encode_index(img, i)
+        writer.write(img)
+    writer.release()
+    cap = cv2.VideoCapture(str(path))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) <= 0, "the test needs a file of unknown length"
+    cap.release()
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        picked = compress.sample_video_frames(str(path), 5)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert [decode_index(f) for f in picked] == [0, 12, 24, 37, 49]
+    assert peak < 15 * 64 * 256 * 3, peak  # the picks and a frame or two, not the 50 frames (it kept them all)
+    assert [decode_index(f) for f in compress.sample_video_frames(str(path), 1000)] == list(range(50))
+
+
 def test_calibration_images_are_frames_plus_crops(faces_frames):
     imgs = compress.calibration_images(faces_frames[:2], 3, seed=0)
     assert len(imgs) == 8 and imgs[0] is faces_frames[0] and imgs[4] is faces_frames[1]

@@ -79,7 +79,7 @@ def calibration_images(frames_bgr: Sequence[np.ndarray], crops_per_frame: int = 
         out.append(im)
         h, w = im.shape[:2]
         for _ in range(crops_per_frame):
-            side = max(8, int(min(h, w) * rng.uniform(0.25, 1.0)))
+            side = min(min(h, w), max(8, int(min(h, w) * rng.uniform(0.25, 1.0))))  # a frame under 8 px: itself
             y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
             out.append(np.ascontiguousarray(im[y : y + side, x : x + side]))
     return out
@@ -419,21 +419,22 @@ def rebuild(arch: str, spec: dict) -> nn.Module:
 
 def sample_video_frames(path: str, n: int, max_unknown: int = 20000) -> list[np.ndarray]:
     """Up to ``n`` BGR frames spread evenly over a video file (sequential decode, grab() to skip).
-    A file that does not say how many frames it has is read whole (at most ``max_unknown``)."""
+    A file that does not say how many frames it has (raw MJPEG, some streams' recordings) is
+    counted first with grab(), at most ``max_unknown`` frames, then read again for its picks:
+    only the picked frames are ever held (keeping every frame took 2.7 GB for 315 1080p frames)."""
     cap = cv2.VideoCapture(str(path))
     try:
         if not cap.isOpened() or n <= 0:
             return []
         total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-        if total <= 0:  # unknown length: read everything (bounded), then pick
-            pool = []
-            while len(pool) < max_unknown:
-                ok, img = cap.read()
-                if not ok:
-                    break
-                pool.append(img)
-            picks = np.unique(np.linspace(0, len(pool) - 1, num=min(n, len(pool))).round().astype(int)) if pool else []
-            return [pool[i] for i in picks]
+        if total <= 0:  # unknown length: count, then start over
+            total = 0
+            while total < max_unknown and cap.grab():
+                total += 1
+            cap.release()
+            cap = cv2.VideoCapture(str(path))
+            if total <= 0 or not cap.isOpened():
+                return []
         wanted = set(np.linspace(0, total - 1, num=min(n, total)).round().astype(int).tolist())
         frames = []
         for i in range(max(wanted) + 1):
