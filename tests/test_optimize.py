@@ -353,6 +353,24 @@ def test_a_variant_that_lost_the_networks_accuracy_is_not_written(faces_video, t
     assert json.loads((tmp_path / "p30.rtv.report.json").read_text())["written"]["variant"] == "mobilenet_v2 pruned30 fp32"
 
 
+def test_without_labels_a_collapsed_pruned_network_is_not_written(faces_video, tmp_path, capsys):
+    """No --eval-images, the default 32 held-out frames: a trained MobileNetV2 pruned by 30%
+    without fine-tuning agrees with fp32 on almost nothing. The agreement is informative (the
+    frames and their crops get 10+ classes from fp32) and below --min-agreement 0.5, so the
+    artifact is not written, exit 5. (On the frames alone fp32 gave 6 classes: the check was
+    skipped as uninformative and the collapsed network written, exit 0.)"""
+    out = tmp_path / "p30.rtv"
+    argv = ["optimize", "--classifier", "mobilenet_v2", "--calib", str(faces_video), "--calib-frames", "3",
+            "--prune", "0.3", "--backend", "torch", "--quantize", "none", "--out", str(out), *FAST]
+    assert _run(argv) == errors.EXIT_BAD_MODEL
+    line = _one_error_line(capsys.readouterr().err)
+    assert "mobilenet_v2 pruned30 fp32: agrees with fp32 on " in line and "--min-agreement 0.5" in line, line
+    assert not out.exists()
+    report = json.loads((tmp_path / "p30.rtv.report.json").read_text())
+    assert report["agreement_informative"] and report["agreement_on"] == "32 held-out frames and 96 crops of them"
+    assert report["variants"][-1]["agreement"]["top1"] < 0.5
+
+
 def test_accuracy_refusal_without_labels_uses_agreement_only_when_it_means_something():
     def report(agree: float, informative: bool) -> dict:
         rows = [{"name": "m fp32", "precision": "fp32", "agreement": {"top1": 1.0}},
