@@ -9,6 +9,7 @@ import io
 import logging
 import os
 import pickle
+import re
 import shutil
 import subprocess
 import sys
@@ -270,10 +271,46 @@ def test_openvino_artifact_with_nan_weights_is_refused_at_load(tmp_path):
         payload = artifact.openvino_payload(ov.Model([y], [x], "tiny"), arch="resnet18", precision="fp32",
                                             class_names=NAMES, preprocess=PP)
         path = artifact.write(tmp_path / f"ov{int(bad)}.rtv", payload)
-        if not bad:
-            assert load_artifact(path).openvino_model().outputs[0].get_partial_shape()[-1].get_length() == 1000
+        if not bad:  # finite: refused only for not being a resnet18 (no convolutions)
+            _assert_refused(path, "not a resnet18")
             continue
         _assert_refused(path, "non-finite")
+
+
+def _resnet18_ir(crop: int):
+    import torchvision
+
+    from rtvision.backends import openvino_runtime as ovr
+
+    torch.manual_seed(0)
+    return ovr.export(torchvision.models.resnet18(weights=None).eval(), crop)
+
+
+@pytest.mark.parametrize("edit, needle", [
+    ({"preprocess": dict(PP, resize=342, crop=300)}, "does not fit its preprocessing (crop 300)"),
+    ({"arch": "resnet50"}, "not a resnet50 (20 convolutions, a resnet50 has 53)"),
+    ({"arch": "mobilenet_v2"}, "not a mobilenet_v2"),
+    ({"metadata": "x"}, "bad metadata"),
+    ({"calibration": [1, 2]}, "bad calibration"),
+    ({"variant": 7}, "bad variant"),
+])
+def test_an_edited_openvino_artifact_that_does_not_fit_its_record_is_refused(tmp_path, edit, needle):
+    """Edited after it was written, its digest recomputed: a crop the IR's input does not take
+    (it failed at the first frame, exit 1, several lines), an arch label that is not the graph's
+    (a MobileNetV2 ran as "resnet50"), metadata of the wrong type (exit 1 in the summary) are
+    refused at load in one line, exit 5. The unedited artifact loads."""
+    payload = artifact.openvino_payload(_resnet18_ir(PP["crop"]), arch="resnet18", precision="fp32",
+                                        class_names=NAMES, preprocess=PP)
+    good = artifact.write(tmp_path / "good.rtv", payload)
+    assert load_artifact(good).openvino_model().inputs[0].get_partial_shape()[2].get_length() == PP["crop"]
+    buf = io.BytesIO()
+    torch.save({**payload, **edit}, buf)
+    path = tmp_path / "edited.rtv"
+    path.write_bytes(_encode_raw(buf.getvalue()))
+    _assert_refused(path, re.escape(needle))
+    with pytest.raises(ModelError) as ei:
+        load_for_pipeline(str(path), _cfg(tmp_path))
+    _one_line(str(ei.value))
 
 
 def test_old_and_undigested_files_are_refused_with_one_line(models, tmp_path):

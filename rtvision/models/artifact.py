@@ -32,6 +32,7 @@ entry's name is rebuilt, never served.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -259,6 +260,9 @@ def _check_payload(p: dict, path: Path) -> None:
         compress.check_preprocess(p.get("preprocess"))
     except ValueError:
         raise ArtifactError(f"{path}: not a valid rtvision artifact (bad preprocess)") from None
+    for key in ("metadata", "calibration", "report"):
+        _require(p.get(key) is None or isinstance(p[key], dict), path, f"bad {key}")
+    _require(p.get("variant") is None or isinstance(p["variant"], str), path, "bad variant")
     if p["backend"] == "torch":
         _require(isinstance(p.get("spec"), dict) and isinstance(p.get("state_dict"), dict), path, "missing spec or state_dict")
         tensors = [v for v in p["state_dict"].values() if isinstance(v, torch.Tensor)]
@@ -269,6 +273,15 @@ def _check_payload(p: dict, path: Path) -> None:
         values = t.dequantize() if t.is_quantized else t
         if values.is_floating_point() and not torch.isfinite(values).all():
             raise ArtifactError(f"{path}: refused: non-finite weights (NaN or inf)")
+
+
+@functools.lru_cache(maxsize=None)
+def conv_layers(arch: str) -> int:
+    """Convolutions in ``arch`` (pruning changes their widths, not their number): an OpenVINO
+    model has as many (Convolution + GroupConvolution), which tells the architectures apart."""
+    from .zoo import empty_module
+
+    return sum(isinstance(m, nn.Conv2d) for m in empty_module(arch).modules())
 
 
 @dataclass
@@ -361,6 +374,19 @@ class Artifact:
             if op.get_type_name() == "Constant" and op.get_element_type().is_real():
                 if not np.isfinite(op.get_data()).all():
                     raise ArtifactError(f"{self.path}: refused: non-finite weights (NaN or inf)")
+        crop = int(self.payload["preprocess"]["crop"])
+        dims = model.inputs[0].get_partial_shape()
+        _require(len(model.inputs) == 1 and dims.rank.is_static and dims.rank.get_length() == 4, self.path,
+                 "the model does not take one batch of images")
+        static = sorted(d.get_length() for d in list(dims)[1:] if d.is_static)
+        _require(static == sorted([3, crop, crop]), self.path,
+                 f"the model's input {dims} does not fit its preprocessing (crop {crop})")
+        counts = {}
+        for op in model.get_ops():
+            counts[op.get_type_name()] = counts.get(op.get_type_name(), 0) + 1
+        convs = counts.get("Convolution", 0) + counts.get("GroupConvolution", 0)
+        _require(convs == conv_layers(self.arch), self.path,
+                 f"the model is not a {self.arch} ({convs} convolutions, a {self.arch} has {conv_layers(self.arch)})")
         self._ov_model = model
         return model
 
