@@ -47,9 +47,10 @@ class LabelledImages:
                               tuple(self.images[i] for i in idx))
 
 
-def read_labelled_images(folder: str | Path, limit: int | None = None) -> LabelledImages:
+def read_labelled_images(folder: str | Path, limit: int | None = None, num_classes: int | None = None) -> LabelledImages:
     """The photos and labels of ``folder``. Raises InputError (one line) for a missing folder, a
-    missing or malformed ``labels.csv``, or an unreadable photo."""
+    missing or malformed ``labels.csv``, a class id below 0 or, with ``num_classes`` (the
+    network's), not one of its classes, or an unreadable photo."""
     root = Path(folder)
     csv_path = root / "labels.csv"
     if not root.is_dir():
@@ -70,6 +71,9 @@ def read_labelled_images(folder: str | Path, limit: int | None = None) -> Labell
             cid = int(row["class_id"])
         except (TypeError, ValueError):
             raise InputError(f"{csv_path}:{line}: class_id {row['class_id']!r} is not an integer") from None
+        if cid < 0 or (num_classes is not None and cid >= num_classes):
+            top = f"0..{num_classes - 1}, the network's {num_classes} classes" if num_classes is not None else ">= 0"
+            raise InputError(f"{csv_path}:{line}: class_id {cid} is outside {top}")
         path = root / row["file"]
         img = cv2.imread(str(path), cv2.IMREAD_COLOR) if path.is_file() else None
         if img is None:

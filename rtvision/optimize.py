@@ -242,8 +242,14 @@ def read_calibration(path: str, n_calib: int, n_holdout: int, eval_dir: str | No
         if len(files) < 2:
             raise InputError(f"--calib {path}: a folder needs at least 2 photos")
         same_as_eval = eval_dir is not None and os.path.realpath(eval_dir) == os.path.realpath(path)
-        stride = max(1, len(files) // max(1, n_calib + n_holdout))
-        picked = files[::stride][: n_calib + n_holdout]
+        want = n_calib + n_holdout
+        if same_as_eval:  # at most half of the folder: the rest is what the evaluation has
+            want = min(want, len(files) // 2)
+            if want < 2:
+                raise InputError(f"--calib {path} is the --eval-images folder: it needs at least 4 photos "
+                                 "(half for calibration, half for evaluation)")
+        stride = max(1, len(files) // max(1, want))
+        picked = files[::stride][:want]
         images = []
         for f in picked:
             img = cv2.imread(str(f), cv2.IMREAD_COLOR)
@@ -291,7 +297,8 @@ def add_optimize_parser(subparsers) -> argparse.ArgumentParser:
                    help="without --eval-images: the variant to write must give fp32's top-1 class on at least this "
                    f"fraction of the held-out images (default {DEFAULT_MIN_AGREEMENT:g}; not checked when fp32 itself "
                    "answers fewer than 10 classes there, as a random-init network does)")
-    p.add_argument("--batch", type=int_at_least(1, 1024), default=4, metavar="N", help="batch size for throughput")
+    p.add_argument("--batch", type=int_at_least(1, 128), default=4, metavar="N",
+                   help="batch size for throughput (at most 128: every variant runs a whole batch)")
     p.add_argument("--plot", default=None, metavar="FILE.png", help="accuracy against speed, one point per variant")
     p.add_argument("--bench-repeats", type=int_at_least(1), default=3, metavar="N", help=argparse.SUPPRESS)
     p.add_argument("--bench-iters", type=int_at_least(1), default=10, metavar="N", help=argparse.SUPPRESS)
@@ -353,7 +360,7 @@ def run_optimize(args: argparse.Namespace) -> int:
     calib, holdout, calib_source, used = read_calibration(args.calib, args.calib_frames, args.holdout_frames, args.eval_images)
     eval_set = None
     if args.eval_images:
-        eval_set = evaluation.read_labelled_images(args.eval_images)
+        eval_set = evaluation.read_labelled_images(args.eval_images, num_classes=len(net.categories))
         if used:
             keep = [i for i, f in enumerate(eval_set.files) if f not in used]
             eval_set = eval_set.subset(keep)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -323,6 +324,52 @@ def _labelled_subset(tmp_path, step: int = 12):
     (folder / "labels.csv").write_text(
         "\n".join([rows[0]] + [f"{photos / r.split(',')[0]},{r.split(',', 1)[1]}" for r in rows[1:501:step]]) + "\n")
     return folder
+
+
+def _photo_folder(tmp_path, n: int, ids=None):
+    """A folder of ``n`` of the labelled photos (symlinks) and their labels.csv; ``ids`` replaces the class ids."""
+    from conftest import shared_file
+
+    photos = shared_file("imagenet-sample/labels.csv").parent
+    rows = (photos / "labels.csv").read_text().splitlines()
+    folder = tmp_path / f"photos{n}"
+    folder.mkdir(parents=True)
+    out = [rows[0]]
+    for k, r in enumerate(rows[1 : n + 1]):
+        name, cid = r.split(",", 1)
+        (folder / Path(name).name).symlink_to(photos / name)
+        out.append(f"{Path(name).name},{cid if ids is None else ids[k]}")
+    (folder / "labels.csv").write_text("\n".join(out) + "\n")
+    return folder
+
+
+def test_labels_outside_the_networks_classes_and_too_few_photos_are_refused_up_front(resnet18_ckpt, faces_video, tmp_path, capsys):
+    """A class_id that is not one of the network's classes (5000, -1) gave top-1 0 and wrote the
+    artifact (exit 0); --calib the --eval-images folder of 3 photos left nothing to evaluate."""
+    base = ["optimize", "--classifier", "resnet18", "--weights", str(resnet18_ckpt), "--backend", "torch",
+            "--quantize", "none", "--out", str(tmp_path / "x.rtv"), *SMALL, *FAST]
+    for bad in (5000, -1):
+        folder = _photo_folder(tmp_path / str(bad), 4, ids=[1, 2, bad, 3])
+        assert _run(base + ["--calib", str(faces_video), "--eval-images", str(folder)]) == errors.EXIT_BAD_INPUT
+        line = _one_error_line(capsys.readouterr().err)
+        assert f"labels.csv:4: class_id {bad} is outside" in line, line
+    three = _photo_folder(tmp_path, 3)
+    assert _run(base + ["--calib", str(three), "--eval-images", str(three)]) == errors.EXIT_BAD_INPUT
+    assert "at least 4 photos" in _one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "x.rtv").exists()
+
+
+def test_calib_from_the_eval_folder_leaves_half_of_it_to_evaluate(resnet18_ckpt, tmp_path, capsys):
+    """--calib and --eval-images the same folder of 40 photos at the default 32 + 32: all 40 were
+    taken for calibration, and the run ended after the whole build with exit 1 (no image left to
+    evaluate). Now at most half is taken, spread over the folder, and the other half evaluated."""
+    folder = _photo_folder(tmp_path, 40)
+    argv = ["optimize", "--classifier", "resnet18", "--weights", str(resnet18_ckpt), "--backend", "torch",
+            "--quantize", "none", "--calib", str(folder), "--eval-images", str(folder), "--max-drop", "100",
+            "--out", str(tmp_path / "x.rtv"), *FAST]
+    assert _run(argv) == 0, capsys.readouterr().err[-2000:]
+    report = json.loads((tmp_path / "x.rtv.report.json").read_text())
+    assert report["eval"]["images"] == 20 and report["holdout_images"] + report["calibration"]["images"] // 4 == 20
 
 
 def test_a_variant_that_lost_the_networks_accuracy_is_not_written(faces_video, tmp_path, capsys):
