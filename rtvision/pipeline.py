@@ -26,7 +26,7 @@ from .config import RunConfig
 from .errors import RtvisionError
 from .faces.protocols import FaceStage, PlannedFaceStage
 from .models.build import Models
-from .sources import CaptureThread, Source, SourceInfo, open_source
+from .sources import CaptureThread, Source, SourceInfo, open_interruptibly, open_source
 from .types import Frame, Result
 from .worker import InferenceWorker, LoopPlan, drain
 
@@ -69,7 +69,7 @@ class Pipeline:
         cfg = self.cfg
         if self.source is None:
             self.source = open_source(cfg.source)
-        self.info = self.source.open()
+        self.info = open_interruptibly(self.source)
         try:
             self.live = self.info.live or cfg.source.realtime
             paced = self.info.kind == "demo" or (cfg.source.realtime and not self.info.live)

@@ -22,6 +22,7 @@ import random
 import threading
 import time
 from concurrent.futures import Future
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -488,28 +489,45 @@ class SourceIO:
         self._calls.put((fn, fut))
         return fut
 
-    def call(self, fn, stop: threading.Event):
-        """``fn()``'s result (or its exception); ``BufferClosed`` once ``stop`` is set first."""
+    def call(self, fn, stop: threading.Event | None):
+        """``fn()``'s result (or its exception); ``BufferClosed`` once ``stop`` is set first.
+        Without ``stop`` it waits in short steps, so that a signal (Ctrl-C) is handled meanwhile."""
         fut = self.submit(fn)
-        while True:
-            try:
-                return fut.result(timeout=self.POLL_S)
-            except TimeoutError:
-                if stop.is_set():
-                    raise BufferClosed from None
+        while not futures_wait([fut], timeout=self.POLL_S).done:
+            if stop is not None and stop.is_set():
+                raise BufferClosed
+        return fut.result()  # (a TimeoutError here is fn's own, not a poll's)
+
+    def end(self) -> None:
+        """End the thread once the calls queued so far are done."""
+        self._calls.put(None)
 
     def close(self, fn, wait_s: float = 0.2) -> bool:
         """Run ``fn`` (the source's close) after any call in progress, and end the thread; wait
         for it up to ``wait_s``. False: a call is still blocked, and ``fn`` runs when it returns."""
         fut = self.submit(fn)
-        self._calls.put(None)
-        try:
-            fut.result(timeout=wait_s)
-        except TimeoutError:
+        self.end()
+        if not futures_wait([fut], timeout=wait_s).done:
             return False
-        except Exception:  # pragma: no cover - closing is best effort
-            log.debug("source close failed", exc_info=True)
+        if fut.exception() is not None:  # pragma: no cover - closing is best effort
+            log.debug("source close failed: %s", fut.exception())
         return True
+
+
+def open_interruptibly(source: Source) -> SourceInfo:
+    """``source.open()``; a camera's or a stream's (which may block up to the stall timeout on a
+    silent server) runs on a thread of its own, so that Ctrl-C stops the start at once. Then the
+    open goes on where it is, and the source is closed when it returns."""
+    if not getattr(source, "blocking_io", False):
+        return source.open()
+    io = SourceIO("rtvision-source-open")
+    try:
+        info = io.call(source.open, None)
+    except BaseException:
+        io.close(source.close, wait_s=0.0)
+        raise
+    io.end()
+    return info
 
     @property
     def busy(self) -> bool:

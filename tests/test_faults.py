@@ -245,6 +245,68 @@ def test_ctrl_c_with_a_hung_network_camera_stops_at_once(faces_video, tmp_path):
     assert s["frames_read"] == s["frames_processed"] + s["frames_dropped"] + s["frames_unfinished"]
 
 
+def test_ctrl_c_while_a_silent_stream_opens_stops_at_once(tmp_path):
+    """A server that accepts the connection and never answers, --stall-timeout 20 (the open's
+    timeout): Ctrl-C during the open ends the run at once with exit 130 and one line (the open
+    ran on the main thread, which took the signal only when OpenCV gave up: 18 s)."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    held: list = []
+    threading.Thread(target=lambda: held.append(server.accept()), daemon=True).start()
+    url = f"http://127.0.0.1:{server.getsockname()[1]}/cam.ts"
+    p = subprocess.Popen([sys.executable, "-m", "rtvision", "--source", url, "--headless", "--no-progress",
+                          "--classifier", "none", "--faces", "off", "--stall-timeout", "20"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not held and time.monotonic() < deadline:  # the open has connected: it now waits
+            time.sleep(0.05)
+        assert held and p.poll() is None, "the open never reached the server"
+        time.sleep(1.0)
+        t0 = time.monotonic()
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=60)
+        stop_s = time.monotonic() - t0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        server.close()
+    assert p.returncode == 130, err[-2000:]
+    assert stop_s < 10, f"the stop took {stop_s:.1f} s: it waited for the 20 s open timeout"
+    assert err.strip().splitlines() == ["rtvision: interrupted"], err[-2000:]
+
+
+def test_source_io_hands_a_sources_own_timeout_error_to_the_caller():
+    """A read that raises TimeoutError itself (a socket timeout) fails at once; it was taken for
+    a poll's timeout and waited for until the stop."""
+    import threading
+    import time
+
+    from rtvision.sources import SourceIO
+
+    def read():
+        raise TimeoutError("camera read timed out")
+
+    io = SourceIO()
+    stop = threading.Event()
+    threading.Timer(3.0, stop.set).start()
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutError, match="camera read timed out"):
+        io.call(read, stop)
+    assert time.monotonic() - t0 < 2.0 and not stop.is_set()
+    stop.set()
+    assert io.close(lambda: None)
+
+
 def test_url_password_never_logged(caplog):
     from rtvision.sources import StreamSource, redact_url
 

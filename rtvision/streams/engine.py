@@ -39,7 +39,7 @@ from ..config import RunConfig, SourceConfig
 from ..errors import RtvisionError
 from ..faces.protocols import FaceStage, PlannedFaceStage
 from ..models.build import Models
-from ..sources import CaptureThread, Source, SourceInfo, open_source
+from ..sources import CaptureThread, Source, SourceInfo, open_interruptibly, open_source
 from ..stats import StageTimer
 from ..types import Faces, Frame, Labels, Result
 from ..worker import END, ThreadCounts, drain, emit
@@ -270,7 +270,7 @@ class MultiPipeline:
             for s in self.streams:
                 try:
                     s.source = self._given_sources.get(s.name) or open_source(s.cfg)
-                    s.info = s.source.open()
+                    s.info = open_interruptibly(s.source)
                     s.live = s.info.live or s.cfg.realtime
                     s.state = "running"
                 except RtvisionError as exc:
