@@ -41,6 +41,16 @@ def positive_float(text: str) -> float:
     return _number(text, float, lambda v: 0 < v <= FLOAT_MAX, f"a positive number up to {FLOAT_MAX:g}")
 
 
+STALL_TIMEOUT_MAX = 2_000_000.0  # seconds: OpenCV takes the timeout in int32 milliseconds (2147483 s)
+BUFFER_MAX = 10_000  # frames held (a 1080p frame is 6 MB)
+buffer_frames = int_at_least(1, BUFFER_MAX)
+
+
+def stall_seconds(text: str) -> float:
+    """``--stall-timeout``: a positive number of seconds up to STALL_TIMEOUT_MAX (23 days)."""
+    return _number(text, float, lambda v: 0 < v <= STALL_TIMEOUT_MAX, f"a positive number of seconds up to {STALL_TIMEOUT_MAX:g}")
+
+
 def non_negative_float(text: str) -> float:
     return _number(text, float, lambda v: 0 <= v <= FLOAT_MAX, f"a number in [0, {FLOAT_MAX:g}]")
 

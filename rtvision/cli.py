@@ -28,6 +28,7 @@ from collections.abc import Callable
 from . import errors  # noqa: E402
 from .argtypes import (  # noqa: E402
     batch_size,
+    buffer_frames,
     float_in,
     min_face_px,
     non_negative_float,
@@ -35,6 +36,7 @@ from .argtypes import (  # noqa: E402
     positive_float,
     positive_int,
     scale_fraction,
+    stall_seconds,
 )
 from .config import (
     BACKENDS,
@@ -80,10 +82,10 @@ def add_source_args(p: argparse.ArgumentParser, default: str | None = "demo") ->
     g.add_argument("--loop", action="store_true",
                    help="video files: start over at the end, frame numbers going on (until --max-frames, Ctrl-C or "
                         "the window is closed); with --realtime, a camera that never ends")
-    g.add_argument("--buffer", type=positive_int, default=None,
+    g.add_argument("--buffer", type=buffer_frames, default=None,
                    help="ring buffer capacity in frames (default: the batch size for live sources, 2x batch (>= 8) for files)")
     g.add_argument("--reconnect", type=non_negative_int, default=SourceConfig.reconnect, help="reconnect attempts for a live source (default: %(default)s)")
-    g.add_argument("--stall-timeout", type=positive_float, default=SourceConfig.stall_timeout_s, help="seconds without a frame before a live source reconnects")
+    g.add_argument("--stall-timeout", type=stall_seconds, default=SourceConfig.stall_timeout_s, help="seconds without a frame before a live source reconnects")
     g.add_argument("--max-corrupt", type=non_negative_int, default=SourceConfig.max_corrupt, help="corrupt frames tolerated in a file (default: %(default)s)")
 
 

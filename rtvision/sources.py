@@ -330,7 +330,7 @@ class StreamSource(_CvSource):
 
     def __init__(self, url: str, timeout_s: float = 5.0) -> None:
         super().__init__(url, redact_url(url))
-        self._timeout_ms = int(timeout_s * 1000)
+        self._timeout_ms = min(int(timeout_s * 1000), 2**31 - 1)  # OpenCV takes an int32
 
     def _open_capture(self) -> cv2.VideoCapture:
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, self._timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, self._timeout_ms]

@@ -89,7 +89,7 @@ def redact_url(spec: str) -> str:
         user, colon, password = userinfo.partition(":")
         if colon and password:
             head = f"{user}:{MASK}@{hostpath}"
-        elif not colon and user:
+        elif user:  # no password, or an empty one (``TOKEN:@host``, as in ``curl -u TOKEN:``)
             head = f"{MASK}@{hostpath}"
     query, hash_, fragment = tail.partition("#")
     out = f"{scheme}://{head}"

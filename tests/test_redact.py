@@ -30,7 +30,7 @@ URLS = [
     ("rtsp://u:pw@[fe80::1%25eth0]/s", "rtsp://u:***@[fe80::1%25eth0]/s"),
     ("rtsp://user@h/s", "rtsp://***@h/s"),  # no password: the user name may be a token
     ("https://ghp_0123456789abcdef@h/v.m3u8", "https://***@h/v.m3u8"),  # a token as the user name
-    ("rtsp://user:@h/s", "rtsp://user:@h/s"),  # an empty password: nothing to hide
+    ("rtsp://tok123:@h/s", "rtsp://***@h/s"),  # an empty password: the user name may be the token
     ("rtsp://h:554/s", "rtsp://h:554/s"),
     ("https://h/a.m3u8?token=abc&x=1", "https://h/a.m3u8?token=***&x=1"),
     ("https://h/a?A=1&Password=x&PWD=y;key=z&apikey=k", "https://h/a?A=1&Password=***&PWD=***;key=***&apikey=***"),
