@@ -307,7 +307,11 @@ def add_optimize_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-PLOT_FORMATS = (".png", ".svg", ".pdf", ".jpg", ".jpeg", ".webp", ".eps", ".ps", ".tif", ".tiff")
+def plot_formats() -> list[str]:
+    """The file extensions matplotlib's Agg canvas writes (``--plot``)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    return sorted(f".{ext}" for ext in FigureCanvasAgg.get_supported_filetypes())
 
 
 def check_optimize_outputs(args: argparse.Namespace) -> None:
@@ -318,9 +322,11 @@ def check_optimize_outputs(args: argparse.Namespace) -> None:
 
     if args.out == STDOUT or args.plot == STDOUT:
         raise UsageError("--out and --plot are files; standard output cannot take them")
-    if args.plot is not None and Path(args.plot).suffix.lower() not in PLOT_FORMATS:
-        raise UsageError(f"--plot {args.plot}: unknown image extension {Path(args.plot).suffix or '(none)'!r}; "
-                         f"use one of {', '.join(PLOT_FORMATS)}")
+    if args.plot is not None:
+        formats = plot_formats()
+        if Path(args.plot).suffix.lower() not in formats:
+            raise UsageError(f"--plot {args.plot}: unknown image extension {Path(args.plot).suffix or '(none)'!r}; "
+                             f"use one of {', '.join(formats)}")
     outputs = {"--out": args.out, "--plot": args.plot}
     check_outputs(None, outputs)
     outputs["--out (its report)"] = args.out + ".report.json"
@@ -328,8 +334,16 @@ def check_optimize_outputs(args: argparse.Namespace) -> None:
               "--eval-images": args.eval_images, "--labels": args.labels}
     for flag, path in outputs.items():
         for iflag, ipath in inputs.items():
-            if path and ipath and os.path.exists(ipath) and _same(ipath, path):
+            if not (path and ipath and os.path.exists(ipath)):
+                continue
+            if _same(ipath, path):
                 raise UsageError(f"{flag} {path} is {iflag} {ipath}; writing it would destroy the input")
+            # inside a folder input, by its own name or by what it links to (a photo there may be
+            # a symlink to a file elsewhere, which writing would replace)
+            if os.path.isdir(ipath) and any(Path(q).is_relative_to(folder) for q in (os.path.abspath(path), os.path.realpath(path))
+                                            for folder in (os.path.abspath(ipath), os.path.realpath(ipath))):
+                raise UsageError(f"{flag} {path} is inside {iflag} {ipath}; write it elsewhere, so that the "
+                                 "photos there stay as they are")
     if os.path.isdir(args.out + ".report.json"):
         raise OutputError(f"--out {args.out}: its report {args.out}.report.json is a folder")
 

@@ -238,6 +238,25 @@ def test_an_output_that_is_an_input_or_no_file_is_refused_before_any_work(resnet
         assert needle in _one_error_line(capsys.readouterr().err), extra
     assert {p: p.read_bytes() for p in (clip, weights)} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "link.mp4", "w.pth"]
+    # a photo of a folder input, or any file in it: the photos stay as they are (a --plot there
+    # overwrote a calibration photo with exit 0)
+    photos = _photo_folder(tmp_path / "in", 4, copy=True)
+    photo = next(photos.glob("*.jpg"))
+    linked = tmp_path / "linked"  # symlinks to photos elsewhere (copies: a failure must not write the shared data)
+    linked.mkdir()
+    for q in photos.iterdir():
+        (linked / q.name).symlink_to(q)
+    base = ["optimize", "--classifier", "resnet18", "--weights", str(weights), *SMALL, *FAST, "--backend", "torch",
+            "--quantize", "none"]
+    for extra in (["--calib", str(photos), "--out", str(tmp_path / "x.rtv"), "--plot", str(photo.with_suffix(".png"))],
+                  ["--calib", str(clip), "--eval-images", str(photos), "--out", str(photos / "new.rtv")],
+                  ["--calib", str(photos), "--out", str(tmp_path / "x.rtv"), "--plot", str(photo)],
+                  ["--calib", str(linked), "--out", str(tmp_path / "x.rtv"), "--plot", str(next(linked.glob("*.jpg")))]):
+        assert _run(base + extra) == errors.EXIT_USAGE, extra
+        assert "is inside --calib" in _one_error_line(capsys.readouterr().err) or "--eval-images" in extra, extra
+    assert sorted(p.name for p in photos.iterdir()) == sorted([*(q.name for q in photos.glob("*.jpg")), "labels.csv"])
+    assert _run(base + ["--calib", str(clip), "--out", str(tmp_path / "x.rtv"), "--plot", str(tmp_path / "p.svgz")]) == 0
+    assert (tmp_path / "p.svgz").stat().st_size > 0  # any format matplotlib writes
 
 
 def test_pruning_that_removes_nothing_exits_5(resnet18_ckpt, faces_video, tmp_path, capsys, monkeypatch):
@@ -326,8 +345,12 @@ def _labelled_subset(tmp_path, step: int = 12):
     return folder
 
 
-def _photo_folder(tmp_path, n: int, ids=None):
-    """A folder of ``n`` of the labelled photos (symlinks) and their labels.csv; ``ids`` replaces the class ids."""
+def _photo_folder(tmp_path, n: int, ids=None, copy: bool = False):
+    """A folder of ``n`` of the labelled photos (symlinks, or copies: for a test that might write
+    there, never through a link into the shared data) and their labels.csv; ``ids`` replaces the
+    class ids."""
+    import shutil
+
     from conftest import shared_file
 
     photos = shared_file("imagenet-sample/labels.csv").parent
@@ -337,7 +360,10 @@ def _photo_folder(tmp_path, n: int, ids=None):
     out = [rows[0]]
     for k, r in enumerate(rows[1 : n + 1]):
         name, cid = r.split(",", 1)
-        (folder / Path(name).name).symlink_to(photos / name)
+        if copy:
+            shutil.copyfile(photos / name, folder / Path(name).name)
+        else:
+            (folder / Path(name).name).symlink_to(photos / name)
         out.append(f"{Path(name).name},{cid if ids is None else ids[k]}")
     (folder / "labels.csv").write_text("\n".join(out) + "\n")
     return folder
