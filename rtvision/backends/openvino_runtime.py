@@ -146,18 +146,27 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def check_cached_blobs(folder: Path) -> None:
+def _stat_key(path: Path) -> tuple[int, int, int]:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns, st.st_ino
+
+
+def check_cached_blobs(folder: Path) -> dict[str, tuple[int, int, int]]:
     """OpenVINO loads a compiled model from its cache without checking it: a damaged blob ran,
     with other outputs. Every blob here was sealed (:func:`seal_cached_blobs`) when it was made;
     one whose seal is missing or does not match is removed, so that OpenVINO compiles the model
-    again. Runs under the cache's compile lock."""
+    again. Returns the blobs that passed, with their (size, mtime, inode): a blob OpenVINO then
+    rewrites itself (one of another OpenVINO version or CPU) is sealed again afterwards. Runs
+    under the cache's compile lock."""
+    checked: dict[str, tuple[int, int, int]] = {}
     if not folder.is_dir():
-        return
+        return checked
     for blob in folder.glob("*.blob"):
         seal = blob.with_name(blob.name + SEAL_SUFFIX)
         try:
             want = seal.read_text().strip() if seal.exists() else None
             if want is not None and want == _sha256(blob):
+                checked[blob.name] = _stat_key(blob)
                 continue
             if want is not None:
                 log.warning("damaged compiled model in the OpenVINO cache (%s); rebuilding it", blob)
@@ -167,17 +176,22 @@ def check_cached_blobs(folder: Path) -> None:
             seal.unlink(missing_ok=True)
         except OSError as exc:  # an unreadable entry: OpenVINO's own errors decide
             log.debug("cannot check %s: %s", blob, exc)
+    return checked
 
 
-def seal_cached_blobs(folder: Path) -> None:
-    """Record the sha256 of every blob OpenVINO has just written (see :func:`check_cached_blobs`)."""
+def seal_cached_blobs(folder: Path, checked: dict[str, tuple[int, int, int]] | None = None) -> None:
+    """Record the sha256 of every blob OpenVINO has just written or rewritten: one without a seal,
+    or one that changed since :func:`check_cached_blobs` passed it (``checked``)."""
     if not folder.is_dir():
         return
+    checked = checked or {}
     for blob in folder.glob("*.blob"):
         seal = blob.with_name(blob.name + SEAL_SUFFIX)
-        if seal.exists():
-            continue
         with contextlib.suppress(OSError):
+            if seal.exists() and checked.get(blob.name) == _stat_key(blob):
+                continue
+            if seal.exists() and blob.name not in checked:
+                continue  # sealed by another process's compile since (under the same lock, so current)
             tmp = seal.with_name(seal.name + ".tmp")
             tmp.write_text(_sha256(blob) + "\n")
             tmp.replace(seal)
@@ -222,11 +236,10 @@ class OpenVINORuntime:
             lock = folder_lock(Path(self.cache_dir) / ".locks" / "compile.lock") if self.cache_dir else contextlib.nullcontext()
             try:
                 with lock:
-                    if self.cache_dir:
-                        check_cached_blobs(Path(self.cache_dir))
+                    checked = check_cached_blobs(Path(self.cache_dir)) if self.cache_dir else {}
                     compiled = core().compile_model(self.model, "CPU", config)
                     if self.cache_dir:
-                        seal_cached_blobs(Path(self.cache_dir))
+                        seal_cached_blobs(Path(self.cache_dir), checked)
             except RuntimeError as exc:
                 if not self.cache_dir:
                     raise
