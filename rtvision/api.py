@@ -19,24 +19,38 @@ capture and inference threads, joins them and closes the source. Errors are the 
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from collections.abc import Iterator
 
 from .config import ModelConfig, RunConfig, SourceConfig
+from .errors import UsageError
 from .types import Result
+
+# Settings of the command line's own sinks and display: a Run hands its results to the caller,
+# who writes them (rtvision.sinks) or shows them; accepted here they would do nothing.
+CLI_ONLY = ("results_path", "results_verbose", "save_path", "headless", "progress", "detect_workers")
 
 
 def settings(source: str, **kwargs) -> RunConfig:
-    """A ``RunConfig`` from flat keywords (see the module docstring). TypeError for an unknown one."""
+    """A ``RunConfig`` from flat keywords (see the module docstring). TypeError for an unknown
+    one; UsageError (exit 2) for a value out of range or of the wrong type, or a setting of the
+    command line's own outputs."""
     groups = {name: {f.name for f in dataclasses.fields(cls)} for name, cls in
               (("source", SourceConfig), ("model", ModelConfig), ("run", RunConfig))}
     given = {"source": {"spec": source}, "model": {}, "run": {"headless": True, "progress": False}}
     for key, value in kwargs.items():
         group = next((g for g in ("source", "model", "run") if key in groups[g] and key not in ("source", "model", "spec")), None)
         if group is None:
-            known = sorted((groups["source"] | groups["model"] | groups["run"]) - {"source", "model", "spec"})
+            known = sorted((groups["source"] | groups["model"] | groups["run"]) - {"source", "model", "spec", *CLI_ONLY})
             raise TypeError(f"rtvision.open() got an unknown setting {key!r}; known: {', '.join(known)}")
+        if key in CLI_ONLY:
+            raise UsageError(f"rtvision.open(): {key} is the command line's; a Run hands you its results "
+                             "(write them with rtvision.sinks, or run `rtvision` itself)")
         given[group][key] = value
-    return RunConfig(source=SourceConfig(**given["source"]), model=ModelConfig(**given["model"]), **given["run"])
+    try:
+        return RunConfig(source=SourceConfig(**given["source"]), model=ModelConfig(**given["model"]), **given["run"])
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"rtvision.open(): {exc}") from None
 
 
 class Run:
@@ -48,8 +62,14 @@ class Run:
 
         self.cfg = cfg
         self.pipeline = Pipeline(cfg)
+        self._entered = False
+        # A Run dropped without close(): its threads are asked to stop when it is collected.
+        self._finalizer = weakref.finalize(self, self.pipeline.request_stop)
 
     def __enter__(self) -> Run:
+        if self._entered:
+            raise UsageError("a Run is used once: open a new one (rtvision.open) for another pass")
+        self._entered = True
         self.pipeline.start()
         return self
 
@@ -57,10 +77,16 @@ class Run:
         self.close()
 
     def __iter__(self) -> Iterator[Result]:
+        if not self._entered:
+            raise UsageError("use the Run in a with block: with rtvision.open(...) as run: for result in run: ...")
         return self.pipeline.results()
 
     def close(self) -> None:
         self.pipeline.stop()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.pipeline._stopped else "running" if self._entered else "not started"
+        return f"<rtvision.Run {self.cfg.source!r} {state}>"
 
     @property
     def info(self):

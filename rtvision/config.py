@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +23,39 @@ BACKENDS = ("auto", "torch", "openvino")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
 FACE_MODES = ("full", "fast", "off")
 FACE_BACKENDS = ("fast", "facenet")
+
+
+INT_MAX = 10**9  # no count rtvision takes is near it (as the CLI's flags)
+
+
+def _check_int(name: str, v, lo: int, hi: int = INT_MAX, optional: bool = False) -> None:
+    """ValueError unless ``v`` is an integer (not a bool) in [lo, hi] (or None when optional)."""
+    if v is None and optional:
+        return
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or not lo <= v <= hi:
+        raise ValueError(f"{name} must be an integer in [{lo}, {hi}]{' or None' if optional else ''}, got {v!r}")
+
+
+def _check_float(name: str, v, lo: float, hi: float, optional: bool = False, open_lo: bool = False) -> None:
+    """ValueError unless ``v`` is a finite number in [lo, hi] ((lo, hi] when open_lo)."""
+    if v is None and optional:
+        return
+    ok = (isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+          and (lo < v if open_lo else lo <= v) and v <= hi)
+    if not ok:
+        raise ValueError(f"{name} must be a number in {'(' if open_lo else '['}{lo:g}, {hi:g}]"
+                         f"{' or None' if optional else ''}, got {v!r}")
+
+
+def _check_bool(name: str, v) -> None:
+    if not isinstance(v, bool):
+        raise ValueError(f"{name} must be True or False, got {v!r}")
+
+
+def _check_path(name: str, v, optional: bool = True) -> None:
+    if (v is None and optional) or (isinstance(v, (str, os.PathLike)) and str(v)):
+        return
+    raise ValueError(f"{name} must be a path{' or None' if optional else ''}, got {v!r}")
 
 
 @dataclass(frozen=True)
@@ -51,12 +86,29 @@ class SourceConfig:
     loop: bool = False
 
     def __post_init__(self) -> None:
-        if self.buffer_size is not None and self.buffer_size < 1:
-            raise ValueError("buffer_size must be >= 1")
-        if self.max_frames is not None and self.max_frames < 1:
-            raise ValueError("max_frames must be >= 1")
-        if self.reconnect < 0:
-            raise ValueError("reconnect must be >= 0")
+        if isinstance(self.spec, os.PathLike):
+            object.__setattr__(self, "spec", os.fspath(self.spec))
+        if not isinstance(self.spec, str) or not self.spec.strip():
+            raise ValueError(f"the source must be a string (a file, a URL, webcam[:N] or demo), got {type(self.spec).__name__}")
+        _check_bool("realtime", self.realtime)
+        _check_bool("loop", self.loop)
+        _check_int("buffer_size", self.buffer_size, 1, 10_000, optional=True)
+        _check_int("max_frames", self.max_frames, 1, optional=True)
+        _check_int("reconnect", self.reconnect, 0)
+        _check_float("stall_timeout_s", self.stall_timeout_s, 0, 2_000_000, open_lo=True)  # OpenCV: int32 ms
+        _check_int("max_corrupt", self.max_corrupt, 0)
+        _check_float("demo_fps", self.demo_fps, 0, 240, open_lo=True)
+        wh = self.demo_size_wh
+        if not (isinstance(wh, (tuple, list)) and len(wh) == 2):
+            raise ValueError(f"demo_size_wh must be (width, height), got {wh!r}")
+        for v in wh:
+            _check_int("demo_size_wh", v, 16, 8192)
+
+    def __repr__(self) -> str:  # the spec's secrets masked, as everywhere (see specs.redact_url)
+        from .specs import redact_url
+
+        fields = ", ".join(f"{k}={redact_url(v) if k == 'spec' else v!r}" for k, v in self.__dict__.items())
+        return f"SourceConfig({fields})"
 
 
 @dataclass(frozen=True)
@@ -108,8 +160,23 @@ class ModelConfig:
             raise ValueError(f"precision must be one of {PRECISIONS}")
         if self.faces not in FACE_MODES:
             raise ValueError(f"faces must be one of {FACE_MODES}")
-        if self.topk < 1:
-            raise ValueError("topk must be >= 1")
+        if self.face_backend not in FACE_BACKENDS:
+            raise ValueError(f"face_backend must be one of {FACE_BACKENDS}")
+        if not isinstance(self.weights, (str, os.PathLike)) or not str(self.weights):
+            raise ValueError(f"weights must be 'imagenet' or a path, got {type(self.weights).__name__}")
+        for name in ("labels_path", "model_path", "cache_dir"):
+            _check_path(name, getattr(self, name))
+        _check_int("topk", self.topk, 1, 1000)
+        _check_float("face_scale", self.face_scale, 0.01, 1, optional=True)
+        _check_int("face_stride", self.face_stride, 1, optional=True)
+        _check_int("min_face", self.min_face, 1, 100_000, optional=True)
+        _check_int("small_face_every", self.small_face_every, 1, optional=True)
+        _check_float("live_pnet_threshold", self.live_pnet_threshold, 0.01, 0.99, optional=True)
+        _check_bool("face_background", self.face_background)
+        _check_int("calib_frames", self.calib_frames, 1)
+
+
+LOOKAHEAD_MAX = 16  # batches whose frames are held ahead (each holds its frames)
 
 
 @dataclass(frozen=True)
@@ -148,9 +215,11 @@ class RunConfig:
     join_timeout_s: float = 10.0
 
     def __post_init__(self) -> None:
-        if self.batch is not None and self.batch < 1:
-            raise ValueError("batch must be >= 1")
-        if self.lookahead < 1:
-            raise ValueError("lookahead must be >= 1")
-        if self.detect_workers is not None and self.detect_workers < 0:
-            raise ValueError("detect_workers must be >= 0")
+        _check_int("batch", self.batch, 1, 1024, optional=True)
+        _check_int("lookahead", self.lookahead, 1, LOOKAHEAD_MAX)
+        _check_int("detect_workers", self.detect_workers, 0, 1024, optional=True)
+        for name in ("overlap", "results_verbose", "headless", "progress"):
+            _check_bool(name, getattr(self, name))
+        for name in ("results_path", "save_path"):
+            _check_path(name, getattr(self, name))
+        _check_float("join_timeout_s", self.join_timeout_s, 0, 86_400, open_lo=True)

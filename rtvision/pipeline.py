@@ -66,6 +66,8 @@ class Pipeline:
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> Pipeline:
+        if self._started or self._stopped:
+            raise RuntimeError("a Pipeline starts once; make a new one for another run")
         cfg = self.cfg
         if self.source is None:
             self.source = open_source(cfg.source)

@@ -83,3 +83,76 @@ def test_results_convert_to_supervision_detections(faces_video):
     # supervision's own tools take them: its box annotator draws on the frame
     img = sv.BoxAnnotator().annotate(results[0].frame.image.copy(), results[0].to_supervision())
     assert img.shape == results[0].frame.image.shape and not np.array_equal(img, results[0].frame.image)
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    ({"demo_fps": float("nan")}, "demo_fps"),  # it spun a thread forever
+    ({"demo_fps": 0}, "demo_fps"),
+    ({"demo_size_wh": (0, 0)}, "demo_size_wh"),
+    ({"lookahead": float("nan")}, "lookahead"),  # it hung in a busy loop
+    ({"lookahead": 10**6}, "lookahead"),  # it held the whole source ahead
+    ({"max_frames": "3"}, "max_frames"),
+    ({"max_frames": float("nan")}, "max_frames"),  # it read the whole file
+    ({"batch": 2.5}, "batch"),
+    ({"batch": 10**9}, "batch"),
+    ({"buffer_size": float("nan")}, "buffer_size"),
+    ({"stall_timeout_s": float("nan")}, "stall_timeout_s"),
+    ({"join_timeout_s": -1}, "join_timeout_s"),
+    ({"face_scale": float("nan")}, "face_scale"),
+    ({"topk": 0}, "topk"),
+    ({"classifier": 5}, "classifier"),
+    ({"weights": np.zeros(3)}, "weights"),
+    ({"results_path": "r.jsonl"}, "results_path is the command line's"),  # it was silently ignored
+    ({"save_path": "v.mp4"}, "save_path is the command line's"),
+])
+def test_bad_settings_are_usage_errors(kwargs, needle):
+    """Every bad value is a UsageError (exit 2) naming the setting, before anything starts."""
+    with pytest.raises(rtvision.errors.UsageError, match=needle) as ei:
+        rtvision.open("demo", **{"classifier": "none", "faces": "off", **kwargs})
+    assert ei.value.exit_code == 2 and "\n" not in str(ei.value)
+
+
+def test_a_run_is_used_once_and_only_inside_its_block(faces_video):
+    """Entering a Run twice re-opened its source under the running capture (an FFmpeg assertion
+    aborted the process, or it deadlocked; a second pass yielded nothing and left the file open);
+    iterating one that was never entered gave an AssertionError. Both are UsageErrors now, and
+    nothing is left running. A pathlib.Path is a source."""
+    from pathlib import Path
+
+    run = rtvision.open(Path(faces_video), classifier="none", faces="off", max_frames=5)
+    with pytest.raises(rtvision.errors.UsageError, match="with block"):
+        iter(run)
+    with run:
+        with pytest.raises(rtvision.errors.UsageError, match="used once"):
+            run.__enter__()
+        assert [r.frame.index for r in run] == [0, 1, 2, 3, 4]
+    with pytest.raises(rtvision.errors.UsageError, match="used once"):
+        run.__enter__()
+    assert not rtvision_threads()
+
+
+def test_a_run_dropped_without_close_stops_its_threads():
+    """A Run entered and then dropped (no close, no with): its threads used to run forever."""
+    import gc
+    import time
+
+    def peek():
+        run = rtvision.open("demo", classifier="none", faces="off")
+        run.__enter__()
+        return next(iter(run)).frame.index
+
+    assert peek() == 0
+    gc.collect()
+    deadline = time.monotonic() + 10
+    while rtvision_threads() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not rtvision_threads()
+
+
+def test_settings_never_show_a_secret():
+    url = "rtsp://alice:s3cretPW@cam.local/stream?token=TOK123"
+    cfg = rtvision.settings(url)
+    run = rtvision.open(url, classifier="none")
+    for text in (repr(cfg), str(cfg), repr(cfg.source), repr(run), str(run.cfg)):
+        assert "s3cretPW" not in text and "TOK123" not in text and "alice:***@" in text, text
+    assert cfg.source.spec == url  # what is opened keeps them
