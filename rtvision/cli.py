@@ -28,6 +28,7 @@ from collections.abc import Callable
 from . import errors  # noqa: E402
 from .argtypes import (  # noqa: E402
     batch_size,
+    int_at_least,
     buffer_frames,
     float_in,
     min_face_px,
@@ -44,6 +45,7 @@ from .config import (
     DEVICES,
     FACE_BACKENDS,
     FACE_MODES,
+    LOOKAHEAD_MAX,
     PRECISIONS,
     ModelConfig,
     RunConfig,
@@ -104,7 +106,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--precision", choices=PRECISIONS, default=ModelConfig.precision,
                    help="auto: int8 on the CPU, fp16 on CUDA; bf16 (OpenVINO, CPU); fp32 turns optimization off")
     g.add_argument("--device", choices=DEVICES, default=ModelConfig.device, help="auto picks CUDA when available")
-    g.add_argument("--topk", type=positive_int, default=ModelConfig.topk, help="labels kept per frame (default: %(default)s)")
+    g.add_argument("--topk", type=int_at_least(1, 1000), default=ModelConfig.topk, help="labels kept per frame (default: %(default)s)")
     g.add_argument("--faces", choices=FACE_MODES, default=ModelConfig.faces, help="face mode (default: %(default)s)")
     g.add_argument("--face-scale", type=scale_fraction, default=None,
                    help="detect faces on the frame resized by this factor, in [0.01, 1]")
@@ -148,10 +150,10 @@ def build_run_parser(prog: str = "rtvision") -> OneLineParser:
                    help="files: run the classifier and the face detector one after the other (default: the face "
                         "detections of the next batches run on helper threads meanwhile, one per batch ahead and at most "
                         "one per core on the CPU, the CPU's threads split; on CUDA on a stream of their own)")
-    g.add_argument("--lookahead", type=positive_int, default=RunConfig.lookahead,
+    g.add_argument("--lookahead", type=int_at_least(1, LOOKAHEAD_MAX), default=RunConfig.lookahead,
                    help="files, with the overlap: batches whose face detections may run ahead of the batch being "
                         "finished (default: %(default)s)")
-    g.add_argument("--detect-workers", type=non_negative_int, default=None, metavar="N",
+    g.add_argument("--detect-workers", type=int_at_least(0, 1024), default=None, metavar="N",
                    help="several live streams: threads for their background face detections, shared by all the streams "
                         "(default: one per core, at most one per stream; 0: one per stream). Fewer: more frames processed, "
                         "each stream detected less often")
@@ -193,7 +195,7 @@ def build_fleet_parser(prog: str = "rtvision fleet") -> OneLineParser:
                    help="seconds an actor may take to be placed and to load its models (default: %(default)s)")
     g.add_argument("--batch", type=batch_size, default=None,
                    help="most frames per inference batch in each actor (default: as a multi-stream run)")
-    g.add_argument("--detect-workers", type=non_negative_int, default=None, metavar="N",
+    g.add_argument("--detect-workers", type=int_at_least(0, 1024), default=None, metavar="N",
                    help="threads for the live streams' background face detections in each actor, shared by its streams "
                         "(default: the CPUs the actor declares, at least 1; 0: one per stream)")
     g.add_argument("--results", default=None, help="every stream's results as JSON Lines, gathered by the driver (- for standard output)")
@@ -244,6 +246,13 @@ def model_config(a: argparse.Namespace) -> ModelConfig:
 
 
 def run_config(a: argparse.Namespace) -> RunConfig:
+    try:
+        return _run_config(a)
+    except ValueError as exc:  # a value the flags' own types let through (they match the config's bounds)
+        raise UsageError(str(exc)) from None
+
+
+def _run_config(a: argparse.Namespace) -> RunConfig:
     return RunConfig(
         source=source_config(a),
         model=model_config(a),
@@ -549,8 +558,11 @@ def run_fleet(a: argparse.Namespace) -> int:
     a.source = specs[0].spec  # the template of every stream's settings; each stream has its own spec
     # an actor's share of the machine is the CPUs it declares, not the machine's core count
     detect = a.detect_workers if a.detect_workers is not None else max(1, int(a.actor_cpus))
-    cfg = RunConfig(source=source_config(a), model=model_config(a), batch=a.batch, results_verbose=a.results_verbose,
-                    headless=True, progress=False, detect_workers=detect)
+    try:
+        cfg = RunConfig(source=source_config(a), model=model_config(a), batch=a.batch, results_verbose=a.results_verbose,
+                        headless=True, progress=False, detect_workers=detect)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     with OutputClaims(outputs):
         return _run_fleet(a, cfg, specs)
 

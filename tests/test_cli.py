@@ -60,6 +60,8 @@ def bad_files(tmp_path_factory, faces_video):
         (["--source", "http://127.0.0.1:1/x", "--stall-timeout", "inf"], errors.EXIT_USAGE),
         (["--source", "http://127.0.0.1:1/x", "--stall-timeout", "3e6"], errors.EXIT_USAGE),  # over OpenCV's int32 ms
         (["--source", "demo", "--buffer", "1000000000"], errors.EXIT_USAGE),  # a MemoryError deep inside
+        (["--source", "demo", "--topk", "5000"], errors.EXIT_USAGE),  # past the settings' own bounds
+        (["--source", "demo", "--lookahead", "100"], errors.EXIT_USAGE),
         (["--frobnicate"], errors.EXIT_USAGE),
         (["--source", "demo", "--loop"], errors.EXIT_USAGE),
         (["--source", "webcam:0", "--loop"], errors.EXIT_USAGE),
