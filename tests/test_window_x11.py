@@ -39,12 +39,12 @@ def need_tools() -> None:
         pytest.fail(f"real-X window tests need {', '.join(missing)}; .ci/run installs them", pytrace=False)
 
 
-def start_xvfb(wh: tuple[int, int] = SCREEN_WH) -> tuple[subprocess.Popen, str]:
+def start_xvfb(wh: tuple[int, int] = SCREEN_WH, depth: int = 24) -> tuple[subprocess.Popen, str]:
     """A fresh Xvfb of ``wh`` pixels: (its process, its DISPLAY ``:N``)."""
     need_tools()
     r, w = os.pipe()
     proc = subprocess.Popen(
-        ["Xvfb", "-displayfd", str(w), "-screen", "0", f"{wh[0]}x{wh[1]}x24", "-nolisten", "tcp"],
+        ["Xvfb", "-displayfd", str(w), "-screen", "0", f"{wh[0]}x{wh[1]}x{depth}", "-nolisten", "tcp"],
         pass_fds=(w,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     os.close(w)
@@ -577,3 +577,75 @@ def test_an_x_server_that_dies_under_the_window_ends_the_run_cleanly(faces_video
     s = json.loads(summary.read_text())
     assert s["exit_code"] == 129 and s["frames_processed"] == len(rows) >= 10
     assert count_frames(video) == len(rows)
+
+
+def _xdotool(display: str, *args: str) -> None:
+    subprocess.run(["xdotool", *args], env={**os.environ, "DISPLAY": display}, check=True, timeout=20)
+
+
+def _wait_rows(proc: subprocess.Popen, results: Path, n: int, timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not (results.exists() and len(results.read_text().splitlines()) >= n):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+
+
+def test_a_window_destroyed_by_another_x_client_ends_the_run(xserver, faces_video, tmp_path):
+    """Another X client destroys the window (xdotool windowclose, XDestroyWindow): the run stops
+    as on the close button, outputs finalized, exit 0. (Qt did not notice: the run went on with
+    no window and the process never ended by itself.)"""
+    video, results, summary = tmp_path / "v.mp4", tmp_path / "r.jsonl", tmp_path / "s.json"
+    proc = rtvision(["--source", str(faces_video), "--realtime", "--loop", "--classifier", "none", "--faces", "off",
+                     "--save", str(video), "--results", str(results), "--summary-json", str(summary)],
+                    user_env(xserver, tmp_path))
+    try:
+        win = window_id(xserver)
+        _wait_rows(proc, results, 10)
+        _xdotool(xserver, "windowclose", win)
+        rc, out, err = finish(proc, 60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert rc == 0, err[-2000:]
+    assert "destroyed by another X client" in err and "Traceback" not in err
+    rows = jsonl(results)
+    assert json.loads(summary.read_text())["frames_processed"] == len(rows) >= 10
+    assert count_frames(video) == len(rows)
+
+
+def test_autoclose_ends_with_a_window_that_cannot_be_painted(xserver, faces_video, tmp_path):
+    """RTVISION_WINDOW_AUTOCLOSE=1 waits for the last frame to be drawn; a window that is not
+    painted (unmapped here; minimized or on another desktop under a window manager) kept the
+    process alive forever after the file ended. It ends now, every frame written."""
+    results = tmp_path / "r.jsonl"
+    env = {**user_env(xserver, tmp_path), "RTVISION_WINDOW_AUTOCLOSE": "1"}
+    proc = rtvision(["--source", str(faces_video), "--realtime", "--max-frames", "40", "--classifier", "none",
+                     "--faces", "off", "--results", str(results)], env)
+    try:
+        win = window_id(xserver)
+        _xdotool(xserver, "windowunmap", win)
+        rc, out, err = finish(proc, 90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert rc == 0, err[-2000:]
+    assert len(jsonl(results)) == 40
+
+
+def test_an_8_bit_x_screen_is_one_line_then_headless(faces_video, tmp_path):
+    """On an 8-bit (PseudoColor) X screen Qt paints nothing: the window was all black, stderr
+    flooded with QPainter errors, and the run said nothing of it. Now the probe says so in one
+    line and the run goes on headless."""
+    xvfb, display = start_xvfb((1280, 800), depth=8)
+    results = tmp_path / "r.jsonl"
+    try:
+        proc = rtvision(["--source", str(faces_video), "--max-frames", "6", "--classifier", "none", "--faces", "off",
+                         "--no-progress", "--results", str(results)], user_env(display, tmp_path))
+        rc, out, err = finish(proc, 180)
+    finally:
+        xvfb.terminate()
+        xvfb.wait(timeout=10)
+    assert rc == 0, err[-2000:]
+    notes = [ln for ln in err.splitlines() if "no window" in ln]
+    assert len(notes) == 1 and "8-bit colour" in notes[0], err[-2000:]
+    assert "QPainter" not in err and len(jsonl(results)) == 6

@@ -39,7 +39,7 @@ from ..annotate import annotate
 from ..config import RunConfig
 from ..errors import EXIT_OK
 from .frameview import FrameView
-from .host import RunnerHostMixin
+from .host import RunnerHostMixin, can_paint
 from .metrics import GRID_PANEL_ROWS, TileText, grid_banner_messages, grid_panel_text, stream_state, tile_text
 from .panel import StatsPanel
 from .window import AUTOCLOSE_ENV, POLL_MS, STATS_MS, env_flag, show_until_closed
@@ -324,7 +324,7 @@ class GridWindow(RunnerHostMixin, QMainWindow):
 
     def _close_when_drawn(self) -> None:
         self._poll()
-        if any(t.view.pending for t in self.grid.visible_tiles()) and self.isVisible():
+        if any(t.view.pending for t in self.grid.visible_tiles()) and can_paint(self) and not self._drawn_deadline_passed():
             QTimer.singleShot(POLL_MS, self._close_when_drawn)
             return
         self.close()

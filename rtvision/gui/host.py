@@ -20,8 +20,30 @@ BANNER_STYLE = {
 }
 
 
+DRAWN_DEADLINE_S = 2.0  # auto-close: how long the last frame may take to be drawn
+
+
+def can_paint(widget) -> bool:
+    """Whether Qt will paint ``widget`` now: shown, not minimized, and its window exposed (a
+    window minimized, on another virtual desktop or unmapped is never painted)."""
+    handle = widget.windowHandle()
+    return bool(widget.isVisible() and not widget.isMinimized() and handle is not None and handle.isExposed())
+
+
 class RunnerHostMixin:
     """Mixed in before ``QMainWindow``: ``class W(RunnerHostMixin, QMainWindow)``."""
+
+    _drawn_deadline: float | None = None
+
+    def _drawn_deadline_passed(self) -> bool:
+        """Auto-close waits for the last frame to be drawn, at most DRAWN_DEADLINE_S (a window
+        that cannot be painted, or a paint that never comes, never kept the process alive)."""
+        import time
+
+        now = time.monotonic()
+        if self._drawn_deadline is None:
+            self._drawn_deadline = now + DRAWN_DEADLINE_S
+        return now >= self._drawn_deadline
 
     def _build_layout(self, main, panel) -> None:
         """The window's layout: the banner (hidden until there is something to say) above

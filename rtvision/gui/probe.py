@@ -35,7 +35,10 @@ _CHILD = (
     "from PyQt5.QtWidgets import QApplication\n"
     "app = QApplication(['rtvision-display-probe'])\n"
     "print('platform=' + app.platformName(), flush=True)\n"
+    "screen = app.primaryScreen()\n"
+    "print('depth=%d' % (screen.depth() if screen is not None else 0), flush=True)\n"
 )
+MIN_DEPTH = 16  # bits per pixel: on an 8-bit (PseudoColor) X screen Qt paints nothing (a black window)
 
 
 def drop_foreign_plugin_path(env: dict | None = None) -> str | None:
@@ -161,7 +164,11 @@ class DisplayProbe:
         finally:
             self._log_path.unlink(missing_ok=True)
         m = re.search(r"^platform=(\S+)", output, re.M)
-        if rc == 0 and m:
+        depth = re.search(r"^depth=(\d+)", output, re.M)
+        if rc == 0 and m and depth and 0 < int(depth.group(1)) < MIN_DEPTH:
+            self._result = ProbeResult(False, reason=f"the X screen has {depth.group(1)}-bit colour; Qt needs at least "
+                                                     f"{MIN_DEPTH} to draw (e.g. Xvfb -screen 0 1920x1080x24), or pass --headless")
+        elif rc == 0 and m:
             self._result = ProbeResult(True, platform=m.group(1))
         elif timed_out:
             self._result = ProbeResult(False, reason=f"the display did not answer within {timeout_s:.0f} s; pass --headless")

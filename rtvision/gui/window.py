@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import cv2
-from PyQt5.QtCore import QEventLoop, Qt, QTimer, pyqtSignal, qInstallMessageHandler
+from PyQt5.QtCore import QAbstractNativeEventFilter, QEventLoop, Qt, QTimer, pyqtSignal, qInstallMessageHandler
 from PyQt5.QtGui import QGuiApplication
 from PyQt5.QtWidgets import (
     QAction,
@@ -37,7 +37,7 @@ from ..annotate import annotate
 from ..config import RunConfig
 from ..errors import EXIT_INTERNAL, EXIT_OK, EXIT_SIGHUP, EXIT_SIGINT, EXIT_SIGTERM, RtvisionError
 from .frameview import FrameView
-from .host import RunnerHostMixin
+from .host import RunnerHostMixin, can_paint
 from .metrics import WindowMeters, banner_messages
 from .panel import StatsPanel
 from .probe import DisplayGone, drop_foreign_plugin_path, x_display_answers
@@ -227,7 +227,7 @@ class MainWindow(RunnerHostMixin, QMainWindow):
         r = self.runner.latest
         if r is not None and r is not self.shown_result and not self.view_pending:
             self._render(r)
-        if self.view_pending and self.isVisible():
+        if self.view_pending and can_paint(self) and not self._drawn_deadline_passed():
             QTimer.singleShot(POLL_MS, self._close_when_drawn)
             return
         self.close()
@@ -379,6 +379,33 @@ def run_window(
 X11_BROKE = "The X11 connection broke"  # Qt's xcb plugin says this, then calls exit(1)
 
 
+XCB_DESTROY_NOTIFY = 17
+
+
+class _DestroyWatch(QAbstractNativeEventFilter):
+    """Closes ``window`` as its close button does when another X client destroys its X window
+    (``xdotool windowclose``, a session tool): Qt does not notice, and the run went on with no
+    window, the process never ending by itself."""
+
+    def __init__(self, window) -> None:
+        super().__init__()
+        self.window = window
+        self.wid = int(window.winId())
+        self.fired = False
+
+    def nativeEventFilter(self, event_type, message):  # noqa: N802 (Qt's name)
+        try:
+            if not self.fired and bytes(event_type) == b"xcb_generic_event_t":
+                head = bytes(message.asstring(12))
+                if head[0] & 0x7F == XCB_DESTROY_NOTIFY and int.from_bytes(head[8:12], "little") == self.wid:
+                    self.fired = True
+                    log.warning("the window was destroyed by another X client: stopping as on its close button")
+                    QTimer.singleShot(0, self.window.close)
+        except Exception:  # noqa: BLE001 - a filter never breaks Qt's event loop
+            log.debug("native event filter", exc_info=True)
+        return False, 0
+
+
 def show_until_closed(make_window, runner, on_window=None, on_display_lost=None) -> list[str]:
     """Build a window with ``make_window()`` (``MainWindow``, or the grid window of a multi-stream
     run: both have ``start``/``shutdown``/``interrupt``, a ``closed`` signal, ``is_shut_down``,
@@ -445,6 +472,14 @@ def show_until_closed(make_window, runner, on_window=None, on_display_lost=None)
         window.closed.connect(loop.quit)
         restore = _install_signal_handlers(window)
         window.show()
+        watch = _DestroyWatch(window)
+        app.installNativeEventFilter(watch)
+        restore_signals = restore
+
+        def restore() -> None:
+            app.removeNativeEventFilter(watch)
+            restore_signals()
+
         window.start()
         if on_window is not None:
             on_window(window)
