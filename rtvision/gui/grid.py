@@ -39,7 +39,7 @@ from ..annotate import annotate
 from ..config import RunConfig
 from ..errors import EXIT_OK
 from .frameview import FrameView
-from .host import RunnerHostMixin, can_paint
+from .host import RunnerHostMixin, can_paint, fit_to_screen
 from .metrics import GRID_PANEL_ROWS, TileText, grid_banner_messages, grid_panel_text, stream_state, tile_text
 from .panel import StatsPanel
 from .window import AUTOCLOSE_ENV, POLL_MS, STATS_MS, env_flag, show_until_closed
@@ -246,7 +246,7 @@ class GridWindow(RunnerHostMixin, QMainWindow):
         self._build_layout(self.grid, self.panel)
         self.statusBar().showMessage("click a tile to enlarge it (again, or Esc, for the grid); q quits")
         self._build_actions()
-        self.resize(1440, 860)
+        fit_to_screen(self, 1440, 860)
 
         self._poll_timer = QTimer(self)
         self._poll_timer.setInterval(POLL_MS)

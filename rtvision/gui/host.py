@@ -30,6 +30,19 @@ def can_paint(widget) -> bool:
     return bool(widget.isVisible() and not widget.isMinimized() and handle is not None and handle.isExposed())
 
 
+def fit_to_screen(widget, w: int, h: int, share: float = 0.9) -> None:
+    """Resize ``widget`` to ``w`` x ``h``, or to ``share`` of the screen's available area when that
+    is smaller (a laptop's 1366x768, a 640x480 VNC desktop): the panel, the status bar and the
+    title bar's buttons stay on the screen."""
+    from PyQt5.QtGui import QGuiApplication
+
+    screen = QGuiApplication.primaryScreen()
+    if screen is not None:
+        avail = screen.availableGeometry()
+        w, h = min(w, int(avail.width() * share)), min(h, int(avail.height() * share))
+    widget.resize(max(w, 1), max(h, 1))
+
+
 class RunnerHostMixin:
     """Mixed in before ``QMainWindow``: ``class W(RunnerHostMixin, QMainWindow)``."""
 

@@ -37,7 +37,7 @@ from ..annotate import annotate
 from ..config import RunConfig
 from ..errors import EXIT_INTERNAL, EXIT_OK, EXIT_SIGHUP, EXIT_SIGINT, EXIT_SIGTERM, RtvisionError
 from .frameview import FrameView
-from .host import RunnerHostMixin, can_paint
+from .host import RunnerHostMixin, can_paint, fit_to_screen
 from .metrics import WindowMeters, banner_messages
 from .panel import StatsPanel
 from .probe import DisplayGone, drop_foreign_plugin_path, x_display_answers
@@ -108,7 +108,7 @@ class MainWindow(RunnerHostMixin, QMainWindow):
         self._build_layout(self.view, self.panel)
         self._build_actions()
         self.view.setFocus()
-        self.resize(1280, 720)
+        fit_to_screen(self, 1280, 720)
 
         self._poll_timer = QTimer(self)
         self._poll_timer.setInterval(POLL_MS)
