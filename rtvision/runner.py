@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import logging
 import math
 import threading
@@ -122,6 +123,13 @@ class Runner:
         self._gate = threading.Condition()
         self._paused = False
         self._steps = 0
+        self._pauses: list[list] = []  # [start, end or None]: the window's pauses (monotonic)
+
+    def paused_between(self, a: float, b: float) -> float:
+        """Seconds the run was paused between ``a`` and ``b``: taken out of latencies and rates
+        (a user's pause is not the pipeline's time)."""
+        now = time.monotonic()
+        return sum(max(0.0, min(b, end if end is not None else now) - max(a, start)) for start, end in self._pauses)
 
     def interrupt(self, exit_code: int) -> None:
         """A signal asked us to stop: finish cleanly, then exit with ``exit_code`` (129/130/143).
@@ -151,10 +159,14 @@ class Runner:
 
     def pause(self) -> None:
         with self._gate:
+            if not self._paused:
+                self._pauses.append([time.monotonic(), None])
             self._paused = True
 
     def resume(self) -> None:
         with self._gate:
+            if self._paused and self._pauses and self._pauses[-1][1] is None:
+                self._pauses[-1][1] = time.monotonic()
             self._paused = False
             self._steps = 0
             self._gate.notify_all()
@@ -193,6 +205,10 @@ class Runner:
                         r = next(results, None)
                         if r is None:
                             break
+                        if self._pauses:
+                            paused = self.paused_between(r.frame.captured_at, r.done_at)
+                            if paused > 0:
+                                r = dataclasses.replace(r, paused_s=paused)
                         t0 = time.perf_counter()
                         img = annotate(r, status=status_line(r, self.stats.infer_rate.rate())) if video else None
                         t1 = time.perf_counter()
@@ -245,14 +261,14 @@ class Runner:
         cap = p.capture.stats if p.capture else None
         read = cap.read if cap else 0
         dropped = p.frames_dropped
-        elapsed = (s.last_result_at or time.monotonic()) - s.started_at
+        end = s.last_result_at or time.monotonic()
+        paused = self.paused_between(s.started_at, end)
+        elapsed = end - s.started_at - paused  # a pause in the window is not the pipeline's time
         # From the first result on: the frames of the batches after the first one (the first
         # batch's results are all written at first_result_at; counting them would inflate it).
-        steady = (
-            (s.processed - s.first_batch) / (s.last_result_at - s.first_result_at)
-            if s.processed > s.first_batch and s.last_result_at and s.last_result_at > s.first_result_at
-            else float("nan")
-        )
+        span = (s.last_result_at - s.first_result_at - self.paused_between(s.first_result_at, s.last_result_at)
+                if s.last_result_at and s.first_result_at else 0.0)
+        steady = (s.processed - s.first_batch) / span if s.processed > s.first_batch and span > 0 else float("nan")
         models = p.models
         summary = {
             "source": p.info.name if p.info else redact_url(self.cfg.source.spec),
@@ -274,6 +290,7 @@ class Runner:
             "frames_corrupt": cap.corrupt if cap else 0,
             "reconnects": cap.reconnects if cap else 0,
             "elapsed_s": elapsed,
+            "paused_s": round(paused, 3),
             "throughput_fps": s.processed / elapsed if elapsed > 0 else float("nan"),
             "steady_fps": steady,
             "cpu_cores": s.cpu_cores,

@@ -160,7 +160,8 @@ class Result:
 
     timings_ms: per-stage time attributed to this frame (batch stages are divided by the batch size):
         keys among queue_wait, preprocess, classifier, faces, total.
-    latency_ms: capture to result, ``(done_at - frame.captured_at) * 1000``.
+    latency_ms: capture to result, ``(done_at - frame.captured_at - paused_s) * 1000``.
+    paused_s: of that time, how long the window's user had the run paused (not the pipeline's).
     """
 
     frame: Frame
@@ -170,10 +171,11 @@ class Result:
     batch_size: int = 1
     done_at: float = 0.0
     stream: str | None = None  # the stream's name in a multi-stream run
+    paused_s: float = 0.0
 
     @property
     def latency_ms(self) -> float:
-        return max(0.0, (self.done_at - self.frame.captured_at) * 1000.0)
+        return max(0.0, (self.done_at - self.frame.captured_at - self.paused_s) * 1000.0)
 
     def to_json(self, verbose: bool = False) -> dict:
         """The JSON Lines record.

@@ -358,3 +358,34 @@ def test_demo_source_shows_a_face(tmp_path):
     rows = read_jsonl(out)
     assert len(rows) >= 1
     assert any(len(r["faces"]) >= 1 for r in rows)
+
+
+def test_a_pause_in_the_window_is_not_counted_as_latency_or_run_time(index_clip, tmp_path):
+    """The window's pause holds the consumer: the frames read before it waited through it, and
+    their latency_ms (JSONL and summary) and the run's fps counted the user's pause (10 s
+    latencies after an 8 s pause). Now a 1.5 s pause is taken out of both, and said (paused_s)."""
+    from rtvision.pipeline import Pipeline
+    from rtvision.runner import Runner
+
+    results = tmp_path / "r.jsonl"
+    cfg = RunConfig(SourceConfig(str(index_clip)), ModelConfig(classifier="none", faces="off"), batch=2,
+                    progress=False, results_path=str(results))
+    with Pipeline(cfg, models=fake_models(None, FakeFaces())) as pipe:
+        runner = Runner(cfg, pipe)
+        seen = []
+
+        def listen(r):
+            seen.append(r)
+            if len(seen) == 6:
+                runner.pause()
+                threading.Timer(1.5, runner.resume).start()
+
+        runner.listeners.append(listen)
+        runner.run()
+    s = runner.build_summary()
+    rows = [json.loads(x) for x in results.read_text().splitlines()]
+    assert [r["frame"] for r in rows] == list(range(60))
+    assert max(r["latency_ms"] for r in rows) < 1000, max(r["latency_ms"] for r in rows)
+    assert s["latency_ms"]["max"] < 1000
+    assert 1.4 <= s["paused_s"] <= 3.0
+    assert any(r.paused_s > 1.0 for r in seen)  # the frames that waited through it
