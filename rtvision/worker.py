@@ -51,20 +51,44 @@ log = logging.getLogger(__name__)
 END = object()  # put on the results queue after the last result
 
 
+_counts_lock = threading.Lock()
+_counts_found: tuple[int, int] = (0, 0)  # torch's and OpenCV's counts before the first run that holds them
+_counts_holders = 0  # runs (workers) that may have changed them and not restored them yet
+
+
 class ThreadCounts:
     """torch's and OpenCV's thread counts, as a worker found them: it changes them while it runs
     (split between the classifier and the face stage's threads), and its owner puts them back
     with :meth:`restore` once every thread that computes (the face stages' helpers too) has
-    stopped: changing them while another thread is inside a parallel section is not safe."""
+    stopped: changing them while another thread is inside a parallel section is not safe.
+
+    They are process-wide: with several runs at once in one process (the Python API from two
+    threads), each finds them as they were before the first of them, and the last one to
+    restore puts them back (the second run used to take the first one's split counts for the
+    process's own, and leave them)."""
 
     def __init__(self) -> None:
-        self.torch, self.cv = torch.get_num_threads(), cv2.getNumThreads()
+        global _counts_found, _counts_holders
+        with _counts_lock:
+            if _counts_holders == 0:
+                _counts_found = (torch.get_num_threads(), cv2.getNumThreads())
+            _counts_holders += 1
+            self.torch, self.cv = _counts_found
+        self._held = True
 
     def restore(self) -> None:
-        if torch.get_num_threads() != self.torch:
-            torch.set_num_threads(self.torch)
-        if cv2.getNumThreads() != self.cv:
-            cv2.setNumThreads(self.cv)
+        global _counts_holders
+        with _counts_lock:
+            if not self._held:
+                return
+            self._held = False
+            _counts_holders -= 1
+            if _counts_holders:
+                return  # another run still computes with its share
+            if torch.get_num_threads() != self.torch:
+                torch.set_num_threads(self.torch)
+            if cv2.getNumThreads() != self.cv:
+                cv2.setNumThreads(self.cv)
 
 
 def emit(out: queue.Queue, item, stop_event: threading.Event, force: bool = False) -> bool:

@@ -156,3 +156,31 @@ def test_settings_never_show_a_secret():
     for text in (repr(cfg), str(cfg), repr(cfg.source), repr(run), str(run.cfg)):
         assert "s3cretPW" not in text and "TOK123" not in text and "alice:***@" in text, text
     assert cfg.source.spec == url  # what is opened keeps them
+
+
+def test_two_runs_at_once_leave_the_thread_counts_as_they_found_them(faces_video):
+    """Two API runs overlapping in two threads (the face stage's helpers split torch's and
+    OpenCV's threads while a file runs): afterwards the process has its own counts again (the
+    second run took the first one's split counts for the process's and left OpenCV at 1)."""
+    import threading
+    import time
+
+    import cv2
+    import torch
+
+    before = (torch.get_num_threads(), cv2.getNumThreads())
+    frames: dict[str, list[int]] = {}
+
+    def one(name: str, n: int, delay: float) -> None:
+        time.sleep(delay)
+        with rtvision.open(faces_video, classifier="none", faces="fast", max_frames=n) as run:
+            frames[name] = [r.frame.index for r in run]
+
+    threads = [threading.Thread(target=one, args=("a", 30, 0.0)), threading.Thread(target=one, args=("b", 45, 1.0))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert frames == {"a": list(range(30)), "b": list(range(45))}
+    assert (torch.get_num_threads(), cv2.getNumThreads()) == before
+    assert not rtvision_threads()
