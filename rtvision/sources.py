@@ -14,11 +14,13 @@ buffer), corrupt-frame counting and, for live sources, reconnecting with backoff
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import queue
 import random
+import signal
 import threading
 import time
 from concurrent.futures import Future
@@ -468,6 +470,10 @@ class SourceIO:
         self._lock = threading.Lock()
 
     def _run(self) -> None:
+        # Signals are the main thread's: delivered here, they would interrupt OpenCV's blocking
+        # call (EINTR: "cannot open stream") instead of stopping the run.
+        with contextlib.suppress(AttributeError, ValueError, OSError):
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
         while True:
             item = self._calls.get()
             if item is None:

@@ -132,7 +132,7 @@ def test_a_damaged_compiled_model_in_the_openvino_cache_is_rebuilt(tmp_path, cap
     mid = len(data) // 2
     data[mid : mid + 4096] = bytes(b ^ 0xFF for b in data[mid : mid + 4096])
     blob.write_bytes(bytes(data))
-    with caplog.at_level("WARNING"):
+    with caplog.at_level("WARNING", logger="rtvision.backends.openvino_runtime"):
         again = run()
     assert np.array_equal(again, clean)
     assert "damaged compiled model in the OpenVINO cache" in caplog.text
@@ -149,6 +149,6 @@ def test_a_damaged_compiled_model_in_the_openvino_cache_is_rebuilt(tmp_path, cap
     ovr.seal_cached_blobs(cache, checked)
     assert blob.with_name(blob.name + ".sha256").read_text().strip() == ovr._sha256(blob)
     caplog.clear()
-    with caplog.at_level("WARNING"):
+    with caplog.at_level("WARNING", logger="rtvision.backends.openvino_runtime"):
         assert ovr.check_cached_blobs(cache) and blob.exists()
     assert "damaged" not in caplog.text
