@@ -153,6 +153,23 @@ def test_a_thread_that_will_not_stop_is_reported_by_name():
         pipe.capture.join(timeout=5)
 
 
+def _ctrl_c(p) -> tuple[str, str, float]:
+    """SIGINT to a running rtvision: (stdout, stderr, seconds until it ended)."""
+    import signal
+    import time
+
+    t0 = time.monotonic()
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    return out, err, time.monotonic() - t0
+
+
+def _reap(p) -> None:
+    if p.poll() is None:
+        p.kill()
+        p.wait()
+
+
 def test_a_stop_does_not_wait_for_a_camera_blocked_in_a_read():
     """A camera read that hangs 3 s (under the 5 s stall timeout, after which OpenCV's FFmpeg
     gives up) while a stop is asked: the stop returns while the read is still blocked (it used to
@@ -203,7 +220,6 @@ def test_ctrl_c_with_a_hung_network_camera_stops_at_once(faces_video, tmp_path):
     connection left open (a hung camera), and --stall-timeout 30: Ctrl-C while the read waits
     ends the run with exit 130, its summary and its JSONL, long before the 30 s read timeout
     (it used to wait for it), without a word of a stall or a reconnect."""
-    import signal
     import subprocess
     import sys
     import time
@@ -226,14 +242,9 @@ def test_ctrl_c_with_a_hung_network_camera_stops_at_once(faces_video, tmp_path):
                     break
                 time.sleep(0.1)
             assert p.poll() is None and cam.packets_sent >= 40, "the camera never hung under the run"
-            t0 = time.monotonic()
-            p.send_signal(signal.SIGINT)
-            out, err = p.communicate(timeout=60)
-            stop_s = time.monotonic() - t0
+            out, err, stop_s = _ctrl_c(p)
         finally:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+            _reap(p)
     assert p.returncode == 130, err[-2000:]
     assert stop_s < 15, f"the stop took {stop_s:.1f} s: it waited for the 30 s read timeout"
     assert "Traceback" not in err and "stalled" not in err and "reconnect" not in err, err[-2000:]
@@ -249,7 +260,6 @@ def test_ctrl_c_while_a_silent_stream_opens_stops_at_once(tmp_path):
     """A server that accepts the connection and never answers, --stall-timeout 20 (the open's
     timeout): Ctrl-C during the open ends the run at once with exit 130 and one line (the open
     ran on the main thread, which took the signal only when OpenCV gave up: 18 s)."""
-    import signal
     import socket
     import subprocess
     import sys
@@ -271,14 +281,9 @@ def test_ctrl_c_while_a_silent_stream_opens_stops_at_once(tmp_path):
             time.sleep(0.05)
         assert held and p.poll() is None, "the open never reached the server"
         time.sleep(1.0)
-        t0 = time.monotonic()
-        p.send_signal(signal.SIGINT)
-        out, err = p.communicate(timeout=60)
-        stop_s = time.monotonic() - t0
+        out, err, stop_s = _ctrl_c(p)
     finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
+        _reap(p)
         server.close()
     assert p.returncode == 130, err[-2000:]
     assert stop_s < 10, f"the stop took {stop_s:.1f} s: it waited for the 20 s open timeout"

@@ -62,7 +62,8 @@ class RunnerHostMixin:
         """The window's layout: the banner (hidden until there is something to say) above
         ``main`` (the video, or the grid of tiles) with ``panel`` (the stats) at its right; a
         status bar with the run's state (``self.banner``, ``self.state_label``)."""
-        from PyQt5.QtWidgets import QHBoxLayout, QLabel, QVBoxLayout, QWidget
+        from PyQt5.QtCore import Qt
+        from PyQt5.QtWidgets import QFrame, QHBoxLayout, QLabel, QScrollArea, QVBoxLayout, QWidget
 
         self.banner = QLabel()
         self.banner.setWordWrap(True)
@@ -76,7 +77,17 @@ class RunnerHostMixin:
         row = QHBoxLayout()
         row.setContentsMargins(0, 0, 0, 0)
         row.addWidget(main, 1)
-        row.addWidget(panel, 0)
+        # The panel scrolls when the window is shorter than its rows: a 480-line screen still
+        # takes the whole window (its minimum height was the panel's, about 550 px).
+        scroll = QScrollArea()
+        scroll.setWidget(panel)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        bar = scroll.verticalScrollBar().sizeHint().width()
+        scroll.setMinimumWidth(panel.minimumWidth() + bar)
+        scroll.setMaximumWidth(panel.maximumWidth() + bar)
+        row.addWidget(scroll, 0)
         outer.addLayout(row, 1)
         self.setCentralWidget(central)
         self.state_label = QLabel("starting")
