@@ -53,6 +53,13 @@ def settings(source: str, **kwargs) -> RunConfig:
         raise UsageError(f"rtvision.open(): {exc}") from None
 
 
+def _stop_abandoned(pipeline) -> None:
+    import threading
+
+    pipeline.request_stop()
+    threading.Thread(target=pipeline.stop, name="rtvision-abandoned-run", daemon=True).start()
+
+
 class Run:
     """A pipeline over one source: iterate it for results; ``close()`` (or leaving the ``with``
     block) stops and joins every thread. ``info`` describes the source; ``models`` the networks."""
@@ -63,8 +70,9 @@ class Run:
         self.cfg = cfg
         self.pipeline = Pipeline(cfg)
         self._entered = False
-        # A Run dropped without close(): its threads are asked to stop when it is collected.
-        self._finalizer = weakref.finalize(self, self.pipeline.request_stop)
+        # A Run dropped without close(): stopped when it is collected (its threads joined and
+        # the process's thread counts given back, on a thread of its own: a collection must not wait).
+        self._finalizer = weakref.finalize(self, _stop_abandoned, self.pipeline)
 
     def __enter__(self) -> Run:
         if self._entered:
