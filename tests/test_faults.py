@@ -169,7 +169,7 @@ def _ctrl_c_default() -> None:
     ignored (a shell's background job, or a parent that ignores it) keeps it ignored, Python
     included, until rtvision installs its own handlers once the run has started: Ctrl-C during
     the start then does nothing, which is right for a background job, but not what the test is
-    about. (In the full suite an earlier test leaves SIGINT ignored in pytest's process.)"""
+    about. (A suite started as a shell's background job, `.ci/run &`, runs with SIGINT ignored.)"""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_DFL)
