@@ -77,6 +77,11 @@ def integral_cpu(images: list[np.ndarray]) -> np.ndarray:
     small = 255 * (h + 1) * (w + 1) < 2**31
     out = np.empty((len(images), h + 1, w + 1, 3), np.int32 if small else np.float64)
     for i, img in enumerate(images):
+        # A view of part of a frame (the local search's region) is copied first: OpenCV 5.0's
+        # integral of a 3-channel region that is not contiguous reads up to 64 bytes past its
+        # last pixel, which crashed a live run (SIGSEGV) when the frame ended at the end of
+        # its thread's malloc arena (tests/test_faces_pyramid.py, a frame before a guard page).
+        img = np.ascontiguousarray(img)
         cv2.integral(img, out[i], sdepth=cv2.CV_32S if small else cv2.CV_64F)  # written in place
     return out
 
