@@ -382,15 +382,16 @@ def measure_footage(args, plans: list[VariantPlan], models: dict) -> dict:
 
 def live_duplicates(plans: list[VariantPlan]) -> dict[str, str]:
     """{variant: the earlier variant it is identical to in live mode}. Live sources never overlap
-    the models or look ahead, run batch 1 by default and look for the smallest faces on every
-    detection, so variants that differ only there are one configuration live: measured once."""
+    the models or look ahead, run batch 1 by default and, detecting in line
+    (``face_background=False``), look for the smallest faces on every detection, so variants
+    that differ only there are one configuration live: measured once."""
     seen: dict[tuple, str] = {}
     out = {}
     for plan in plans:
         if plan.model is None:
             continue
         cfg = plan.model
-        every = cfg.small_face_every if cfg.small_face_every not in (None, 1) else None
+        every = cfg.small_face_every if cfg.face_background or cfg.small_face_every not in (None, 1) else None
         key = (dataclasses.replace(cfg, small_face_every=every), plan.batch or 1, plan.build)
         if key in seen:
             out[plan.name] = seen[key]
@@ -468,7 +469,8 @@ def _notes(args, weights_info: dict, modes: list[str]) -> list[str]:
         notes.append("Live latency = frame due (when a camera would have taken it) → result written, for the pipeline as for "
                      "the naive loop, so a capture that falls behind counts; naive live takes the newest due frame "
                      "(missed frames are decoded and dropped) like a camera. Variants that are one configuration in live "
-                     "mode (overlap, lookahead and the smallest-face cadence are file-only) are measured once.")
+                     "mode (overlap and lookahead are file-only, and so is the smallest-face cadence with the detections in line) "
+                     "are measured once.")
     notes.append("Per-stage times of batched stages are divided over the frames of the batch; queue_wait is the worker "
                  "waiting for frames (idle time, not work). In file mode the face detections of the batches ahead run on "
                  "helper threads (on the CPU one per batch ahead, at most one per core) while the worker runs the "

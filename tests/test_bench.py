@@ -353,3 +353,17 @@ def test_the_live_table_pairs_a_runs_own_drops_and_says_how_many_runs_had_a_drif
              "drift": {"ratio": 1.53, "first_p99_ms": 390.0, "last_p99_ms": 598.0}}]
     assert _drops(runs) == "51 (86.4%)"
     assert _drift(aggregate(runs), len(runs)).endswith("(1.53x) (from 1 of 3 runs)")
+
+
+def test_live_mode_measures_once_only_what_is_one_configuration_live():
+    """Overlap and lookahead are file-only, so those variants are the default live; the
+    smallest-face cadence applies to live sources detecting in the background (the default),
+    so small-faces-always is measured live, and it is file-only with the detections in line."""
+    from rtvision.bench import live_duplicates
+    from rtvision.benchmark.variants import BenchContext, _derived, plan_variant
+
+    ctx = BenchContext(source="clip.mp4", classifier="mobilenet_v2")
+    plans = [plan_variant(n, ctx) for n in ("default", "no-overlap", "lookahead1", "small-faces-always", "face-inline")]
+    inline_always = _derived("inline-always", "", face_background=False, small_face_every=1)(ctx)
+    same = live_duplicates(plans + [inline_always])
+    assert same == {"no-overlap": "default", "lookahead1": "default", "inline-always": "face-inline"}, same

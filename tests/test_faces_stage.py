@@ -62,12 +62,20 @@ def test_stages_and_the_test_fakes_meet_the_protocols():
 
 
 def test_fast_mode_looks_for_the_smallest_faces_every_second_detection_on_the_cpu():
+    """Files and live sources detecting in the background: every second detection is a full
+    one; live detections in line (--no-face-background): every one."""
     fast = build_face_stage("fast", torch.device("cpu"), resolution_wh=(1920, 1080))
     assert fast.tracker.fine_every == 2 and "smallest faces every 2" in fast.description
-    fast.set_live(True)  # live sources: the full pyramid on every detection, unless asked otherwise
-    assert fast.tracker.fine_every == 1
+    fast.set_live(True)  # live sources detecting in the background: the same cadence
+    assert fast.tracker.fine_every == 2 and fast.background
     fast.set_live(False)
     assert fast.tracker.fine_every == 2
+    inline = build_face_stage("fast", torch.device("cpu"), resolution_wh=(1920, 1080), background=False)
+    inline.set_live(True)  # live detections in line: the full pyramid on every detection
+    assert inline.tracker.fine_every == 1 and not inline.background
+    assert "smallest faces every 2 detections (live: every 1)" in inline.description
+    inline.set_live(False)
+    assert inline.tracker.fine_every == 2
     assert build_face_stage("fast", torch.device("cpu"), small_face_every=1).tracker.fine_every == 1
     explicit = build_face_stage("fast", torch.device("cpu"), small_face_every=3)
     explicit.set_live(True)
