@@ -12,8 +12,8 @@
             for faces the re-fit or a detection lost, and stable track ids. ``--small-face-every
             N``: only every N-th detection runs the finest pyramid level (the smallest faces,
             ``--min-face`` to 1.41x it); the others skip it, about a third of a detection's work
-            at 1080p (files; live sources run it every time). Live sources detect in the
-            background (a helper thread; each detection merged into the tracks when done) unless
+            at 1080p (files, and live sources detecting in the background; live detections in
+            line run it every time). Live sources detect in the background (a helper thread; each detection merged into the tracks when done) unless
             ``--no-face-background``.
             ``--face-scale`` instead detects on a resized frame (``choose_scale`` picks one from
             the frame size and ``--min-face``): cheaper, but its boxes differ from the reference.
@@ -65,7 +65,7 @@ class FastDefaults:
 # 0.959; 0.18 and 0.2, in scratch runs: the street clip 0.966-0.968) while the default still runs at 28.9 fps
 # end to end (bench, 3 repeats; 37.2 at 0.25), above the 25 fps floor.
 FAST_DEFAULTS = {
-    "cpu": FastDefaults(min_face=28, stride=6, small_face_every=2, motion_budget=0.15, min_stride=2),  # files; live: every 1
+    "cpu": FastDefaults(min_face=28, stride=6, small_face_every=2, motion_budget=0.15, min_stride=2),  # live in line: every 1
     # CUDA: a detection of every frame. On an H200 (16 cores), 1080p clip, MobileNetV2 fp16: 56.3
     # fps and recall 0.999 (>= 40 px: 1.000), against 44.1 fps and 0.975 (0.983) for the tracking
     # stage at stride 2, whose flow and re-fits run on the host (assets/bench-gpu-h200-2026-11-30.md).
