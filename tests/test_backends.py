@@ -65,6 +65,29 @@ def test_artifacts_run_as_they_were_built(monkeypatch):
         resolve_target(precision="fp8")
 
 
+def test_bf16_on_a_cpu_without_bf16_is_a_usage_error(monkeypatch):
+    """OpenVINO takes a bf16 hint on a CPU without bf16 arithmetic and runs fp32: a run (and a
+    bench row) labelled bf16 would be fp32. Such a CPU is told in one line instead. On this
+    machine, the capability OpenVINO lists is what a compiled model really runs."""
+    import openvino as ov
+
+    from rtvision.backends.openvino_runtime import core
+
+    monkeypatch.setattr(backends, "cuda_available", lambda: False)
+    caps = backends.cpu_capabilities()
+    conv = ov.convert_model(torch.nn.Conv2d(3, 8, 3).eval(), example_input=torch.zeros(1, 3, 16, 16))
+    compiled = core().compile_model(conv, "CPU", {"INFERENCE_PRECISION_HINT": "bf16"})
+    runs = compiled.get_property("INFERENCE_PRECISION_HINT")
+    assert (runs == ov.Type.bf16) == ("BF16" in caps), (runs, caps)
+    monkeypatch.setattr(backends, "cpu_capabilities", lambda: ["FP32", "INT8", "BIN", "EXPORT_IMPORT"])
+    with pytest.raises(UsageError, match="this CPU has no bf16 .*FP32, INT8.*use fp32 or int8"):
+        resolve_target(precision="bf16")
+    with pytest.raises(UsageError, match="no bf16"):
+        resolve_target(fixed_backend="openvino", fixed_precision="fp32", precision="bf16")
+    assert target(precision="fp32") == ("cpu", "openvino", "fp32")
+    assert target() == ("cpu", "openvino", "int8")
+
+
 class _NaNRuntime:
     backend, precision, device = "torch", "fp32", torch.device("cpu")
 

@@ -49,6 +49,13 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+def cpu_capabilities() -> list[str]:
+    """OpenVINO's CPU plugin's ``OPTIMIZATION_CAPABILITIES`` (e.g. FP32, INT8, BF16)."""
+    from .openvino_runtime import core
+
+    return [str(c) for c in core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
+
+
 def resolve_target(
     device: str = "auto",
     backend: str = "auto",
@@ -106,6 +113,12 @@ def resolve_target(
         raise UsageError("--precision fp16 needs CUDA; on the CPU use int8, bf16 (OpenVINO) or fp32")
     if dev.type == "cpu" and backend == "torch" and precision == "bf16":
         raise UsageError("--precision bf16 on the CPU runs on OpenVINO: use --backend openvino (or auto)")
+    if dev.type == "cpu" and backend == "openvino" and precision == "bf16":
+        caps = cpu_capabilities()
+        if "BF16" not in caps:
+            # OpenVINO would take the hint and run fp32: a run or a bench labelled bf16 would not be
+            raise UsageError(f"--precision bf16: this CPU has no bf16 arithmetic (OpenVINO's CPU capabilities: "
+                             f"{', '.join(caps)}), so it would run as fp32; use fp32 or int8")
     if dev.type == "cuda" and precision not in ("fp32", "fp16", "bf16"):
         raise UsageError(f"--precision {precision} does not run on CUDA")
     return Target(dev, backend, precision)
