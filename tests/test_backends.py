@@ -196,3 +196,39 @@ def test_a_damaged_compiled_model_in_the_openvino_cache_is_rebuilt(tmp_path, fac
     with _warnings_of("rtvision.backends.openvino_runtime") as said:
         assert ovr.check_cached_blobs(cache) and blob.exists()
     assert not any("damaged" in m for m in said), said
+
+
+def test_a_model_that_does_not_compile_is_not_blamed_on_the_cache(tmp_path, monkeypatch):
+    """A compile that fails with a usable cache folder is retried without the cache; when that
+    fails too, the error is the model's own and raised as is: no warning that blames the cache
+    (it said "cannot use the cache folder" first). A cache OpenVINO cannot use is still said."""
+    import torchvision
+
+    from rtvision.backends import openvino_runtime as ovr
+
+    net = torchvision.models.resnet18(weights=None).eval()
+    pp = Preprocess(resize=72, crop=64)
+    model = ovr.with_preprocessing(ovr.export(net, pp.crop), pp)
+    real = ovr.core()
+
+    class BrokenCore:
+        def compile_model(self, *args, **kwargs):
+            raise RuntimeError("Exception from src/inference: the model's own error")
+
+    monkeypatch.setattr(ovr, "core", lambda: BrokenCore())
+    with _warnings_of("rtvision.backends.openvino_runtime") as said:
+        with pytest.raises(RuntimeError, match="the model's own error"):
+            ovr.OpenVINORuntime(model, pp, "fp32", cache_dir=str(tmp_path / "openvino"))
+    assert not any("cache" in m for m in said), said
+
+    class CacheRefusingCore:  # OpenVINO's own error for a cache folder it cannot write
+        def compile_model(self, model, device, config):
+            if "CACHE_DIR" in config:
+                raise RuntimeError("Exception from src/inference: Failed to create directory")
+            return real.compile_model(model, device, config)
+
+    monkeypatch.setattr(ovr, "core", lambda: CacheRefusingCore())
+    with _warnings_of("rtvision.backends.openvino_runtime") as said:
+        rt = ovr.OpenVINORuntime(model, pp, "fp32", cache_dir=str(tmp_path / "openvino2"))
+    assert rt.cache_dir is None
+    assert any("cannot use the cache folder" in m and "Failed to create directory" in m for m in said), said

@@ -243,11 +243,13 @@ class OpenVINORuntime:
             except RuntimeError as exc:
                 if not self.cache_dir:
                     raise
-                # a cache folder OpenVINO cannot use (a file, read-only, full): compile without it
-                log.warning("OpenVINO cannot use the cache folder %s (%s); compiling without it",
-                            self.cache_dir, str(exc).strip().splitlines()[-1][:200])
-                self.cache_dir = None
+                # A cache folder OpenVINO cannot use (a file, read-only, full): compile without it.
+                # Said only once that compile works: an error of the model itself is raised as is,
+                # not blamed on the cache.
+                folder, self.cache_dir = self.cache_dir, None
                 compiled = core().compile_model(self.model, "CPU", self._config(threads))
+                log.warning("OpenVINO cannot use the cache folder %s (%s); compiled without it",
+                            folder, str(exc).strip().splitlines()[-1][:200])
             self._compiled[threads] = (compiled, compiled.create_infer_request())
         return self._compiled[threads][1]
 
