@@ -101,7 +101,99 @@ def rss_slope_mb_per_1000(samples) -> float:
     return 1000.0 * sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
 
 
-class Runner:
+class Pauses:
+    """The window's pause and step, for a consumer of results (:class:`Runner`, and the
+    multi-stream ``MultiRunner``): a gate the consumer waits at before each result, and the
+    pauses' times, which are taken out of latencies and rates (a user's pause is not the
+    pipeline's time). Pausing holds the consumer: the results queue fills, the worker waits,
+    and then a file source waits too while a live source drops at its ring buffer, as it must.
+    ``stop``: the run's stop event (a stop lets the consumer through; :meth:`wake` it)."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self._stop = stop
+        self._gate = threading.Condition()
+        self._paused = False
+        self._steps = 0
+        self._spans: list[list] = []  # [start, end or None] (monotonic)
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    @property
+    def ever(self) -> bool:
+        """Whether the run was ever paused."""
+        return bool(self._spans)
+
+    def pause(self) -> None:
+        with self._gate:
+            if not self._paused:
+                self._spans.append([time.monotonic(), None])
+            self._paused = True
+
+    def resume(self) -> None:
+        with self._gate:
+            if self._paused and self._spans and self._spans[-1][1] is None:
+                self._spans[-1][1] = time.monotonic()
+            self._paused = False
+            self._steps = 0
+            self._gate.notify_all()
+
+    def step(self, n: int = 1) -> None:
+        """While paused, let ``n`` more results through."""
+        with self._gate:
+            self._steps += n
+            self._gate.notify_all()
+
+    def wake(self) -> None:
+        """A stop was asked: let a waiting consumer see it."""
+        with self._gate:
+            self._gate.notify_all()
+
+    def wait(self) -> None:
+        """Wait while paused (a step lets one result through; a stop, all)."""
+        with self._gate:
+            while self._paused and self._steps == 0 and not self._stop.is_set():
+                self._gate.wait(0.1)
+            if self._paused and self._steps:
+                self._steps -= 1
+
+    def between(self, a: float, b: float) -> float:
+        """Seconds paused between ``a`` and ``b`` (monotonic)."""
+        now = time.monotonic()
+        return sum(max(0.0, min(b, end if end is not None else now) - max(a, start)) for start, end in self._spans)
+
+    def unpaused(self, r: Result) -> Result:
+        """``r`` with the pauses between its capture and its result (``paused_s``), which its
+        latency leaves out."""
+        if self._spans:
+            paused = self.between(r.frame.captured_at, r.done_at)
+            if paused > 0:
+                return dataclasses.replace(r, paused_s=paused)
+        return r
+
+
+class PauseControls:
+    """The window's controls on a runner that has ``pauses`` (:class:`Pauses`)."""
+
+    pauses: Pauses
+
+    @property
+    def paused(self) -> bool:
+        return self.pauses.paused
+
+    def pause(self) -> None:
+        self.pauses.pause()
+
+    def resume(self) -> None:
+        self.pauses.resume()
+
+    def step(self, n: int = 1) -> None:
+        """While paused, let ``n`` more results through."""
+        self.pauses.step(n)
+
+
+class Runner(PauseControls):
     """Consumes a started pipeline. ``request_stop()`` ends the run cleanly from any thread."""
 
     def __init__(self, cfg: RunConfig, pipeline: Pipeline, import_baseline_mb: float | None = None) -> None:
@@ -120,16 +212,12 @@ class Runner:
         self.import_baseline_mb = import_baseline_mb if import_baseline_mb is not None else self.rss_start_mb
         self.listeners: list[Callable[[Result], None]] = []  # called per result on the consumer thread
         self._stop = threading.Event()
-        self._gate = threading.Condition()
-        self._paused = False
-        self._steps = 0
-        self._pauses: list[list] = []  # [start, end or None]: the window's pauses (monotonic)
+        self.pauses = Pauses(self._stop)  # the window's pause and step
 
     def paused_between(self, a: float, b: float) -> float:
         """Seconds the run was paused between ``a`` and ``b``: taken out of latencies and rates
         (a user's pause is not the pipeline's time)."""
-        now = time.monotonic()
-        return sum(max(0.0, min(b, end if end is not None else now) - max(a, start)) for start, end in self._pauses)
+        return self.pauses.between(a, b)
 
     def interrupt(self, exit_code: int) -> None:
         """A signal asked us to stop: finish cleanly, then exit with ``exit_code`` (129/130/143).
@@ -147,42 +235,7 @@ class Runner:
     def request_stop(self) -> None:
         self._stop.set()
         self.pipeline.request_stop()
-        with self._gate:
-            self._gate.notify_all()
-
-    # -- pause / step (the window's controls) -----------------------------------------------------
-    # Pausing holds the consumer: the results queue fills, the worker waits, and then a file
-    # source waits too while a live source drops at the ring buffer, as it must.
-    @property
-    def paused(self) -> bool:
-        return self._paused
-
-    def pause(self) -> None:
-        with self._gate:
-            if not self._paused:
-                self._pauses.append([time.monotonic(), None])
-            self._paused = True
-
-    def resume(self) -> None:
-        with self._gate:
-            if self._paused and self._pauses and self._pauses[-1][1] is None:
-                self._pauses[-1][1] = time.monotonic()
-            self._paused = False
-            self._steps = 0
-            self._gate.notify_all()
-
-    def step(self, n: int = 1) -> None:
-        """While paused, let ``n`` more results through."""
-        with self._gate:
-            self._steps += n
-            self._gate.notify_all()
-
-    def _wait_gate(self) -> None:
-        with self._gate:
-            while self._paused and self._steps == 0 and not self._stop.is_set():
-                self._gate.wait(0.1)
-            if self._paused and self._steps:
-                self._steps -= 1
+        self.pauses.wake()
 
     def run(self) -> dict:
         """Consume every result until the end of the stream or a stop request; the outputs are
@@ -199,16 +252,13 @@ class Runner:
                 try:
                     results = self.pipeline.results()
                     while True:
-                        self._wait_gate()
+                        self.pauses.wait()
                         if self._stop.is_set():
                             break
                         r = next(results, None)
                         if r is None:
                             break
-                        if self._pauses:
-                            paused = self.paused_between(r.frame.captured_at, r.done_at)
-                            if paused > 0:
-                                r = dataclasses.replace(r, paused_s=paused)
+                        r = self.pauses.unpaused(r)
                         t0 = time.perf_counter()
                         img = annotate(r, status=status_line(r, self.stats.infer_rate.rate())) if video else None
                         t1 = time.perf_counter()

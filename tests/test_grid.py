@@ -251,3 +251,38 @@ def test_run_grid_window_autocloses_when_every_stream_ended(qtbot, tmp_path, mon
     assert [r["state"] for r in summary["streams"]] == ["ended", "ended"]
     assert not rtvision_threads()
     assert window.grid.tiles["b"].shown_result.frame.index == 11
+
+
+def test_space_pauses_every_stream_and_step_lets_one_result_through(qtbot, grid_window, tmp_path):
+    """Space pauses the whole grid: no result while paused (a file waits, losing nothing; a
+    live stream drops at its ring buffer), `.` lets exactly one result through, Space resumes.
+    The pause is left out of the summary's elapsed time and rates, and reported as paused_s."""
+    sources = {"file": FaultySource(10**6, fps=25, live=False), "cam": FaultySource(10**6, fps=25)}
+    window = grid_window(sources)
+    runner = window.runner
+    qtbot.waitUntil(lambda: runner.total.processed >= 20, timeout=20_000)
+    qtbot.keyClick(window.grid.tiles["cam"].view, Qt.Key_Space)
+    assert runner.paused and window.state_label.text() == "paused" and window.pause_action.isChecked()
+    qtbot.wait(300)  # a result already past the gate may still land
+    held = runner.total.processed
+    qtbot.wait(1500)
+    assert runner.total.processed == held, "results went on while paused"
+    qtbot.keyClick(window.grid.tiles["cam"].view, Qt.Key_Period)
+    qtbot.waitUntil(lambda: runner.total.processed == held + 1, timeout=10_000)
+    qtbot.wait(700)
+    assert runner.total.processed == held + 1, "step let more than one result through"
+    cam_dropped = window.runner.pipeline.streams[1].buffer.dropped
+    qtbot.keyClick(window.grid.tiles["cam"].view, Qt.Key_Space)
+    assert not runner.paused and window.state_label.text() == "running"
+    qtbot.waitUntil(lambda: runner.total.processed >= held + 20, timeout=20_000)
+    qtbot.keyClick(window.grid.tiles["cam"].view, Qt.Key_Q)
+    summary = runner.build_summary()
+    assert summary["exit_code"] == 0 and summary["paused_s"] >= 2.0, summary["paused_s"]
+    assert cam_dropped > 0  # the live stream dropped while paused
+    rows = [json.loads(x) for x in (tmp_path / "all.jsonl").read_text().splitlines()]
+    file_frames = [r["frame"] for r in rows if r["stream"] == "file"]
+    assert file_frames == list(range(len(file_frames)))  # the file lost nothing
+    # latencies leave the pause out: no result waited the ~2 s pause in its latency
+    assert summary["latency_ms"]["max"] < 1500, summary["latency_ms"]
+    wall = runner.total.last_result_at - runner.started_at
+    assert 0 < summary["elapsed_s"] <= wall - summary["paused_s"] + 0.01, (summary["elapsed_s"], wall)

@@ -679,3 +679,41 @@ def test_the_window_fits_a_small_screen(faces_video, tmp_path, screen_wh):
     finally:
         xvfb.terminate()
         xvfb.wait(timeout=10)
+
+
+def test_space_pauses_the_grid_window_on_a_real_x_server(xserver, faces_video, grid_clips, tmp_path):
+    """Two file streams in the grid window: a real Space stops the results (no JSONL row while
+    paused), `.` lets one through, Space resumes, q quits with exit 0; every stream's JSONL is
+    complete and in order, and the summary reports the pause and leaves it out of elapsed_s."""
+    results, summary = tmp_path / "all.jsonl", tmp_path / "s.json"
+    proc = rtvision(["--source", f"street={faces_video}", "--source", f"index={grid_clips['index']}", "--loop",
+                     "--classifier", "none", "--faces", "off", "--results", str(results), "--summary-json", str(summary)],
+                    user_env(xserver, tmp_path))
+    try:
+        win = window_id(xserver)
+        _wait_rows(proc, results, 10)
+        press(xserver, win, "space")
+        time.sleep(1.0)  # results already past the gate may land
+        held = len(jsonl(results))
+        time.sleep(2.0)
+        assert len(jsonl(results)) == held, "results went on while paused"
+        press(xserver, win, "period")
+        _wait_rows(proc, results, held + 1, 30)
+        time.sleep(1.0)
+        assert len(jsonl(results)) == held + 1, "a step let more than one result through"
+        press(xserver, win, "space")
+        _wait_rows(proc, results, held + 20, 60)
+        press(xserver, win, "q")
+        rc, out, err = finish(proc, 60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert rc == 0 and "Traceback" not in err, err[-2000:]
+    rows = jsonl(results)
+    for name in ("street", "index"):
+        frames = [r["frame"] for r in rows if r["stream"] == name]
+        assert frames == list(range(len(frames))) and frames, name
+    s = json.loads(summary.read_text())
+    assert s["frames_processed"] == len(rows) and s["paused_s"] >= 3.0, s["paused_s"]
+    assert s["latency_ms"]["max"] < 2000, s["latency_ms"]  # the pause is not in any result's latency

@@ -4,8 +4,9 @@ Each tile (``StreamTile``) is the stream's newest annotated frame (a ``FrameView
 ``annotate`` as in the single-stream window) under an optional failure line and above its stats
 line: name, fps, latency, drops, state (running, reconnecting, ended, failed). A failed stream's
 tile says so and why; the other tiles go on. Clicking a tile enlarges it to the whole video area;
-a second click (or Esc) goes back to the grid. Keys: ``1``-``9`` enlarge that tile, ``f`` / ``l``
-faces / labels on/off, ``q`` quits (Esc quits from the grid).
+a second click (or Esc) goes back to the grid. Keys: ``1``-``9`` enlarge that tile, Space pauses
+and resumes every stream (``.`` or Right: one more result while paused; live streams drop
+meanwhile, files wait), ``f`` / ``l`` faces / labels on/off, ``q`` quits (Esc quits from the grid).
 
 Like ``MainWindow``, it only consumes: ``MultiRunner.run()`` runs on a thread named
 ``rtvision-runner``; a ~60 Hz QTimer reads ``runner.latest`` (stream -> newest Result) and the
@@ -244,7 +245,7 @@ class GridWindow(RunnerHostMixin, QMainWindow):
         self.grid = TileGrid(names)
         self.panel = StatsPanel(rows=GRID_PANEL_ROWS)
         self._build_layout(self.grid, self.panel)
-        self.statusBar().showMessage("click a tile to enlarge it (again, or Esc, for the grid); q quits")
+        self.statusBar().showMessage("click a tile to enlarge it (again, or Esc, for the grid); Space pauses; q quits")
         self._build_actions()
         fit_to_screen(self, 1440, 860)
 
@@ -270,6 +271,10 @@ class GridWindow(RunnerHostMixin, QMainWindow):
             tb.addAction(a)
             return a
 
+        self.pause_action = action("Pause", "Pause / resume every stream (Space)", self.toggle_pause, True)
+        self.pause_action.setChecked(False)
+        self.step_action = action("Step", "One more result while paused (. or Right)", self.step)
+        tb.addSeparator()
         self.grid_action = action("Grid", "Back to the grid (Esc)", self.grid.show_grid)
         tb.addSeparator()
         self.faces_action = action("Faces", "Face boxes on/off (F)", self.set_faces, True)
@@ -308,6 +313,8 @@ class GridWindow(RunnerHostMixin, QMainWindow):
 
     def _on_ended(self) -> None:
         self.is_ended = True
+        self.pause_action.setEnabled(False)
+        self.step_action.setEnabled(False)
         err = self.runner.error
         self.state_label.setText("ended" if err is None else "stopped on error")
         self._refresh_stats()
@@ -347,6 +354,10 @@ class GridWindow(RunnerHostMixin, QMainWindow):
                 self.close()
         elif key == Qt.Key_Q:
             self.close()
+        elif key == Qt.Key_Space:
+            self.toggle_pause()
+        elif key in (Qt.Key_Period, Qt.Key_Right):
+            self.step()
         elif Qt.Key_1 <= key <= Qt.Key_9 and key - Qt.Key_1 < len(self.grid.names):
             self.grid.toggle(self.grid.names[key - Qt.Key_1])
         elif key == Qt.Key_F:

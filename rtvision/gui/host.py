@@ -5,7 +5,8 @@ comes, and says which threads did not stop. The window class provides ``runner``
 ``_thread``, ``_poll_timer``, ``_stats_timer``, ``state_label``, ``is_shut_down``,
 ``stuck_threads``, ``interrupt_code``, a ``closed`` signal and ``_refresh_stats``; for the
 banner and the overlay toggles, ``banner``, ``_banner_text``, ``is_ended``, ``banner_messages()``
-(its (level, text) lines), ``show_faces``/``show_labels`` with their actions and ``_redraw``."""
+(its (level, text) lines), ``show_faces``/``show_labels`` with their actions and ``_redraw``; for
+pause and step (the runner's ``pause``/``resume``/``step``), ``pause_action`` and ``step_action``."""
 
 from __future__ import annotations
 
@@ -162,3 +163,28 @@ class RunnerHostMixin:
         self.show_labels = bool(on)
         self.labels_action.setChecked(self.show_labels)
         self._redraw()
+
+    def toggle_pause(self) -> None:
+        """Pause or resume the run (Space): the runner holds its results, so a file waits and a
+        live source drops at its ring buffer; the pause is left out of latencies and rates."""
+        if self.is_ended:
+            return
+        if self.runner.paused:
+            self.runner.resume()
+            self.state_label.setText("running")
+            self.statusBar().clearMessage()
+        else:
+            self.runner.pause()
+            self.state_label.setText("paused")
+            self.statusBar().showMessage("paused: Space resumes, . or Right steps one frame")
+        self.pause_action.setChecked(self.runner.paused)
+        self.pause_action.setText("Resume" if self.runner.paused else "Pause")
+
+    def step(self) -> None:
+        """One more result while paused (. or Right); pauses first when running."""
+        if self.is_ended:
+            return
+        if not self.runner.paused:
+            self.toggle_pause()
+            return
+        self.runner.step(1)

@@ -233,29 +233,6 @@ class MainWindow(RunnerHostMixin, QMainWindow):
         self.close()
 
     # -- controls ------------------------------------------------------------------------------
-    def toggle_pause(self) -> None:
-        if self.is_ended:
-            return
-        if self.runner.paused:
-            self.runner.resume()
-            self.state_label.setText("running")
-            self.statusBar().clearMessage()
-        else:
-            self.runner.pause()
-            self.state_label.setText("paused")
-            self.statusBar().showMessage("paused: Space resumes, . or Right steps one frame")
-        self.pause_action.setChecked(self.runner.paused)
-        self.pause_action.setText("Resume" if self.runner.paused else "Pause")
-
-    def step(self) -> None:
-        """One more frame while paused; pauses first when running."""
-        if self.is_ended:
-            return
-        if not self.runner.paused:
-            self.toggle_pause()
-            return
-        self.runner.step(1)
-
     def snapshot(self) -> Path | None:
         """Save the annotated frame on screen as PNG; returns its path (shown in the status bar)."""
         img = self.view.image

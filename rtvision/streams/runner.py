@@ -15,7 +15,7 @@ from ..annotate import annotate, status_line
 from ..config import RunConfig
 from ..errors import EXIT_OK, EXIT_STREAM_FAILED, Interrupted, RtvisionError
 from ..faces.protocols import CountingFaceStage
-from ..runner import LiveStats
+from ..runner import LiveStats, PauseControls, Pauses
 from ..sinks import JsonlSink, VideoSink
 from ..specs import redact_text, redact_url
 from ..stats import peak_rss_mb, process_age_s, rss_mb
@@ -31,7 +31,7 @@ def save_path(pattern: str, stream: str) -> str:
     return pattern.replace(SAVE_FIELD, stream)
 
 
-class MultiRunner:
+class MultiRunner(PauseControls):
     """Consumes a started ``MultiPipeline``; ``request_stop()`` ends the run from any thread.
 
     Headless, ``run()`` runs on the main thread; with the window (``rtvision.gui.grid``) it runs
@@ -50,6 +50,7 @@ class MultiRunner:
         self.listeners: list = []
         self.latest: dict[str, Result] = {}  # read by the window
         self._stop = threading.Event()
+        self.pauses = Pauses(self._stop)  # the grid window's pause and step
         self.started_at = time.monotonic()
 
     def interrupt(self, exit_code: int) -> None:
@@ -63,6 +64,7 @@ class MultiRunner:
     def request_stop(self) -> None:
         self._stop.set()
         self.pipeline.request_stop()
+        self.pauses.wake()
 
     def run(self) -> None:
         cfg = self.cfg
@@ -75,9 +77,15 @@ class MultiRunner:
                         if s.info is not None:
                             videos[s.name] = outputs.enter_context(VideoSink(save_path(cfg.save_path, s.name), s.info.fps))
                 try:
-                    for r in self.pipeline.results():
+                    results = self.pipeline.results()
+                    while True:
+                        self.pauses.wait()
                         if self._stop.is_set():
                             break
+                        r = next(results, None)
+                        if r is None:
+                            break
+                        r = self.pauses.unpaused(r)
                         t0 = time.perf_counter()
                         st = self.stats[r.stream]
                         video = videos.get(r.stream)
@@ -112,7 +120,8 @@ class MultiRunner:
             cap = s.capture.stats if s.capture is not None else None
             read = cap.read if cap else 0
             dropped = s.buffer.dropped if s.buffer is not None else 0
-            elapsed = (st.last_result_at or time.monotonic()) - self.started_at
+            end = st.last_result_at or time.monotonic()
+            elapsed = end - self.started_at - self.pauses.between(self.started_at, end)  # a pause is not the pipeline's time
             row = {
                 "stream": s.name,
                 "source": s.info.name if s.info else redact_url(s.cfg.spec),  # a stream that never opened
@@ -138,7 +147,9 @@ class MultiRunner:
             if s.state == "failed":
                 failed.append(s.name)
         t = self.total
-        elapsed = (t.last_result_at or time.monotonic()) - self.started_at
+        end = t.last_result_at or time.monotonic()
+        paused = self.pauses.between(self.started_at, end)
+        elapsed = end - self.started_at - paused
         models = self.pipeline.models
         exit_code = self.exit_code
         if exit_code == EXIT_OK and failed and self.error is None:
@@ -152,6 +163,7 @@ class MultiRunner:
             "batch": self.pipeline.batch,
             "frames_processed": t.processed,
             "elapsed_s": elapsed,
+            "paused_s": round(paused, 3),
             "throughput_fps": t.processed / elapsed if elapsed > 0 else None,
             "cpu_cores": t.cpu_cores,
             "latency_ms": t.latency.summary(),
