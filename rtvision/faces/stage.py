@@ -272,8 +272,8 @@ def build_face_setup(
         k = stride or d.stride
         every = small_face_every or d.small_face_every
         # Live sources: the same cadence when their detections run in the background, where a
-        # coarse detection is done sooner (~90 against ~140 ms on the 2-core CPU), so a new face
-        # is carried sooner. In one bench (live, 5 repeats, assets/bench-live-cadence-cpu-2026-12-01.md)
+        # coarse detection is done sooner (it skips about a third of the work), so a new face is
+        # carried sooner. In one bench (live, 5 repeats, assets/bench-live-cadence-cpu-2026-12-01.md)
         # recall >= 40 px 0.948 against 0.937 with the full pyramid every time, precision 0.982
         # against 0.972, overall recall the same. Detections in line (--no-face-background)
         # keep the full pyramid every time: there the coarse ones cost recall (0.951 against
