@@ -274,8 +274,8 @@ def build_face_setup(
         # Live sources: the same cadence when their detections run in the background, where a
         # coarse detection is done sooner (it skips about a third of the work), so a new face is
         # carried sooner. In one bench (live, 5 repeats, assets/bench-live-cadence-cpu-2026-12-01.md)
-        # recall >= 40 px 0.948 against 0.937 with the full pyramid every time, precision 0.982
-        # against 0.972, overall recall the same. Detections in line (--no-face-background)
+        # recall >= 40 px 0.948 against 0.935 with the full pyramid every time, precision 0.968
+        # against 0.974, overall recall 0.934 against 0.914. Detections in line (--no-face-background)
         # keep the full pyramid every time: there the coarse ones cost recall (0.951 against
         # 0.981, before background detections existed).
         if background:
