@@ -128,7 +128,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="fast mode: look for the smallest faces (--min-face up to 1.41x it: the finest pyramid level, "
                         "about a third of a detection's work) on every N-th detection only; tracked faces of every size "
                         "are followed on every frame (default: 2 on the CPU, for files and for live sources detecting in the background; 1 on CUDA and "
-                        "with --no-face-background)")
+                        "for live sources with --no-face-background)")
     g.add_argument("--face-backend", choices=FACE_BACKENDS, default=ModelConfig.face_backend,
                    help="MTCNN implementation: batched torch (fast) or facenet-pytorch's own (default: %(default)s)")
     g.add_argument("--calib-frames", type=positive_int, default=ModelConfig.calib_frames, help="frames of the source used to calibrate int8")

@@ -101,42 +101,57 @@ def rss_slope_mb_per_1000(samples) -> float:
     return 1000.0 * sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
 
 
+def pipeline_held(pipeline) -> bool:
+    """Whether a pipeline can do no more until its results are consumed: its results queue is
+    full, or its worker is done."""
+    worker = getattr(pipeline, "worker", None)
+    return pipeline.out.full() or (worker is not None and not worker.is_alive())
+
+
 class Pauses:
     """The window's pause and step, for a consumer of results (:class:`Runner`, and the
-    multi-stream ``MultiRunner``): a gate the consumer waits at before each result, and the
-    pauses' times, which are taken out of latencies and rates (a user's pause is not the
-    pipeline's time). Pausing holds the consumer: the results queue fills, the worker waits,
-    and then a file source waits too while a live source drops at its ring buffer, as it must.
+    multi-stream ``MultiRunner``): a gate the consumer waits at before each result.
+
+    Pausing holds the consumer only: the worker goes on until the results queue is full (then a
+    file source waits, and a live one drops at its ring buffer, as it must). So the time taken
+    out of latencies, rates and CPU use is the time the pipeline was *held*: paused and
+    ``held()`` (the results queue full, or the worker done), checked every ``POLL_S`` while
+    the consumer waits at the gate; work the pipeline did while paused counts as work.
     ``stop``: the run's stop event (a stop lets the consumer through; :meth:`wake` it)."""
 
-    def __init__(self, stop: threading.Event) -> None:
+    POLL_S = 0.02
+
+    def __init__(self, stop: threading.Event, held: Callable[[], bool] | None = None) -> None:
         self._stop = stop
+        self._held = held or (lambda: True)
         self._gate = threading.Condition()
         self._paused = False
         self._steps = 0
-        self._spans: list[list] = []  # [start, end or None] (monotonic)
+        self._spans: list[list] = []  # [start, end or None, cpu at start, cpu at end]: held (monotonic, process CPU s)
 
     @property
     def paused(self) -> bool:
         return self._paused
 
-    @property
-    def ever(self) -> bool:
-        """Whether the run was ever paused."""
-        return bool(self._spans)
+    def _track(self) -> None:
+        """Open or close the held span (under the gate's lock)."""
+        is_open = bool(self._spans) and self._spans[-1][1] is None
+        held = self._paused and self._held()
+        if held and not is_open:
+            self._spans.append([time.monotonic(), None, time.process_time(), None])
+        elif is_open and not held:
+            self._spans[-1][1], self._spans[-1][3] = time.monotonic(), time.process_time()
 
     def pause(self) -> None:
         with self._gate:
-            if not self._paused:
-                self._spans.append([time.monotonic(), None])
             self._paused = True
+            self._track()
 
     def resume(self) -> None:
         with self._gate:
-            if self._paused and self._spans and self._spans[-1][1] is None:
-                self._spans[-1][1] = time.monotonic()
             self._paused = False
             self._steps = 0
+            self._track()
             self._gate.notify_all()
 
     def step(self, n: int = 1) -> None:
@@ -154,23 +169,45 @@ class Pauses:
         """Wait while paused (a step lets one result through; a stop, all)."""
         with self._gate:
             while self._paused and self._steps == 0 and not self._stop.is_set():
-                self._gate.wait(0.1)
+                self._track()
+                self._gate.wait(self.POLL_S)
             if self._paused and self._steps:
                 self._steps -= 1
+            self._track()
 
     def between(self, a: float, b: float) -> float:
-        """Seconds paused between ``a`` and ``b`` (monotonic)."""
+        """Seconds the pipeline was held by a pause between ``a`` and ``b`` (monotonic)."""
         now = time.monotonic()
-        return sum(max(0.0, min(b, end if end is not None else now) - max(a, start)) for start, end in self._spans)
+        return sum(max(0.0, min(b, end if end is not None else now) - max(a, start)) for start, end, *_ in list(self._spans))
+
+    def cpu_between(self, a: float, b: float) -> float:
+        """The process's CPU seconds during those held times (a live source still decodes)."""
+        now, now_cpu = time.monotonic(), time.process_time()
+        total = 0.0
+        for start, end, c0, c1 in list(self._spans):
+            e = end if end is not None else now
+            lo, hi = max(a, start), min(b, e)
+            if hi > lo and e > start:  # the span's CPU, pro rata of its part within [a, b]
+                total += ((c1 if c1 is not None else now_cpu) - c0) * (hi - lo) / (e - start)
+        return total
 
     def unpaused(self, r: Result) -> Result:
-        """``r`` with the pauses between its capture and its result (``paused_s``), which its
-        latency leaves out."""
+        """``r`` with the time the pipeline was held between its capture and its result
+        (``paused_s``), which its latency leaves out."""
         if self._spans:
             paused = self.between(r.frame.captured_at, r.done_at)
             if paused > 0:
                 return dataclasses.replace(r, paused_s=paused)
         return r
+
+    def cpu_cores(self, s: LiveStats) -> float:
+        """:attr:`LiveStats.cpu_cores` with the held times (and their CPU) left out."""
+        if s.first_result_cpu_s is None or s.last_result_cpu_s is None or not s.last_result_at:
+            return float("nan")
+        a, b = s.first_result_at, s.last_result_at
+        span = b - a - self.between(a, b)
+        cpu = s.last_result_cpu_s - s.first_result_cpu_s - self.cpu_between(a, b)
+        return cpu / span if span > 0 else float("nan")
 
 
 class PauseControls:
@@ -212,7 +249,7 @@ class Runner(PauseControls):
         self.import_baseline_mb = import_baseline_mb if import_baseline_mb is not None else self.rss_start_mb
         self.listeners: list[Callable[[Result], None]] = []  # called per result on the consumer thread
         self._stop = threading.Event()
-        self.pauses = Pauses(self._stop)  # the window's pause and step
+        self.pauses = Pauses(self._stop, held=lambda: pipeline_held(pipeline))  # the window's pause and step
 
     def paused_between(self, a: float, b: float) -> float:
         """Seconds the run was paused between ``a`` and ``b``: taken out of latencies and rates
@@ -343,7 +380,7 @@ class Runner(PauseControls):
             "paused_s": round(paused, 3),
             "throughput_fps": s.processed / elapsed if elapsed > 0 else float("nan"),
             "steady_fps": steady,
-            "cpu_cores": s.cpu_cores,
+            "cpu_cores": self.pauses.cpu_cores(s),
             "latency_ms": s.latency.summary(),
             "stage_ms": {k: v / s.processed for k, v in s.stage_ms_total.items()} if s.processed else {},
             "first_result_s": s.first_result_age_s,

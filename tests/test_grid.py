@@ -286,3 +286,89 @@ def test_space_pauses_every_stream_and_step_lets_one_result_through(qtbot, grid_
     assert summary["latency_ms"]["max"] < 1500, summary["latency_ms"]
     wall = runner.total.last_result_at - runner.started_at
     assert 0 < summary["elapsed_s"] <= wall - summary["paused_s"] + 0.01, (summary["elapsed_s"], wall)
+
+
+def _pause_cycles(runner, cycles: int, pause_s: float, run_s: float) -> float:
+    """Consume on a thread (as the windows do) while pausing and resuming as Space would;
+    returns the wall time from the start of consuming to the stop."""
+    import threading
+    import time
+
+    th = threading.Thread(target=runner.run, daemon=True)
+    t0 = time.monotonic()
+    th.start()
+    time.sleep(0.5)
+    for _ in range(cycles):
+        runner.pause()
+        time.sleep(pause_s)
+        runner.resume()
+        time.sleep(run_s)
+    runner.request_stop()
+    th.join(10)
+    assert not th.is_alive()
+    return time.monotonic() - t0
+
+
+def test_a_pause_that_holds_nothing_changes_no_rate():
+    """A pause holds the consumer only: the pipeline works on until its results queue is full.
+    Pauses too short to fill it (live 25 fps streams, 0.15 s) hold nothing: no paused time, and
+    the rates stay at the sources' (they used to leave every pause out of the elapsed time while
+    counting the frames made meanwhile: 46-54 fps reported for a 25 fps camera). Single and
+    multi-stream."""
+    from rtvision.pipeline import Pipeline
+    from rtvision.runner import Runner
+
+    cfg = RunConfig(SourceConfig("template"), ModelConfig(), progress=False, join_timeout_s=10.0)
+    sources = {"a": FaultySource(10**6, fps=25), "b": FaultySource(10**6, fps=25)}
+    multi = MultiPipeline(cfg, [StreamSpec(n, n) for n in sources], models=fake_models(FakeClassifier(), FakeFaces()),
+                          sources=sources).start()
+    single = Pipeline(cfg, models=fake_models(FakeClassifier(), FakeFaces()), source=FaultySource(10**6, fps=25)).start()
+    try:
+        for runner in (MultiRunner(cfg, multi), Runner(cfg, single)):
+            wall = _pause_cycles(runner, 8, 0.15, 0.3)
+            s = runner.build_summary()
+            assert s["paused_s"] < 0.1, s["paused_s"]
+            rows = s["streams"] if "streams" in s else [s]
+            for row in rows:
+                assert row["throughput_fps"] <= 25 * 1.1, (row["throughput_fps"], wall)
+            assert s["elapsed_s"] > wall - 1.0, (s["elapsed_s"], wall)  # nothing left out but the start
+    finally:
+        multi.stop()
+        single.stop()
+    assert not rtvision_threads()
+
+
+def test_after_a_pause_the_tiles_means_are_the_summarys(qtbot, grid_window, tmp_path):
+    """Two files paused 2 s mid-run, then run to their end: each tile's "fps mean" and the
+    panel's total are the summary's rates, which leave out the time the pause held the pipeline
+    (they left the pause in: half the summary's rates); after the pause the status bar shows its
+    hint again."""
+    sources = {"a": FaultySource(120, fps=25, live=False), "b": FaultySource(120, fps=25, live=False)}
+    cfg = cfg_for(tmp_path)
+    pipeline = MultiPipeline(cfg, [StreamSpec(n, n) for n in sources],
+                             models=fake_models(FakeClassifier(sleep_s=0.05), FakeFaces()), sources=sources).start()
+    runner = MultiRunner(cfg, pipeline)
+    window = GridWindow(cfg, runner)
+    qtbot.addWidget(window)
+    window.resize(*WINDOW_WH)
+    window.show()
+    qtbot.waitExposed(window)
+    window.start()
+    try:
+        qtbot.waitUntil(lambda: runner.total.processed >= 20, timeout=20_000)
+        qtbot.keyClick(window.grid.tiles["a"].view, Qt.Key_Space)
+        assert window.statusBar().currentMessage().startswith("paused")
+        qtbot.wait(2000)
+        qtbot.keyClick(window.grid.tiles["a"].view, Qt.Key_Space)
+        assert window.statusBar().currentMessage() == window.status_hint
+        qtbot.waitUntil(lambda: window.is_ended, timeout=60_000)
+        window._refresh_stats()
+        s = runner.build_summary()
+        assert s["paused_s"] > 1.0, s["paused_s"]
+        for row in s["streams"]:
+            text = window.grid.tiles[row["stream"]].stats.text()
+            assert f"{row['throughput_fps']:.1f} fps mean" in text, (text, row["throughput_fps"])
+        assert window.panel.values["total_fps"].text() == f"{s['throughput_fps']:.1f} mean"
+    finally:
+        window.close()
+        pipeline.stop()

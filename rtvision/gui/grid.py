@@ -245,7 +245,9 @@ class GridWindow(RunnerHostMixin, QMainWindow):
         self.grid = TileGrid(names)
         self.panel = StatsPanel(rows=GRID_PANEL_ROWS)
         self._build_layout(self.grid, self.panel)
-        self.statusBar().showMessage("click a tile to enlarge it (again, or Esc, for the grid); Space pauses; q quits")
+        self.status_hint = "click a tile to enlarge it (again, or Esc, for the grid); Space pauses; q quits"
+        self.pause_hint = "paused: Space resumes, . or Right lets one more result through"
+        self.statusBar().showMessage(self.status_hint)
         self._build_actions()
         fit_to_screen(self, 1440, 860)
 

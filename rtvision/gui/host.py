@@ -172,11 +172,15 @@ class RunnerHostMixin:
         if self.runner.paused:
             self.runner.resume()
             self.state_label.setText("running")
-            self.statusBar().clearMessage()
+            hint = getattr(self, "status_hint", None)  # the window's standing hint, if it has one
+            if hint:
+                self.statusBar().showMessage(hint)
+            else:
+                self.statusBar().clearMessage()
         else:
             self.runner.pause()
             self.state_label.setText("paused")
-            self.statusBar().showMessage("paused: Space resumes, . or Right steps one frame")
+            self.statusBar().showMessage(getattr(self, "pause_hint", "paused: Space resumes, . or Right steps one frame"))
         self.pause_action.setChecked(self.runner.paused)
         self.pause_action.setText("Resume" if self.runner.paused else "Pause")
 

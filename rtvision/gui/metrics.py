@@ -27,6 +27,13 @@ class CounterRate:
         return (count - c0) / (now - t0) if now > t0 else 0.0
 
 
+
+def held(runner, a: float, b: float) -> float:
+    """Seconds a pause held the runner's pipeline between ``a`` and ``b`` (0 for a runner
+    without pauses), left out of the means, as the summary does."""
+    pauses = getattr(runner, "pauses", None)
+    return pauses.between(a, b) if pauses is not None else 0.0
+
 def _model_and_memory(v: dict, m) -> None:
     """The panel's model and memory rows (device, classifier, faces, RSS, GPU memory) of ``m``
     (the run's ``Models``; None while they load)."""
@@ -88,7 +95,8 @@ class WindowMeters:
         dropped = p.frames_dropped
         cap_fps = self.capture.sample(read, now)
         v: dict[str, str] = {}
-        span = (s.last_result_at - s.started_at) if ended and s.processed and s.last_result_at is not None else 0.0
+        span = (s.last_result_at - s.started_at - held(runner, s.started_at, s.last_result_at)
+                if ended and s.processed and s.last_result_at is not None else 0.0)
         if span > 0:
             v["capture_fps"] = f"{_num(read / span)} mean"
             v["infer_fps"] = f"{_num(s.processed / span)} mean"
@@ -205,7 +213,7 @@ def tile_text(runner, stream, now: float | None = None) -> TileText:
     elif st is not None and st.processed and st.last_result_at is not None:
         # a stream that is over: its mean over the run (the live rate would decay to 0)
         started = getattr(runner, "started_at", st.started_at)
-        span = st.last_result_at - started
+        span = st.last_result_at - started - held(runner, started, st.last_result_at)
         fps_text = f"{_num(st.processed / span if span > 0 else float('nan'))} fps mean"
     latency = st.latency.last if st is not None and st.processed else float("nan")
     share = 100.0 * dropped / read if read else 0.0
@@ -223,7 +231,8 @@ def grid_panel_text(runner, display_fps: float, now: float | None = None) -> Pan
     if counts["running"] or not t.processed or t.last_result_at is None:
         v["total_fps"] = _num(t.infer_rate.rate(now))
     else:  # every stream is over: the mean over the run (the live rate of the last burst says little)
-        span = t.last_result_at - getattr(runner, "started_at", t.started_at)
+        started = getattr(runner, "started_at", t.started_at)
+        span = t.last_result_at - started - held(runner, started, t.last_result_at)
         v["total_fps"] = f"{_num(t.processed / span if span > 0 else float('nan'))} mean"
     v["display_fps"] = _num(display_fps)
     v["streams"] = ", ".join(f"{counts[k]} {k}" for k in ("running", "ended", "failed", "stopped") if counts[k]) or "–"

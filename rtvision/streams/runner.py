@@ -15,7 +15,7 @@ from ..annotate import annotate, status_line
 from ..config import RunConfig
 from ..errors import EXIT_OK, EXIT_STREAM_FAILED, Interrupted, RtvisionError
 from ..faces.protocols import CountingFaceStage
-from ..runner import LiveStats, PauseControls, Pauses
+from ..runner import LiveStats, PauseControls, Pauses, pipeline_held
 from ..sinks import JsonlSink, VideoSink
 from ..specs import redact_text, redact_url
 from ..stats import peak_rss_mb, process_age_s, rss_mb
@@ -50,7 +50,7 @@ class MultiRunner(PauseControls):
         self.listeners: list = []
         self.latest: dict[str, Result] = {}  # read by the window
         self._stop = threading.Event()
-        self.pauses = Pauses(self._stop)  # the grid window's pause and step
+        self.pauses = Pauses(self._stop, held=lambda: pipeline_held(pipeline))  # the grid window's pause and step
         self.started_at = time.monotonic()
 
     def interrupt(self, exit_code: int) -> None:
@@ -165,7 +165,7 @@ class MultiRunner(PauseControls):
             "elapsed_s": elapsed,
             "paused_s": round(paused, 3),
             "throughput_fps": t.processed / elapsed if elapsed > 0 else None,
-            "cpu_cores": t.cpu_cores,
+            "cpu_cores": self.pauses.cpu_cores(t),
             "latency_ms": t.latency.summary(),
             "first_result_s": t.first_result_age_s,
             "import_baseline_mb": self.import_baseline_mb,
