@@ -165,7 +165,28 @@ def variant_names(text: str) -> list[str]:
 
 # -- the run -------------------------------------------------------------------------------------
 
+def check_bench_outputs(args: argparse.Namespace) -> None:
+    """Before any measurement: ``--out``, ``--md`` and ``--plot`` can be written, are files of their
+    own, and none of them is an input (the source video, the weights, the artifact, the photos):
+    UsageError (exit 2), or OutputError (exit 6) for a folder or an unwritable path."""
+    from .outputs import STDOUT, check_not_inputs, check_outputs, check_plot_extension
+
+    outputs = {"--out": args.out, "--md": args.md, "--plot": None if args.streams else args.plot}
+    if STDOUT in outputs.values():
+        raise UsageError("--out, --md and --plot are files; the Markdown report is also printed on standard output")
+    check_plot_extension("--plot", outputs["--plot"])
+    check_outputs(args.source, outputs)
+    check_not_inputs(outputs, {"--weights": None if args.weights.startswith("imagenet") else args.weights,
+                               "--model": args.model, "--eval-images": args.eval_images})
+
+
+def _write_text(path: str, text: str) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(text, encoding="utf-8")
+
+
 def run_bench(args: argparse.Namespace) -> int:
+    check_bench_outputs(args)
     if args.streams:
         return run_streams(args)
     started = time.monotonic()
@@ -281,7 +302,7 @@ def run_bench(args: argparse.Namespace) -> int:
     if args.out:
         write_json(report, args.out)
     if args.md:
-        Path(args.md).write_text(md, encoding="utf-8")
+        _write_text(args.md, md)
     if args.plot:
         series = {k: {"latency_ms": [r.latency_ms for r in rec.records[args.warmup:]],
                       "rss": [(t, mb) for _, t, mb in rec.rss]} for k, rec in first_rec.items()}
@@ -327,7 +348,7 @@ def run_streams(args: argparse.Namespace) -> int:
     if args.out:
         write_json(report, args.out)
     if args.md:
-        Path(args.md).write_text(md, encoding="utf-8")
+        _write_text(args.md, md)
     return 0
 
 

@@ -445,8 +445,14 @@ def output_paths(a: argparse.Namespace) -> dict[str, str | None]:
     return {"--save": a.save, "--results": a.results, "--summary-json": a.summary_json}
 
 
+def input_paths(a: argparse.Namespace) -> dict[str, str | None]:
+    """The run's input files besides its sources, which no output may overwrite."""
+    return {"--sources": a.sources, "--labels": a.labels, "--model": a.model,
+            "--weights": None if a.weights.startswith("imagenet") else a.weights}
+
+
 def run_main(a: argparse.Namespace) -> int:
-    from .outputs import OutputClaims, check_outputs
+    from .outputs import OutputClaims, check_not_inputs, check_outputs
     from .streams.spec import stream_specs
 
     specs = stream_specs(a.source or ([] if a.sources else ["demo"]), a.sources)
@@ -455,13 +461,14 @@ def run_main(a: argparse.Namespace) -> int:
     a.source = specs[0].spec
     outputs = output_paths(a)
     check_outputs(a.source, outputs)  # before anything loads: usage (2) and output (6) errors
+    check_not_inputs(outputs, input_paths(a))
     with OutputClaims(outputs):
         return _run_main(a)
 
 
 def run_streams(a: argparse.Namespace, specs) -> int:
     """Several streams in one process (``rtvision.streams``): one worker batching across them."""
-    from .outputs import OutputClaims, check_outputs
+    from .outputs import OutputClaims, check_not_inputs, check_outputs
     from .streams.runner import SAVE_FIELD, save_path
 
     if a.save and SAVE_FIELD not in a.save:
@@ -471,6 +478,7 @@ def run_streams(a: argparse.Namespace, specs) -> int:
         outputs |= {f"--save ({s.name})": save_path(a.save, s.name) for s in specs}
     for s in specs:
         check_outputs(s.spec, outputs)
+    check_not_inputs(outputs, input_paths(a))
     with OutputClaims(outputs):
         return _run_streams(a, specs)
 
@@ -542,7 +550,7 @@ def _absolute_if_file(path: str | None) -> str | None:
 
 def run_fleet(a: argparse.Namespace) -> int:
     """``rtvision fleet``: the streams on a Ray cluster (``rtvision.fleet``)."""
-    from .outputs import OutputClaims, check_outputs
+    from .outputs import OutputClaims, check_not_inputs, check_outputs
     from .streams.spec import StreamSpec, stream_specs
 
     if not (a.source or a.sources):
@@ -552,6 +560,7 @@ def run_fleet(a: argparse.Namespace) -> int:
     outputs = {"--results": a.results, "--summary-json": a.summary_json}
     for s in specs:
         check_outputs(s.spec, outputs)
+    check_not_inputs(outputs, input_paths(a))
     for flag in ("labels", "model", "cache_dir"):
         setattr(a, flag, _absolute_if_file(getattr(a, flag)))
     if not a.weights.startswith("imagenet"):

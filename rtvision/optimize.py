@@ -307,43 +307,21 @@ def add_optimize_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def plot_formats() -> list[str]:
-    """The file extensions matplotlib's Agg canvas writes (``--plot``)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    return sorted(f".{ext}" for ext in FigureCanvasAgg.get_supported_filetypes())
-
-
 def check_optimize_outputs(args: argparse.Namespace) -> None:
     """Before any work: ``--out``, its report and ``--plot`` can be written, are files of their
     own, and none of them is an input (the calibration video, the weights, the labels, a photo
     folder): UsageError (exit 2), or OutputError (exit 6) for a folder or an unwritable path."""
-    from rtvision.outputs import STDOUT, _same, check_outputs
+    from rtvision.outputs import STDOUT, check_not_inputs, check_outputs, check_plot_extension
 
     if args.out == STDOUT or args.plot == STDOUT:
         raise UsageError("--out and --plot are files; standard output cannot take them")
-    if args.plot is not None:
-        formats = plot_formats()
-        if Path(args.plot).suffix.lower() not in formats:
-            raise UsageError(f"--plot {args.plot}: unknown image extension {Path(args.plot).suffix or '(none)'!r}; "
-                             f"use one of {', '.join(formats)}")
+    check_plot_extension("--plot", args.plot)
     outputs = {"--out": args.out, "--plot": args.plot}
     check_outputs(None, outputs)
     outputs["--out (its report)"] = args.out + ".report.json"
     inputs = {"--calib": args.calib, "--weights": None if args.weights == "imagenet" else args.weights,
               "--eval-images": args.eval_images, "--labels": args.labels}
-    for flag, path in outputs.items():
-        for iflag, ipath in inputs.items():
-            if not (path and ipath and os.path.exists(ipath)):
-                continue
-            if _same(ipath, path):
-                raise UsageError(f"{flag} {path} is {iflag} {ipath}; writing it would destroy the input")
-            # inside a folder input, by its own name or by what it links to (a photo there may be
-            # a symlink to a file elsewhere, which writing would replace)
-            if os.path.isdir(ipath) and any(Path(q).is_relative_to(folder) for q in (os.path.abspath(path), os.path.realpath(path))
-                                            for folder in (os.path.abspath(ipath), os.path.realpath(ipath))):
-                raise UsageError(f"{flag} {path} is inside {iflag} {ipath}; write it elsewhere, so that the "
-                                 "photos there stay as they are")
+    check_not_inputs(outputs, inputs)
     if os.path.isdir(args.out + ".report.json"):
         raise OutputError(f"--out {args.out}: its report {args.out}.report.json is a folder")
 

@@ -2,10 +2,13 @@
 
 ``check_outputs`` refuses (exit 2) an output that is the input or another output (the same path,
 a symlink or a hard link to it), and a ``--save`` extension the video sink cannot write; it
-refuses (exit 6) an output that cannot be written (a folder, no permission). ``OutputClaims``
-then takes an exclusive, non-blocking ``fcntl.flock`` on every output file, so a second rtvision
-writing the same file gets exit 6 instead of corrupting lines, and at the end removes an output
-it created that is still empty: no run leaves a 0-byte file behind. ``-`` as ``--results`` or
+refuses (exit 6) an output that cannot be written (a folder, no permission).
+``check_not_inputs`` refuses (exit 2) an output that is one of the run's other input files
+(``--sources``, ``--labels``, ``--model``, ``--weights``...) or lies inside an input folder.
+``OutputClaims`` then takes an exclusive, non-blocking ``fcntl.flock`` on every output file, so a
+second rtvision writing the same file gets exit 6 instead of corrupting lines, and at the end
+removes an output it created that is still empty: no run that ends leaves a 0-byte file behind
+(SIGKILL, which nothing catches, before the first record can). ``-`` as ``--results`` or
 ``--summary-json`` is standard output.
 """
 
@@ -118,6 +121,43 @@ def check_outputs(source: str | None, outputs: dict[str, str | None]) -> None:
                 raise UsageError(f"{flag} {path} is the input video {source}; writing it would destroy the input")
     for flag, path in named.items():
         check_writable(flag, path)
+
+
+def plot_formats() -> list[str]:
+    """The file extensions matplotlib's Agg canvas writes (``--plot``)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    return sorted(f".{ext}" for ext in FigureCanvasAgg.get_supported_filetypes())
+
+
+def check_plot_extension(flag: str, path: str | None) -> None:
+    """UsageError unless ``path`` (None: not asked) ends in an extension matplotlib writes."""
+    if path is None:
+        return
+    formats = plot_formats()
+    if Path(path).suffix.lower() not in formats:
+        raise UsageError(f"{flag} {path}: unknown image extension {Path(path).suffix or '(none)'!r}; "
+                         f"use one of {', '.join(formats)}")
+
+
+def check_not_inputs(outputs: dict[str, str | None], inputs: dict[str, str | None]) -> None:
+    """UsageError (exit 2) for an output that is one of the run's input files (``--sources``,
+    ``--labels``, ``--model``, ``--weights``, ...; by any name: a symlink or a hard link), or that
+    lies inside an input folder, by its own name or by what it links to (a photo there may be a
+    symlink to a file elsewhere, which writing would replace). Inputs that do not exist, and
+    outputs that are standard output or a device, are not checked."""
+    for flag, path in outputs.items():
+        if not path or is_stdout(path) or _is_devnull(path):
+            continue
+        for iflag, ipath in inputs.items():
+            if not (ipath and os.path.exists(ipath)):
+                continue
+            if _same(ipath, path):
+                raise UsageError(f"{flag} {path} is {iflag} {ipath}; writing it would destroy the input")
+            if os.path.isdir(ipath) and any(Path(q).is_relative_to(folder) for q in (os.path.abspath(path), os.path.realpath(path))
+                                            for folder in (os.path.abspath(ipath), os.path.realpath(ipath))):
+                raise UsageError(f"{flag} {path} is inside {iflag} {ipath}; write it elsewhere, so that the "
+                                 "files there stay as they are")
 
 
 @dataclass

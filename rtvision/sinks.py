@@ -1,7 +1,8 @@
 """Outputs: the annotated video and the JSON Lines results. Both are context managers, so every
 exit path (end of stream, Ctrl-C, SIGTERM, SIGHUP, a crash) finalizes them. Both create their file
-at the first record only: a run that delivers nothing leaves no empty file (and does not truncate
-an existing one).
+at the first record only: a run that delivers nothing does not truncate an existing file (the
+run's ``OutputClaims`` removes a new one it left empty). The JSON Lines file ends with a whole
+line, also when the disk is full.
 
 The video is H.264 in a *fragmented* MP4 written with PyAV (FFmpeg + libx264): each keyframe
 starts a fragment and packets are flushed as they are written, so the file stays playable up to
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -35,8 +37,6 @@ def _output_error(path: str | Path, exc: BaseException) -> OutputError:
 def silence_stdout() -> None:
     """After a broken pipe on standard output: point fd 1 at /dev/null, so that the interpreter's
     final flush does not print a second error (Python's documented recipe for SIGPIPE)."""
-    import os
-
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
@@ -47,14 +47,18 @@ def silence_stdout() -> None:
 
 class JsonlSink:
     """One JSON object per processed frame, in frame order, flushed per frame. ``-`` is standard
-    output. The file is created (or truncated) at the first record."""
+    output. The file is created (or truncated) at the first record. A file ends with a whole
+    line whatever happens: a record that cannot be written in full (a full disk) is cut off
+    again, so that every line of the file parses (the error still ends the run, exit 6)."""
 
     def __init__(self, path: str | Path, verbose: bool = False, stdout=None) -> None:
         self.to_stdout = str(path) == STDOUT
         self.path = Path(path)
         self.verbose = verbose
         self.count = 0
-        self._fh = None
+        self._fh = None  # standard output
+        self._fd: int | None = None  # a file: unbuffered writes, so that nothing is left to flush after an error
+        self._size = 0  # bytes of the whole lines written to the file
         self._stdout = stdout  # ``-`` writes here (default: sys.stdout at the first record)
 
     def __enter__(self) -> JsonlSink:
@@ -65,7 +69,8 @@ class JsonlSink:
             self._fh = self._stdout or sys.stdout
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(self.path, "w", encoding="utf-8")
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+        self._size = 0
 
     def write(self, result: Result) -> None:
         self.write_record(result.to_json(self.verbose))
@@ -74,26 +79,45 @@ class JsonlSink:
         """One record already in its JSON form (``Result.to_json``), e.g. from a fleet actor."""
         line = json.dumps(record, separators=(",", ":")) + "\n"
         try:
-            if self._fh is None:
+            if self._fh is None and self._fd is None:
                 self._open()
-            self._fh.write(line)
-            self._fh.flush()
+            if self._fh is not None:
+                self._fh.write(line)
+                self._fh.flush()
+            else:
+                self._write_file(line.encode("utf-8"))
         except OSError as exc:
             if isinstance(exc, BrokenPipeError) and self.to_stdout:
                 silence_stdout()
             raise _output_error("standard output" if self.to_stdout else self.path, exc) from None
         self.count += 1
 
+    def _write_file(self, data: bytes) -> None:
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self._fd, view):]
+        except OSError:
+            try:  # a part of the line may be in the file: cut it off again
+                os.ftruncate(self._fd, self._size)
+            except OSError:  # pragma: no cover - best effort
+                log.debug("cutting %s back to its last whole line failed", self.path, exc_info=True)
+            raise
+        self._size += len(data)
+
     def close(self) -> None:
         if self._fh is not None:
             try:
-                if self.to_stdout:
-                    self._fh.flush()
-                else:
-                    self._fh.close()
+                self._fh.flush()
             except OSError:  # already reported by write
-                log.debug("closing %s failed", self.path, exc_info=True)
+                log.debug("flushing standard output failed", exc_info=True)
             self._fh = None
+        if self._fd is not None:
+            try:
+                os.close(self._fd)
+            except OSError:  # pragma: no cover
+                log.debug("closing %s failed", self.path, exc_info=True)
+            self._fd = None
 
     def __exit__(self, *exc) -> None:
         self.close()

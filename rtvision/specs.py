@@ -51,21 +51,33 @@ def bad_webcam_spec(spec: str) -> str | None:
     return f"--source {s}: expected webcam or webcam:N with N a camera index >= 0"
 
 
+def _secret_key(key: str) -> bool:
+    name = unquote(key).strip().lower()
+    return name in SECRET_KEYS or name == "sid" or any(p in name for p in SECRET_KEY_PARTS)
+
+
 def _mask_pairs(text: str) -> str:
     """``a=1&token=x`` -> ``a=1&token=***`` (keys compared case-insensitively, percent-decoded)."""
     out = []
     for part in re.split(r"([&;])", text):
         key, eq, _ = part.partition("=")
-        name = unquote(key).strip().lower()
-        if eq and (name in SECRET_KEYS or name == "sid" or any(p in name for p in SECRET_KEY_PARTS)):
+        if eq and _secret_key(key):
             part = f"{key}={MASK}"
         out.append(part)
     return "".join(out)
 
 
+def _mask_path_params(path: str) -> str:
+    """Path parameters (``/app;jsessionid=x/y``, RFC 3986 ``;key=value`` in a segment) with a
+    secret key: ``/app;jsessionid=***/y``."""
+    return re.sub(r";([^;/=]+)=([^;/]*)", lambda m: f";{m.group(1)}={MASK}" if _secret_key(m.group(1)) else m.group(0), path)
+
+
 def redact_url(spec: str) -> str:
     """``spec`` with the password of its userinfo and the values of secret query/fragment keys
-    replaced by ``***``; anything that is not a ``scheme://`` URL is returned unchanged.
+    replaced by ``***``; text that holds a URL after something else (``my cam=rtsp://…``, a
+    quoted URL) has every URL in it masked (:func:`redact_text`); text without ``://`` is
+    returned unchanged.
 
     A userinfo without a password is masked whole (``https://***@host``): a token passed as the
     user name (``https://ghp_…@host``, ``https://APIKEY@host``) is the secret itself, and a plain
@@ -81,7 +93,7 @@ def redact_url(spec: str) -> str:
         return spec
     scheme, _, rest = spec.partition("://")
     if not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.\-]*", scheme):
-        return spec
+        return redact_text(spec)  # a URL inside other text ("my cam=rtsp://...", a quoted URL)
     cut = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
     head, tail = rest[:cut], rest[cut:]
     userinfo, at, hostpath = head.rpartition("@")
@@ -91,6 +103,8 @@ def redact_url(spec: str) -> str:
             head = f"{user}:{MASK}@{hostpath}"
         elif user:  # no password, or an empty one (``TOKEN:@host``, as in ``curl -u TOKEN:``)
             head = f"{MASK}@{hostpath}"
+    host, slash, path = head.partition("/")
+    head = host + slash + _mask_path_params(path)
     query, hash_, fragment = tail.partition("#")
     out = f"{scheme}://{head}"
     if query.startswith("?"):

@@ -240,8 +240,28 @@ def _pickle_refused(run: Run) -> None:
     assert "\x1b" not in run.err, "ANSI escape codes in stderr"
 
 
+def _input_files(tmp: Path, v: Path) -> None:
+    """Inputs besides the video: a stream list, class names, an artifact, weights."""
+    (tmp / "list.txt").write_text("a=v.mp4\nb=v.mp4\n", encoding="utf-8")
+    (tmp / "labels.txt").write_text("".join(f"class {i}\n" for i in range(1000)), encoding="utf-8")
+    (tmp / "m.rtv").write_bytes(b"not really an artifact")
+    (tmp / "w.pth").write_bytes(b"not really weights")
+
+
 CASES = [
-    # 1. writing over the input
+    # 1. writing over the input (the inputs' checksums are checked by every row)
+    Case("1-results-over-sources-list", ["--sources", "list.txt", "--results", "list.txt"], 2, _err("is --sources list.txt"),
+         _input_files),
+    Case("1-summary-over-labels", ["--source", "{v}", "--labels", "labels.txt", "--summary-json", "labels.txt"], 2,
+         _err("is --labels labels.txt"), _input_files),
+    Case("1-results-over-model", ["--source", "{v}", "--model", "m.rtv", "--results", "m.rtv"], 2, _err("is --model m.rtv"),
+         _input_files),
+    Case("1-summary-over-weights", ["--source", "{v}", "--weights", "w.pth", "--summary-json", "./w.pth"], 2,
+         _err("is --weights w.pth"), _input_files),
+    Case("1-bench-report-over-input", ["bench", "--source", "{v}", "--md", "{v}"], 2, _err("is the input video"),
+         fast_flags=False),
+    Case("1-bench-json-over-weights", ["bench", "--source", "{v}", "--weights", "w.pth", "--out", "w.pth"], 2,
+         _err("is --weights w.pth"), _input_files, fast_flags=False),
     Case("1-save-over-input", ["--source", "{v}", "--max-frames", "20", "--save", "{v}"], 2, _err("is the input video")),
     Case("1-results-over-input", ["--source", "{v}", "--results", "{v}"], 2, _err("is the input video")),
     Case("1-summary-over-input", ["--source", "{v}", "--summary-json", "{v}"], 2, _err("is the input video")),
@@ -391,3 +411,22 @@ def test_11_sighup_finalizes_outputs_like_sigterm(faces_video, tmp_path: Path) -
     rows = jsonl(tmp_path / "r.jsonl")
     assert 15 <= len(rows) < 105
     assert count_frames(tmp_path / "o.mp4") == len(rows)
+
+
+def test_5_a_stream_that_never_opens_is_masked_and_live_in_the_summary(clip: Path, tmp_path: Path) -> None:
+    """Two streams, one a URL with a password and a path parameter session id that never opens:
+    the other runs to its end (exit 7); no secret anywhere (its ``;jsessionid=`` was shown), and
+    the summary JSON calls it live (it said ``file``, from a source that never opened)."""
+    (tmp_path / "v.mp4").write_bytes(clip.read_bytes())
+    run = rtvision(["--source", "v.mp4", "--source", "cam=http://u:hunter2@127.0.0.1:9/app;jsessionid=LEAKME/x.ts",
+                    "--reconnect", "0", "--stall-timeout", "1", "--summary-json", "s.json", "--results", "r.jsonl", *FAST],
+                   tmp_path)
+    assert run.rc == errors.EXIT_STREAM_FAILED, run.err[-2000:]
+    assert "Traceback" not in run.err
+    blobs = [run.out.encode(), run.err.encode()] + [p.read_bytes() for p in run.files() if p.is_file()]
+    for secret in SECRETS:
+        assert not any(secret.encode() in b for b in blobs), f"secret {secret!r} leaked"
+    streams = {r["stream"]: r for r in strict_json((tmp_path / "s.json").read_text())["streams"]}
+    assert streams["cam"]["state"] == "failed" and streams["cam"]["live"] is True
+    assert streams["cam"]["source"] == "http://u:***@127.0.0.1:9/app;jsessionid=***/x.ts"
+    assert streams["v"]["frames_processed"] == 30 and len(jsonl(tmp_path / "r.jsonl")) == 30

@@ -90,6 +90,36 @@ def test_sinks_create_nothing_without_a_record(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_results_file_that_runs_out_of_space_ends_with_a_whole_line(tmp_path):
+    """A record that the disk takes only in part (a full disk; here a file size limit, which
+    fails the same way: a short write, then an error) is cut off again: the run ends with an
+    output error, and every line of the file parses (it used to end in half a record)."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "r.jsonl"
+    child = (
+        "import resource, signal, sys\n"
+        "from rtvision.errors import OutputError\n"
+        "from rtvision.sinks import JsonlSink\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))\n"
+        "with JsonlSink(sys.argv[1]) as sink:\n"
+        "    try:\n"
+        "        for i in range(100):\n"
+        "            sink.write_record({'frame': i, 'pad': 'x' * 280})\n"
+        "    except OutputError as exc:\n"
+        "        print(sink.count, exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", child, str(path)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    count, message = out.stdout.split(" ", 1)
+    assert "cannot write" in message and int(count) == 3  # 3 records of ~300 bytes fit under 1000
+    text = path.read_text()
+    assert text.endswith("\n") and len(text) < 1000
+    assert [json.loads(line)["frame"] for line in text.splitlines()] == [0, 1, 2]
+
+
 def test_claims_lock_keep_and_clean_up(tmp_path):
     old = tmp_path / "old.jsonl"
     old.write_text("kept\n")

@@ -44,6 +44,11 @@ URLS = [
     ("https://h/v?token", "https://h/v?token"),  # a key without a value
     ("rtsp://h/s?camera_password=a&authToken=b&x-api-key=c&JSESSIONID=d&sid=e&channel=1",  # keys that contain one
      "rtsp://h/s?camera_password=***&authToken=***&x-api-key=***&JSESSIONID=***&sid=***&channel=1"),
+    ("http://127.0.0.1:9/app;jsessionid=SECRETS4/x.ts", "http://127.0.0.1:9/app;jsessionid=***/x.ts"),  # path parameters
+    ("rtsp://u:pw@h/a;JSESSIONID=s;v=1/b?token=t", "rtsp://u:***@h/a;JSESSIONID=***;v=1/b?token=***"),
+    ("front door=rtsp://admin:pw@h/x", "front door=rtsp://admin:***@h/x"),  # a URL after other text
+    ('"rtsp://admin:pw@h/y"', '"rtsp://admin:***@h/y"'),  # quoted
+    ("cam:1=rtsp://u:pw@h/s", "cam:1=rtsp://u:***@h/s"),
     ("clip.mp4", "clip.mp4"),  # not a URL
     ("webcam:0", "webcam:0"),
     ("demo", "demo"),

@@ -45,6 +45,26 @@ def test_stream_names_from_flags_and_files(tmp_path):
         stream_specs(None, str(tmp_path / "empty.txt"))
 
 
+def test_a_stream_entry_with_a_bad_name_is_refused_without_its_source(tmp_path):
+    """A name that is not one ('front door=', 'cam:1=') was taken as part of the source: the
+    whole line was opened as a file name, and the multi-stream summary JSON showed it, password
+    and all. It is a usage error that names the name only. Quotes around an entry, or around
+    the source after a name, are a shell's habit in a list file: taken off."""
+    for bad in ("front door=rtsp://admin:SECRETF1@127.0.0.1:9/x", "cam:1=rtsp://u:SECRETS2@127.0.0.1:9/s"):
+        with pytest.raises(UsageError, match="stream name") as err:
+            stream_specs([bad], None)
+        assert "SECRET" not in str(err.value)
+    with pytest.raises(UsageError, match="no source after"):
+        stream_specs(["cam="], None)
+    listing = tmp_path / "cams.txt"
+    listing.write_text('"rtsp://u:pw@10.0.0.1/a"\nyard="rtsp://10.0.0.2/b"\n\'c=rtsp://10.0.0.3/c\'\n', encoding="utf-8")
+    assert stream_specs(None, str(listing)) == [StreamSpec("stream0", "rtsp://u:pw@10.0.0.1/a"),
+                                                StreamSpec("yard", "rtsp://10.0.0.2/b"), StreamSpec("c", "rtsp://10.0.0.3/c")]
+    odd = tmp_path / "front door=1.mp4"  # an existing file is a file, whatever its name
+    odd.write_bytes(b"")
+    assert stream_specs([str(odd)], None)[0].spec == str(odd)
+
+
 def test_stream_names_stay_unique_and_inside_the_save_folder():
     """A repeated name gets a suffix no other stream has (results, videos and counters are keyed
     by it: two streams named 'a-2' mixed their frames in one video); a name starting with '.'

@@ -293,6 +293,7 @@ def _clean(o):
 
 
 def write_json(report: dict, path: str | Path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(_clean(report), indent=2, allow_nan=False), encoding="utf-8")
 
 
@@ -339,4 +340,5 @@ def write_plot(report: dict, series: dict, path: str | Path) -> None:
     ax3.set_ylabel("MB")
     ax3.legend(fontsize=7)
     fig.suptitle(f"rtvision bench: {Path(report['source']['path']).name}")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(str(path), dpi=90)

@@ -38,16 +38,35 @@ def _default_name(spec: str, index: int) -> str:
     return stem[:64]
 
 
-def parse_entry(text: str, index: int) -> StreamSpec:
-    """``name=spec`` or ``spec``. A ``name=`` prefix is a name only when the whole entry is not an
-    existing file and the name holds no ``:`` or ``/`` (so URLs with ``=`` in them stay URLs)."""
+def _unquoted(text: str) -> str:
+    """``"rtsp://…"`` or ``'…'`` (as a shell would take it) without its quotes."""
     text = text.strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        return text[1:-1].strip()
+    return text
+
+
+def parse_entry(text: str, index: int) -> StreamSpec:
+    """``name=spec`` or ``spec``, each may be quoted. A ``name=`` prefix is a name only when the
+    whole entry is not an existing file and the name holds no ``:`` or ``/`` (so URLs with ``=``
+    in them stay URLs). Anything else before the first ``=`` that holds no ``/`` (``front
+    door=rtsp://…``, ``cam:1=…``) is refused as a name (exit 2), naming it only: the source
+    after it, which may hold secrets, would otherwise be opened as one odd file name."""
+    text = _unquoted(text)
+    if Path(text).exists():
+        return StreamSpec(_default_name(text, index), text)
     m = NAME_RE.match(text)
-    if m and not Path(text).exists():
-        name, spec = m.group(1), m.group(2).strip()
+    if m:
+        name, spec = m.group(1), _unquoted(m.group(2))
         if not spec:
             raise UsageError(f"stream {name!r}: no source after '='")
         return StreamSpec(name, spec)
+    loose = re.match(r"^([^=/]{1,64})=(.*)$", text)
+    if loose and NAME_RE.match(loose.group(1) + "=x"):
+        raise UsageError(f"stream {loose.group(1)!r}: no source after '='")
+    if loose:
+        raise UsageError(f"stream name {loose.group(1).strip()!r} (before '='): a name is letters, digits, '.', '_' "
+                         "and '-', at most 64; and no file has that whole name")
     return StreamSpec(_default_name(text, index), text)
 
 
