@@ -22,7 +22,7 @@ from .config import RunConfig
 from .errors import EXIT_OK, Interrupted, RtvisionError
 from .faces.protocols import CountingFaceStage
 from .pipeline import Pipeline
-from .sinks import JsonlSink, VideoSink
+from .sinks import JsonlSink, StoppedWhileWriting, VideoSink
 from .specs import redact_text as redact_url_text
 from .specs import redact_url
 from .stats import LatencyHistogram, RateMeter, gpu_memory_mb, peak_rss_mb, process_age_s, rss_mb
@@ -283,7 +283,7 @@ class Runner(PauseControls):
         progress = None
         try:
             with contextlib.ExitStack() as outputs:
-                jsonl = outputs.enter_context(JsonlSink(cfg.results_path, cfg.results_verbose)) if cfg.results_path else None
+                jsonl = outputs.enter_context(JsonlSink(cfg.results_path, cfg.results_verbose, stopped=self._stop.is_set)) if cfg.results_path else None
                 video = outputs.enter_context(VideoSink(cfg.save_path, self.pipeline.info.fps)) if cfg.save_path else None
                 progress = self._progress_bar()
                 try:
@@ -314,6 +314,8 @@ class Runner(PauseControls):
                 except KeyboardInterrupt:
                     self.exit_code = Interrupted().exit_code
                     log.warning("interrupted; finalizing outputs")
+                except StoppedWhileWriting as exc:  # the stop's own exit code stands
+                    log.warning("%s", exc)
                 except Interrupted as exc:
                     self.exit_code = exc.exit_code
                     log.warning("terminated; finalizing outputs")

@@ -14,7 +14,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import select
+import stat
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -25,6 +28,10 @@ from .outputs import STDOUT, VIDEO_FORMATS
 from .types import Result
 
 log = logging.getLogger(__name__)
+
+
+class StoppedWhileWriting(Exception):
+    """A stop came while the results' reader (a pipe) took nothing: the run ends as stopped."""
 
 
 def _output_error(path: str | Path, exc: BaseException) -> OutputError:
@@ -51,7 +58,7 @@ class JsonlSink:
     line whatever happens: a record that cannot be written in full (a full disk) is cut off
     again, so that every line of the file parses (the error still ends the run, exit 6)."""
 
-    def __init__(self, path: str | Path, verbose: bool = False, stdout=None) -> None:
+    def __init__(self, path: str | Path, verbose: bool = False, stdout=None, stopped: Callable[[], bool] | None = None) -> None:
         self.to_stdout = str(path) == STDOUT
         self.path = Path(path)
         self.verbose = verbose
@@ -60,6 +67,11 @@ class JsonlSink:
         self._fd: int | None = None  # a file: unbuffered writes, so that nothing is left to flush after an error
         self._size = 0  # bytes of the whole lines written to the file
         self._stdout = stdout  # ``-`` writes here (default: sys.stdout at the first record)
+        # Standard output that is a pipe: written only when the reader has room (select), so that
+        # a reader that stopped reading cannot hold a stop (``stopped()`` true) for ever: the
+        # write is given up (StoppedWhileWriting) instead.
+        self._stopped = stopped
+        self._pipe_fd: int | None = None
 
     def __enter__(self) -> JsonlSink:
         return self
@@ -67,6 +79,14 @@ class JsonlSink:
     def _open(self) -> None:
         if self.to_stdout:
             self._fh = self._stdout or sys.stdout
+            if self._stopped is not None:
+                try:
+                    fd = self._fh.fileno()
+                    if stat.S_ISFIFO(os.fstat(fd).st_mode):
+                        self._fh.flush()
+                        self._pipe_fd = fd
+                except (OSError, ValueError, AttributeError):  # no descriptor (a test's StringIO)
+                    self._pipe_fd = None
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
@@ -81,7 +101,9 @@ class JsonlSink:
         try:
             if self._fh is None and self._fd is None:
                 self._open()
-            if self._fh is not None:
+            if self._pipe_fd is not None:
+                self._write_pipe(line.encode("utf-8"))
+            elif self._fh is not None:
                 self._fh.write(line)
                 self._fh.flush()
             else:
@@ -91,6 +113,18 @@ class JsonlSink:
                 silence_stdout()
             raise _output_error("standard output" if self.to_stdout else self.path, exc) from None
         self.count += 1
+
+    def _write_pipe(self, data: bytes) -> None:
+        """``data`` to the standard output pipe, PIPE_BUF bytes at a time, each once the pipe
+        has room for it (a write that size then never blocks): while the reader reads nothing,
+        a stop gives the write up."""
+        view = memoryview(data)
+        while view:
+            while not select.select([], [self._pipe_fd], [], 0.1)[1]:
+                if self._stopped():
+                    raise StoppedWhileWriting(f"a stop came while the reader of standard output was not reading: "
+                                              f"{self.count} records written, the rest dropped")
+            view = view[os.write(self._pipe_fd, view[: select.PIPE_BUF]):]
 
     def _write_file(self, data: bytes) -> None:
         view = memoryview(data)

@@ -430,3 +430,45 @@ def test_5_a_stream_that_never_opens_is_masked_and_live_in_the_summary(clip: Pat
     assert streams["cam"]["state"] == "failed" and streams["cam"]["live"] is True
     assert streams["cam"]["source"] == "http://u:***@127.0.0.1:9/app;jsessionid=***/x.ts"
     assert streams["v"]["frames_processed"] == 30 and len(jsonl(tmp_path / "r.jsonl")) == 30
+
+
+def test_7_a_stop_while_the_results_reader_reads_nothing_ends_the_run(faces_video, tmp_path: Path) -> None:
+    """``--results - | a reader that stopped reading``, then SIGTERM: the run used to sit in its
+    write until the reader went away (then exit 6); now the write is given up at the stop, the
+    run ends with 143, says what it dropped, and writes its summary."""
+    import fcntl
+    import termios
+
+    proc = _popen(["--source", str(faces_video), "--loop", "--max-frames", "100000", "--results", "-",
+                   "--summary-json", "s.json", *FAST], tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        fd = proc.stdout.fileno()
+        waiting, last, still = bytearray(4), -1, 0
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # until the pipe stops filling: the run waits for its reader
+            fcntl.ioctl(fd, termios.FIONREAD, waiting)
+            now = int.from_bytes(waiting, sys.byteorder)
+            still = still + 1 if now == last and now > 0 else 0
+            if still >= 8:  # 2 s without a byte more
+                break
+            last = now
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.25)
+        else:
+            pytest.fail("the results never filled the pipe")
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pytest.fail("SIGTERM did not end a run whose results' reader reads nothing")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    err, out = proc.stderr.read(), proc.stdout.read()
+    assert proc.returncode == errors.EXIT_SIGTERM, err[-2000:]
+    assert "Traceback" not in err and "standard output was not reading" in err
+    rows = out.splitlines()
+    assert rows and all(strict_json(r) for r in rows[:-1])  # whole records up to the last one
+    summary = strict_json((tmp_path / "s.json").read_text())
+    assert summary["frames_processed"] >= len(rows) - 1

@@ -44,7 +44,7 @@ from ..errors import (
     RtvisionError,
     UsageError,
 )
-from ..sinks import JsonlSink
+from ..sinks import JsonlSink, StoppedWhileWriting
 from ..stats import LatencyHistogram
 from ..streams.spec import StreamSpec
 from .actor import Assignment, FleetActor
@@ -306,13 +306,16 @@ class FleetDriver:
                 stack.callback(self._shutdown)
                 self._connect(loopback)
                 if self.results_path:
-                    self._jsonl = stack.enter_context(JsonlSink(self.results_path, self.cfg.results_verbose, stdout=real_stdout))
+                    self._jsonl = stack.enter_context(JsonlSink(self.results_path, self.cfg.results_verbose, stdout=real_stdout,
+                                                                    stopped=lambda: self._stop_code is not None))
                 self._start_actors()
                 self._loop()
         except KeyboardInterrupt:
             self.exit_code = EXIT_SIGINT
         except _StoppedWhileConnecting:
             pass  # _stop_code says how
+        except StoppedWhileWriting as exc:  # a stop while the results' reader read nothing: _stop_code says how
+            log.warning("%s", exc)
         except RtvisionError as exc:
             self.error, self.exit_code = exc, exc.exit_code
         except BaseException as exc:  # noqa: BLE001 - reported in one line, never a hang
@@ -557,8 +560,8 @@ class FleetDriver:
             if self._jsonl is not None:
                 try:
                     self._jsonl.write_record(out)
-                except RtvisionError:
-                    led.delivered -= 1  # not delivered after all: the run ends on this error
+                except (RtvisionError, StoppedWhileWriting):
+                    led.delivered -= 1  # not delivered after all: the run ends on this error, or stop
                     raise
             self.delivered += 1
             self.latency.add(float(out.get("latency_ms") or 0.0))

@@ -16,7 +16,7 @@ from ..config import RunConfig
 from ..errors import EXIT_OK, EXIT_STREAM_FAILED, Interrupted, RtvisionError
 from ..faces.protocols import CountingFaceStage
 from ..runner import LiveStats, PauseControls, Pauses, pipeline_held
-from ..sinks import JsonlSink, VideoSink
+from ..sinks import JsonlSink, StoppedWhileWriting, VideoSink
 from ..specs import is_live_spec, redact_text
 from ..stats import peak_rss_mb, process_age_s, rss_mb
 from ..types import Result
@@ -70,7 +70,7 @@ class MultiRunner(PauseControls):
         cfg = self.cfg
         try:
             with contextlib.ExitStack() as outputs:
-                jsonl = outputs.enter_context(JsonlSink(cfg.results_path, cfg.results_verbose)) if cfg.results_path else None
+                jsonl = outputs.enter_context(JsonlSink(cfg.results_path, cfg.results_verbose, stopped=self._stop.is_set)) if cfg.results_path else None
                 videos = {}
                 if cfg.save_path:
                     for s in self.pipeline.streams:
@@ -102,6 +102,8 @@ class MultiRunner(PauseControls):
                             listener(r)
                 except KeyboardInterrupt:
                     self.exit_code = Interrupted().exit_code
+                except StoppedWhileWriting as exc:  # the stop's own exit code stands
+                    log.warning("%s", exc)
                 except Interrupted as exc:
                     self.exit_code = exc.exit_code
                 finally:
