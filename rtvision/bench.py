@@ -169,14 +169,14 @@ def check_bench_outputs(args: argparse.Namespace) -> None:
     """Before any measurement: ``--out``, ``--md`` and ``--plot`` can be written, are files of their
     own, and none of them is an input (the source video, the weights, the artifact, the photos):
     UsageError (exit 2), or OutputError (exit 6) for a folder or an unwritable path."""
-    from .outputs import STDOUT, check_not_inputs, check_outputs, check_plot_extension
+    from .outputs import STDOUT, check_not_inputs, check_outputs, check_plot_extension, weights_file
 
     outputs = {"--out": args.out, "--md": args.md, "--plot": None if args.streams else args.plot}
     if STDOUT in outputs.values():
         raise UsageError("--out, --md and --plot are files; the Markdown report is also printed on standard output")
     check_plot_extension("--plot", outputs["--plot"])
     check_outputs(args.source, outputs)
-    check_not_inputs(outputs, {"--weights": None if args.weights.startswith("imagenet") else args.weights,
+    check_not_inputs(outputs, {"--weights": weights_file(args.weights),
                                "--model": args.model, "--eval-images": args.eval_images})
 
 

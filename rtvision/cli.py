@@ -447,8 +447,10 @@ def output_paths(a: argparse.Namespace) -> dict[str, str | None]:
 
 def input_paths(a: argparse.Namespace) -> dict[str, str | None]:
     """The run's input files besides its sources, which no output may overwrite."""
+    from .outputs import weights_file
+
     return {"--sources": a.sources, "--labels": a.labels, "--model": a.model,
-            "--weights": None if a.weights.startswith("imagenet") else a.weights}
+            "--weights": weights_file(a.weights)}
 
 
 def run_main(a: argparse.Namespace) -> int:
@@ -550,7 +552,7 @@ def _absolute_if_file(path: str | None) -> str | None:
 
 def run_fleet(a: argparse.Namespace) -> int:
     """``rtvision fleet``: the streams on a Ray cluster (``rtvision.fleet``)."""
-    from .outputs import OutputClaims, check_not_inputs, check_outputs
+    from .outputs import OutputClaims, check_not_inputs, check_outputs, weights_file
     from .streams.spec import StreamSpec, stream_specs
 
     if not (a.source or a.sources):
@@ -563,7 +565,7 @@ def run_fleet(a: argparse.Namespace) -> int:
     check_not_inputs(outputs, input_paths(a))
     for flag in ("labels", "model", "cache_dir"):
         setattr(a, flag, _absolute_if_file(getattr(a, flag)))
-    if not a.weights.startswith("imagenet"):
+    if weights_file(a.weights):
         a.weights = _absolute_if_file(a.weights)
     a.source = specs[0].spec  # the template of every stream's settings; each stream has its own spec
     # an actor's share of the machine is the CPUs it declares, not the machine's core count

@@ -311,7 +311,7 @@ def check_optimize_outputs(args: argparse.Namespace) -> None:
     """Before any work: ``--out``, its report and ``--plot`` can be written, are files of their
     own, and none of them is an input (the calibration video, the weights, the labels, a photo
     folder): UsageError (exit 2), or OutputError (exit 6) for a folder or an unwritable path."""
-    from rtvision.outputs import STDOUT, check_not_inputs, check_outputs, check_plot_extension
+    from rtvision.outputs import STDOUT, check_not_inputs, check_outputs, check_plot_extension, weights_file
 
     if args.out == STDOUT or args.plot == STDOUT:
         raise UsageError("--out and --plot are files; standard output cannot take them")
@@ -319,7 +319,7 @@ def check_optimize_outputs(args: argparse.Namespace) -> None:
     outputs = {"--out": args.out, "--plot": args.plot}
     check_outputs(None, outputs)
     outputs["--out (its report)"] = args.out + ".report.json"
-    inputs = {"--calib": args.calib, "--weights": None if args.weights == "imagenet" else args.weights,
+    inputs = {"--calib": args.calib, "--weights": weights_file(args.weights),
               "--eval-images": args.eval_images, "--labels": args.labels}
     check_not_inputs(outputs, inputs)
     if os.path.isdir(args.out + ".report.json"):

@@ -123,6 +123,14 @@ def check_outputs(source: str | None, outputs: dict[str, str | None]) -> None:
         check_writable(flag, path)
 
 
+def weights_file(weights: str | None) -> str | None:
+    """``--weights`` when it names a file: None for ``imagenet`` and ``imagenet:NAME`` (torchvision's
+    weights API; ``rtvision.models.zoo.is_imagenet``), not for a file named ``imagenet_ft.pth``."""
+    if weights is None or weights == "imagenet" or weights.startswith("imagenet:"):
+        return None
+    return weights
+
+
 def plot_formats() -> list[str]:
     """The file extensions matplotlib's Agg canvas writes (``--plot``)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg

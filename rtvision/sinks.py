@@ -11,12 +11,16 @@ the last written fragment even if the process dies without closing it.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
 import select
 import stat
 import sys
+import termios
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,6 +32,9 @@ from .outputs import STDOUT, VIDEO_FORMATS
 from .types import Result
 
 log = logging.getLogger(__name__)
+
+
+PIPE_GRACE_S = 2.0  # a line already half in the pipe: time left to its reader after a stop
 
 
 class StoppedWhileWriting(Exception):
@@ -115,16 +122,43 @@ class JsonlSink:
         self.count += 1
 
     def _write_pipe(self, data: bytes) -> None:
-        """``data`` to the standard output pipe, PIPE_BUF bytes at a time, each once the pipe
-        has room for it (a write that size then never blocks): while the reader reads nothing,
-        a stop gives the write up."""
+        """One line to the standard output pipe, PIPE_BUF bytes a write, each once the pipe has
+        room for it (a write that size then never blocks). A line starts only once the pipe has
+        room for all of it (unless it is longer than half the pipe), so that a stop while the
+        reader reads nothing gives up whole lines only; a line that did start gets
+        ``PIPE_GRACE_S`` more to finish after a stop, then is given up (said in the warning)."""
         view = memoryview(data)
+        started, grace_until = False, None
         while view:
-            while not select.select([], [self._pipe_fd], [], 0.1)[1]:
+            fits = started or self._fits_pipe(len(view))
+            if not (fits and select.select([], [self._pipe_fd], [], 0.1)[1]):
+                if not fits:
+                    select.select([], [], [], 0.02)  # the reader makes room at its pace
                 if self._stopped():
-                    raise StoppedWhileWriting(f"a stop came while the reader of standard output was not reading: "
-                                              f"{self.count} records written, the rest dropped")
+                    grace_until = grace_until or time.monotonic() + (PIPE_GRACE_S if started else 0.0)
+                    if time.monotonic() >= grace_until:
+                        cut = "; the last one was cut" if started else ""
+                        raise StoppedWhileWriting(f"a stop came while the reader of standard output was not reading: "
+                                                  f"{self.count} records written{cut}, the rest dropped")
+                continue
             view = view[os.write(self._pipe_fd, view[: select.PIPE_BUF]):]
+            started = True
+
+    def _fits_pipe(self, n: int) -> bool:
+        """Whether the pipe has room for ``n`` more bytes, conservatively (its size less what
+        waits in it and two pages, for the kernel's page-sized slots). For a line longer than
+        half the pipe the pipe is made larger first (up to the system's ``pipe-max-size``,
+        1 MB by default); one that still could never fit is let through."""
+        try:
+            size = fcntl.fcntl(self._pipe_fd, fcntl.F_GETPIPE_SZ)
+            if n > size // 2:
+                with contextlib.suppress(OSError):  # EPERM above pipe-max-size, EBUSY when it holds more
+                    size = fcntl.fcntl(self._pipe_fd, fcntl.F_SETPIPE_SZ, 1 << (2 * n + 4 * select.PIPE_BUF).bit_length())
+            queued = bytearray(4)
+            fcntl.ioctl(self._pipe_fd, termios.FIONREAD, queued)
+        except (OSError, AttributeError):  # not Linux: every line is let through
+            return True
+        return n > size // 2 or size - int.from_bytes(queued, sys.byteorder) - 2 * select.PIPE_BUF >= n
 
     def _write_file(self, data: bytes) -> None:
         view = memoryview(data)

@@ -258,6 +258,9 @@ CASES = [
          _input_files),
     Case("1-summary-over-weights", ["--source", "{v}", "--weights", "w.pth", "--summary-json", "./w.pth"], 2,
          _err("is --weights w.pth"), _input_files),
+    Case("1-results-over-weights-named-imagenet", ["--source", "{v}", "--weights", "imagenet_ft.pth", "--results",
+                                                    "imagenet_ft.pth"], 2, _err("is --weights imagenet_ft.pth"),
+         lambda tmp, v: (tmp / "imagenet_ft.pth").write_bytes(b"weights whose name starts with imagenet")),
     Case("1-bench-report-over-input", ["bench", "--source", "{v}", "--md", "{v}"], 2, _err("is the input video"),
          fast_flags=False),
     Case("1-bench-json-over-weights", ["bench", "--source", "{v}", "--weights", "w.pth", "--out", "w.pth"], 2,
@@ -432,15 +435,20 @@ def test_5_a_stream_that_never_opens_is_masked_and_live_in_the_summary(clip: Pat
     assert streams["v"]["frames_processed"] == 30 and len(jsonl(tmp_path / "r.jsonl")) == 30
 
 
-def test_7_a_stop_while_the_results_reader_reads_nothing_ends_the_run(faces_video, tmp_path: Path) -> None:
+@pytest.mark.parametrize("lines", ["short", "long"])
+def test_7_a_stop_while_the_results_reader_reads_nothing_ends_the_run(lines: str, faces_video, tmp_path: Path) -> None:
     """``--results - | a reader that stopped reading``, then SIGTERM: the run used to sit in its
     write until the reader went away (then exit 6); now the write is given up at the stop, the
-    run ends with 143, says what it dropped, and writes its summary."""
+    run ends with 143, says what it dropped, and writes its summary. What the reader gets is
+    whole lines only, also when a line is longer than one write to the pipe (``--topk 1000``:
+    ~30 KB a record; a line was cut in the middle)."""
     import fcntl
     import termios
 
+    flags = FAST if lines == "short" else ["--headless", "--no-progress", "--classifier", "mobilenet_v2", "--topk", "1000",
+                                           "--faces", "off", "--batch", "1"]
     proc = _popen(["--source", str(faces_video), "--loop", "--max-frames", "100000", "--results", "-",
-                   "--summary-json", "s.json", *FAST], tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                   "--summary-json", "s.json", *flags], tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         fd = proc.stdout.fileno()
         waiting, last, still = bytearray(4), -1, 0
@@ -468,7 +476,10 @@ def test_7_a_stop_while_the_results_reader_reads_nothing_ends_the_run(faces_vide
     err, out = proc.stderr.read(), proc.stdout.read()
     assert proc.returncode == errors.EXIT_SIGTERM, err[-2000:]
     assert "Traceback" not in err and "standard output was not reading" in err
+    assert out.endswith("\n"), out[-200:]
     rows = out.splitlines()
-    assert rows and all(strict_json(r) for r in rows[:-1])  # whole records up to the last one
+    assert rows and all(strict_json(r) for r in rows)  # whole records only
+    if lines == "long":
+        assert min(len(r) for r in rows) > 8192  # longer than one write to the pipe (PIPE_BUF)
     summary = strict_json((tmp_path / "s.json").read_text())
-    assert summary["frames_processed"] >= len(rows) - 1
+    assert summary["frames_processed"] >= len(rows)

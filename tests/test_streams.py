@@ -45,7 +45,7 @@ def test_stream_names_from_flags_and_files(tmp_path):
         stream_specs(None, str(tmp_path / "empty.txt"))
 
 
-def test_a_stream_entry_with_a_bad_name_is_refused_without_its_source(tmp_path):
+def test_a_stream_entry_with_a_bad_name_is_refused_without_its_source(tmp_path, monkeypatch):
     """A name that is not one ('front door=', 'cam:1=') was taken as part of the source: the
     whole line was opened as a file name, and the multi-stream summary JSON showed it, password
     and all. It is a usage error that names the name only. Quotes around an entry, or around
@@ -60,9 +60,12 @@ def test_a_stream_entry_with_a_bad_name_is_refused_without_its_source(tmp_path):
     listing.write_text('"rtsp://u:pw@10.0.0.1/a"\nyard="rtsp://10.0.0.2/b"\n\'c=rtsp://10.0.0.3/c\'\n', encoding="utf-8")
     assert stream_specs(None, str(listing)) == [StreamSpec("stream0", "rtsp://u:pw@10.0.0.1/a"),
                                                 StreamSpec("yard", "rtsp://10.0.0.2/b"), StreamSpec("c", "rtsp://10.0.0.3/c")]
-    odd = tmp_path / "front door=1.mp4"  # an existing file is a file, whatever its name
-    odd.write_bytes(b"")
-    assert stream_specs([str(odd)], None)[0].spec == str(odd)
+    monkeypatch.chdir(tmp_path)
+    for name in ("front door=1.mp4", '"quoted.mp4"', "'q.mp4'"):  # an existing file is that file, whatever its name
+        (tmp_path / name).write_bytes(b"")
+        assert stream_specs([name], None)[0].spec == name
+    listing.write_text('"quoted.mp4"\n', encoding="utf-8")
+    assert stream_specs(None, str(listing))[0].spec == '"quoted.mp4"'
 
 
 def test_stream_names_stay_unique_and_inside_the_save_folder():

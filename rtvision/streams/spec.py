@@ -52,7 +52,9 @@ def parse_entry(text: str, index: int) -> StreamSpec:
     in them stay URLs). Anything else before the first ``=`` that holds no ``/`` (``front
     door=rtsp://…``, ``cam:1=…``) is refused as a name (exit 2), naming it only: the source
     after it, which may hold secrets, would otherwise be opened as one odd file name."""
-    text = _unquoted(text)
+    text = text.strip()
+    if not Path(text).exists():  # a file whose name has quotes is that file
+        text = _unquoted(text)
     if Path(text).exists():
         return StreamSpec(_default_name(text, index), text)
     m = NAME_RE.match(text)
