@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,20 +138,49 @@ class DisplayProbe:
             return cls(None, ProbeResult(False, reason="no display: DISPLAY is not set (no X server or Wayland session); "
                                                        "run it on a desktop, or pass --headless"), None)
         env["QT_DEBUG_PLUGINS"] = "1"  # names the library a plugin fails on
+        if _uses_x(env):
+            hold_display(env["DISPLAY"])  # one try: result() tries harder if the child could not connect
+        try:
+            proc, log_path = cls._spawn(env)
+        except OSError as exc:
+            release_display()
+            return cls(None, ProbeResult(False, reason=f"cannot start the display probe ({exc}); pass --headless"), None)
+        return cls(proc, None, log_path, env)
+
+    @staticmethod
+    def _spawn(env: dict) -> tuple[subprocess.Popen, Path]:
         fd, name = tempfile.mkstemp(prefix="rtvision-display-probe-", suffix=".log")
         try:
             with os.fdopen(fd, "w") as out:  # a file, not a pipe: QT_DEBUG_PLUGINS output is large
                 proc = subprocess.Popen([sys.executable, "-c", _CHILD], stdin=subprocess.DEVNULL, stdout=out,
                                         stderr=subprocess.STDOUT, env=env)
-        except OSError as exc:
+        except OSError:
             os.unlink(name)
-            return cls(None, ProbeResult(False, reason=f"cannot start the display probe ({exc}); pass --headless"), None)
-        return cls(proc, None, Path(name), env)
+            raise
+        return proc, Path(name)
 
     def result(self, timeout_s: float = PROBE_TIMEOUT_S) -> ProbeResult:
-        """Wait for the child (killed after ``timeout_s``) and say whether a window can open."""
-        if self._result is not None:
-            return self._result
+        """Wait for the child (killed after ``timeout_s``) and say whether a window can open. A
+        child that could not connect to an X server that answers this process (one resetting
+        itself, see :data:`RETRY_S`) is asked once more, with a connection held. On any answer
+        but yes, the held connection is let go."""
+        if self._result is None:
+            self._result = self._verdict(timeout_s)
+            if (not self._result and "cannot connect to the X display" in (self._result.reason or "")
+                    and hold_display(self._env.get("DISPLAY"), patience_s=RETRY_S)):
+                try:
+                    self._proc, self._log_path = self._spawn(self._env)
+                except OSError:
+                    pass
+                else:
+                    self._result = self._verdict(timeout_s)
+            if not self._result:
+                release_display()
+            elif _uses_x(self._env):
+                hold_display(self._env.get("DISPLAY"), patience_s=RETRY_S)  # if the first try at start() failed
+        return self._result
+
+    def _verdict(self, timeout_s: float) -> ProbeResult:
         assert self._proc is not None and self._log_path is not None
         timed_out = False
         try:
@@ -166,15 +196,13 @@ class DisplayProbe:
         m = re.search(r"^platform=(\S+)", output, re.M)
         depth = re.search(r"^depth=(\d+)", output, re.M)
         if rc == 0 and m and depth and 0 < int(depth.group(1)) < MIN_DEPTH:
-            self._result = ProbeResult(False, reason=f"the X screen has {depth.group(1)}-bit colour; Qt needs at least "
-                                                     f"{MIN_DEPTH} to draw (e.g. Xvfb -screen 0 1920x1080x24), or pass --headless")
-        elif rc == 0 and m:
-            self._result = ProbeResult(True, platform=m.group(1))
-        elif timed_out:
-            self._result = ProbeResult(False, reason=f"the display did not answer within {timeout_s:.0f} s; pass --headless")
-        else:
-            self._result = ProbeResult(False, reason=explain(output, rc, self._env))
-        return self._result
+            return ProbeResult(False, reason=f"the X screen has {depth.group(1)}-bit colour; Qt needs at least "
+                                             f"{MIN_DEPTH} to draw (e.g. Xvfb -screen 0 1920x1080x24), or pass --headless")
+        if rc == 0 and m:
+            return ProbeResult(True, platform=m.group(1))
+        if timed_out:
+            return ProbeResult(False, reason=f"the display did not answer within {timeout_s:.0f} s; pass --headless")
+        return ProbeResult(False, reason=explain(output, rc, self._env))
 
     def cancel(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
@@ -182,38 +210,107 @@ class DisplayProbe:
             self._proc.wait()
         if self._log_path is not None:
             self._log_path.unlink(missing_ok=True)
+        release_display()
+
+
+def _uses_x(env: dict) -> bool:
+    """Whether Qt will open its window on the X display in ``env`` (the xcb platform plugin)."""
+    platform = env.get("QT_QPA_PLATFORM", "")
+    return bool(env.get("DISPLAY")) and (platform.startswith("xcb") or (not platform and sys.platform.startswith("linux")))
 
 
 class DisplayGone(RuntimeError):
     """The X server the probe found is no longer there when the window is about to open."""
 
 
-def x_display_answers(display: str | None = None) -> bool | None:
+class _Xcb:
+    """libxcb through ctypes (no Qt): connect to an X display, ask whether it worked, disconnect."""
+
+    _lib = None
+
+    @classmethod
+    def lib(cls):
+        if cls._lib is None:
+            import ctypes
+            import ctypes.util
+
+            try:
+                lib = ctypes.CDLL(ctypes.util.find_library("xcb") or "libxcb.so.1")
+            except OSError:
+                cls._lib = False
+                return None
+            lib.xcb_connect.restype = ctypes.c_void_p
+            lib.xcb_connect.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
+            lib.xcb_connection_has_error.argtypes = [ctypes.c_void_p]
+            lib.xcb_disconnect.argtypes = [ctypes.c_void_p]
+            cls._lib = lib
+        return cls._lib or None
+
+
+# An X server with no client left resets itself (Xvfb and a bare Xorg do, unless started with
+# -noreset), and for a moment refuses or drops new connections (EAGAIN, ECONNRESET). A desktop
+# always has clients (its window manager), but on a bare X server the probe child, the check
+# below and Qt connect one after another, each the only client: the next could land in the reset
+# that the one before set off, and Qt aborts the process when its connection fails. So failed
+# connections are retried for a moment, and one connection is held from the probe's start until
+# the window's QApplication is connected (hold_display / release_display).
+RETRY_S = 1.5
+_held: list[tuple[object, int]] = []
+
+
+def _connect(display: str, patience_s: float) -> tuple[bool | None, int | None]:
+    """(answered, connection): a connection to ``display``, retried for ``patience_s`` seconds;
+    (None, None) when libxcb cannot be loaded."""
+    xcb = _Xcb.lib()
+    if xcb is None:
+        return None, None
+    deadline = time.monotonic() + patience_s
+    while True:
+        conn = xcb.xcb_connect(display.encode(), None)
+        if conn is not None and xcb.xcb_connection_has_error(conn) == 0:
+            return True, conn
+        if conn is not None:
+            xcb.xcb_disconnect(conn)  # an error connection must be freed too
+        if time.monotonic() >= deadline:
+            return False, None
+        time.sleep(0.05)
+
+
+def x_display_answers(display: str | None = None, patience_s: float = RETRY_S) -> bool | None:
     """Whether an X server answers at ``display`` (``$DISPLAY``) now: libxcb's own connect, in
-    this process, in about a millisecond (no Qt). None when it cannot be asked (no libxcb, or no
-    X display named, e.g. Wayland or offscreen).
+    this process, in about a millisecond when it does (no Qt); a refused connection is tried
+    again for ``patience_s`` seconds (a server resetting itself). None when it cannot be asked
+    (no libxcb, or no X display named, e.g. Wayland or offscreen).
 
     The probe child answers while the models load, seconds before the window opens; an X server
     that goes away in between would make Qt abort this process when it creates its application.
     Asking again right before that narrows the gap to nothing a user can hit by hand."""
-    import ctypes
-    import ctypes.util
-
     display = os.environ.get("DISPLAY") if display is None else display
     if not display:
         return None
-    name = ctypes.util.find_library("xcb") or "libxcb.so.1"
-    try:
-        xcb = ctypes.CDLL(name)
-    except OSError:
+    answered, conn = _connect(display, patience_s)
+    if conn is not None:
+        _Xcb.lib().xcb_disconnect(conn)
+    return answered
+
+
+def hold_display(display: str | None = None, patience_s: float = 0.0) -> bool | None:
+    """Connect to the X display and keep that connection until :func:`release_display`, so that
+    the server is never left without a client (and never resets) while the window is on its way.
+    Returns whether it connected (None when it cannot be asked); holding twice is a no-op."""
+    display = os.environ.get("DISPLAY") if display is None else display
+    if _held:
+        return True
+    if not display:
         return None
-    xcb.xcb_connect.restype = ctypes.c_void_p
-    xcb.xcb_connect.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
-    xcb.xcb_connection_has_error.argtypes = [ctypes.c_void_p]
-    xcb.xcb_disconnect.argtypes = [ctypes.c_void_p]
-    conn = xcb.xcb_connect(display.encode(), None)
-    try:
-        return conn is not None and xcb.xcb_connection_has_error(conn) == 0
-    finally:
-        if conn is not None:
-            xcb.xcb_disconnect(conn)  # an error connection must be freed too
+    answered, conn = _connect(display, patience_s)
+    if conn is not None:
+        _held.append((_Xcb.lib(), conn))
+    return answered
+
+
+def release_display() -> None:
+    """Close the connection :func:`hold_display` opened, if any."""
+    while _held:
+        xcb, conn = _held.pop()
+        xcb.xcb_disconnect(conn)

@@ -40,7 +40,7 @@ from .frameview import FrameView
 from .host import RunnerHostMixin, can_paint, fit_to_screen
 from .metrics import WindowMeters, banner_messages
 from .panel import StatsPanel
-from .probe import DisplayGone, drop_foreign_plugin_path, x_display_answers
+from .probe import RETRY_S, DisplayGone, drop_foreign_plugin_path, hold_display, release_display, x_display_answers
 
 log = logging.getLogger(__name__)
 
@@ -300,12 +300,17 @@ def application() -> QApplication:
     if app is None:
         drop_foreign_plugin_path()  # opencv-python's bundled Qt plugins, if that wheel is installed
         platform = os.environ.get("QT_QPA_PLATFORM", "xcb" if sys.platform.startswith("linux") else "")
-        if platform.startswith("xcb") and x_display_answers() is False:  # Qt would abort the process
-            raise DisplayGone(f"the X display {os.environ.get('DISPLAY')} no longer answers")
-        QApplication.setAttribute(Qt.AA_EnableHighDpiScaling, True)
-        QApplication.setAttribute(Qt.AA_UseHighDpiPixmaps, True)
-        app = QApplication([sys.argv[0] if sys.argv else "rtvision"])
-        app.setApplicationName("rtvision")
+        try:
+            # Qt would abort the process if its connection failed: the server must answer now, and
+            # keep a client (the held connection) until Qt is connected, so that it cannot reset
+            if platform.startswith("xcb") and (x_display_answers() is False or hold_display(patience_s=RETRY_S) is False):
+                raise DisplayGone(f"the X display {os.environ.get('DISPLAY')} no longer answers")
+            QApplication.setAttribute(Qt.AA_EnableHighDpiScaling, True)
+            QApplication.setAttribute(Qt.AA_UseHighDpiPixmaps, True)
+            app = QApplication([sys.argv[0] if sys.argv else "rtvision"])
+            app.setApplicationName("rtvision")
+        finally:
+            release_display()  # the probe's connection: Qt holds its own now (see probe.RETRY_S)
     _APP = app
     return app
 
