@@ -67,6 +67,9 @@ def read_labelled_images(folder: str | Path, limit: int | None = None, num_class
     rows = rows[:limit] if limit else rows
     files, ids, images = [], [], []
     for line, row in enumerate(rows, start=2):
+        short = [key for key in ("file", "class_id") if row.get(key) is None]  # csv gives None for missing fields
+        if short:
+            raise InputError(f"{csv_path}:{line}: a short row, with no {short[0]}")
         try:
             cid = int(row["class_id"])
         except (TypeError, ValueError):
@@ -74,6 +77,8 @@ def read_labelled_images(folder: str | Path, limit: int | None = None, num_class
         if cid < 0 or (num_classes is not None and cid >= num_classes):
             top = f"0..{num_classes - 1}, the network's {num_classes} classes" if num_classes is not None else ">= 0"
             raise InputError(f"{csv_path}:{line}: class_id {cid} is outside {top}")
+        if not row["file"]:
+            raise InputError(f"{csv_path}:{line}: no file named (columns: file, class_id)")
         path = root / row["file"]
         img = cv2.imread(str(path), cv2.IMREAD_COLOR) if path.is_file() else None
         if img is None:

@@ -28,7 +28,9 @@ SECRET_KEYS = frozenset(
 # ``JSESSIONID``): masking a harmless value costs a little readability, showing a secret costs more.
 SECRET_KEY_PARTS = ("token", "pass", "secret", "auth", "credential", "signature", "session", "apikey", "api_key",
                     "api-key", "private")
-_ANY_URL_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>]+")
+# ``'`` may be in a URL (an RFC 3986 sub-delimiter, so in a password too): it is taken in, and
+# one that ends the URL (``'rtsp://…'`` in a repr) is left out as trailing punctuation below
+_ANY_URL_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s\"<>]+")
 
 
 def is_live_spec(spec: str) -> bool:
@@ -60,9 +62,13 @@ def _mask_pairs(text: str) -> str:
     """``a=1&token=x`` -> ``a=1&token=***`` (keys compared case-insensitively, percent-decoded)."""
     out = []
     for part in re.split(r"([&;])", text):
-        key, eq, _ = part.partition("=")
+        key, eq, value = part.partition("=")
         if eq and _secret_key(key):
             part = f"{key}={MASK}"
+        elif eq and "://" in unquote(value):  # a URL in a value (``?next=http://u:pw@host``)
+            masked = redact_text(unquote(value))
+            if masked != unquote(value):
+                part = f"{key}={masked}"
         out.append(part)
     return "".join(out)
 
@@ -121,7 +127,7 @@ def redact_text(text: str) -> str:
 
     def one(m: re.Match) -> str:
         url = m.group(0)
-        core = url.rstrip(".,;:)]}")  # punctuation after a URL in prose is not part of it
+        core = url.rstrip(".,;:)]}'")  # punctuation after a URL in prose is not part of it
         return redact_url(core) + url[len(core) :]
 
     return _ANY_URL_RE.sub(one, text)

@@ -53,6 +53,9 @@ URLS = [
     ("webcam:0", "webcam:0"),
     ("demo", "demo"),
     ("srt://u:pw@h:9000", "srt://u:***@h:9000"),  # any scheme
+    ("rtsp://admin:S3'CRET@h:9/x", "rtsp://admin:***@h:9/x"),  # "'" in the password (RFC 3986 allows it)
+    ("http://h:9/v.mp4?next=http://u:S3CRET@h/x", "http://h:9/v.mp4?next=http://u:***@h/x"),  # a URL in a value
+    ("http://h/v?next=http%3A%2F%2Fu%3AS3CRET%40h%2Fx&a=1", "http://h/v?next=http://u:***@h/x&a=1"),  # encoded
 ]
 
 
@@ -67,6 +70,9 @@ def test_redact_text_masks_every_url_in_prose():
     out = redact_text(text)
     assert "hunter2" not in out and "SECRETTOK" not in out and ":pw@" not in out
     assert out == "cannot open rtsp://a:***@h/x; retry http://h/?token=***, then (rtsp://u:***@h/y)."
+    # a "'" in a password, and URLs quoted the way Python's repr quotes them
+    assert redact_text("unrecognized arguments: rtsp://admin:S3'CRET@h:9/x") == "unrecognized arguments: rtsp://admin:***@h:9/x"
+    assert redact_text("['rtsp://a:b@h/x', \"rtsp://c:d'e@h/y\"]") == "['rtsp://a:***@h/x', \"rtsp://c:***@h/y\"]"
 
 
 def test_stream_source_shows_masked_and_opens_unmasked():
@@ -182,7 +188,7 @@ def test_a_stream_that_never_opens_leaks_no_secret_in_a_multi_stream_summary(fac
     summary JSON and the text summary name them masked, and say why they failed, masked too."""
     listing = tmp_path / "cams.txt"
     listing.write_text(f"cam1=rtsp://user:hunter2@127.0.0.1:1/x\nhttp://u:LEAKME@127.0.0.1:1/v.mp4?token=SECRETTOK\n"
-                       f"f={faces_video}\n", encoding="utf-8")
+                       f"q=rtsp://admin:QU'OTE@127.0.0.1:1/y\nf={faces_video}\n", encoding="utf-8")
     r = subprocess.run(
         [sys.executable, "-m", "rtvision", "--sources", str(listing), "--headless", "--no-progress", "--reconnect", "1",
          "--stall-timeout", "1", "--classifier", "none", "--faces", "off", "--max-frames", "5", "--summary-json", "s.json"],
@@ -194,13 +200,15 @@ def test_a_stream_that_never_opens_leaks_no_secret_in_a_multi_stream_summary(fac
     assert rows["cam1"]["source"] == "rtsp://user:***@127.0.0.1:1/x" and rows["cam1"]["state"] == "failed"
     assert rows["cam1"]["error"] and rows["f"]["frames_processed"] == 5
     blobs = [r.stdout, r.stderr, (tmp_path / "s.json").read_text()]
-    for secret in ("hunter2", "LEAKME", "SECRETTOK"):
+    assert rows["q"]["source"] == "rtsp://admin:***@127.0.0.1:1/y"
+    for secret in ("hunter2", "LEAKME", "SECRETTOK", "QU'OTE", "OTE@"):
         assert not any(secret in b for b in blobs), secret
 
 
 @pytest.mark.parametrize("argv", [["rtsp://user:hunter2@127.0.0.1:1/x?token=SECRETTOK"],
                                   ["--classifier", "rtsp://user:hunter2@h/x?token=SECRETTOK"],
-                                  ["fleet", "rtsp://user:hunter2@h/x?token=SECRETTOK"]])
+                                  ["fleet", "rtsp://user:hunter2@h/x?token=SECRETTOK"],
+                                  ["rtsp://user:hunter2'SECRETTOK@h/x"]])
 def test_a_usage_error_quoting_a_url_masks_its_secrets(argv):
     """A URL given where a flag was expected (a forgotten --source): argparse quotes it in its
     one-line error, masked."""
