@@ -371,6 +371,42 @@ def test_arbitrary_objects_and_broken_files_are_refused(models, tmp_path):
     _assert_refused(artifact.write(tmp_path / "vgg.rtv", payload), "unknown arch")
 
 
+
+def test_a_record_that_declares_more_than_its_file_holds_is_refused_before_it_is_built(models, tmp_path):
+    """A tampered record, its digest recomputed: a 1,000,000-class head in a file with 1000
+    classes' weights (and as many class names), or a layer wider than the architecture has.
+    Refused in one line before the network is built: the head alone was built first (2 GB here,
+    2.8 GB in a reviewer's 15 KB file with 400,000 classes) and refused only after."""
+    good = _save(tmp_path / "good.rtv", models["pruned"], "resnet18 pruned30 fp32")
+    payload = artifact.read_payload(good)
+    payload["spec"]["linear"]["fc"][1] = 1_000_000
+    payload["class_names"] = [f"c{i}" for i in range(1_000_000)]
+    big = artifact.write(tmp_path / "big.rtv", payload)
+    payload = artifact.read_payload(good)
+    payload["spec"]["conv"]["layer4.1.conv2"] = [4096, 4096, 1]
+    wide = artifact.write(tmp_path / "wide.rtv", payload)
+    child = (
+        "import resource, sys\n"
+        "from rtvision.models.artifact import load_artifact, ArtifactError\n"
+        "load_artifact(sys.argv[1]).torch_module()\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "for path in sys.argv[2:]:\n"
+        "    try:\n"
+        "        load_artifact(path).torch_module()\n"
+        "    except ArtifactError as e:\n"
+        "        print(e)\n"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", child, str(good), str(big), str(wide)], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    *errors, grown_mb = r.stdout.strip().splitlines()
+    assert len(errors) == 2, r.stdout
+    assert "the classifier's weights are not in the file" in errors[0], errors[0]
+    assert "layer4.1.conv2 is [4096, 4096, 1], not within resnet18's [512, 512, 1]" in errors[1], errors[1]
+    assert int(grown_mb) < 300, f"{grown_mb} MB more than loading the intact file"
+
+
 def test_save_rejects_non_plain_metadata(models, tmp_path):
     with pytest.raises(ValueError):
         save_artifact(tmp_path / "x.rtv", models["fp32"], arch="resnet18", class_names=NAMES, preprocess=PP,

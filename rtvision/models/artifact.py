@@ -284,6 +284,21 @@ def conv_layers(arch: str) -> int:
     return sum(isinstance(m, nn.Conv2d) for m in empty_module(arch).modules())
 
 
+def _holds_rows(state: dict, layer: str, rows: int) -> bool:
+    """Whether ``state`` holds a tensor of ``layer`` (``layer.weight``, or the weight inside an
+    int8 layer's packed parameters) with ``rows`` rows: the class count is in the file's data,
+    not only in its record."""
+    def tensors(v):
+        if isinstance(v, torch.Tensor):
+            yield v
+        elif isinstance(v, (tuple, list)):
+            for x in v:
+                yield from tensors(x)
+
+    return any(t.dim() >= 1 and t.shape[0] == rows
+               for key, v in state.items() if isinstance(key, str) and key.startswith(layer + ".") for t in tensors(v))
+
+
 @dataclass
 class Artifact:
     """A verified artifact (see ``read_payload``); ``torch_module()`` / ``openvino_model()`` rebuild it."""
@@ -331,6 +346,14 @@ class Artifact:
     def torch_module(self) -> nn.Module:
         """The eval-mode torch module (CPU). Raises ArtifactError when it does not fit its record."""
         p = self.payload
+        try:
+            compress.check_spec_bounds(p["arch"], p["spec"])
+        except ValueError as e:
+            raise ArtifactError(f"{self.path}: artifact does not match its architecture ({e})") from None
+        n = compress.num_classes_of(p["spec"])
+        _require(len(self.class_names) == n, self.path, "class_names do not match the model")
+        _require(_holds_rows(p["state_dict"], list(p["spec"]["linear"])[-1], n), self.path,
+                 "the classifier's weights are not in the file")
         try:
             model = compress.rebuild(p["arch"], p["spec"])
             if p["precision"] == "int8":

@@ -14,6 +14,7 @@ normalized with the preprocess dict ``{"resize": int, "crop": int, "mean": [3], 
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import math
 from collections.abc import Sequence
@@ -357,6 +358,41 @@ def channel_spec(model: nn.Module) -> dict:
     if not conv or not linear:
         raise ValueError("no Conv2d / Linear layers: not a supported classifier")
     return {"conv": conv, "bn": bn, "linear": linear}
+
+
+@functools.lru_cache(maxsize=None)
+def reference_spec(arch: str) -> dict:
+    """The shapes of ``arch`` unpruned (1000 classes)."""
+    from .zoo import empty_module
+
+    return channel_spec(empty_module(arch))
+
+
+def check_spec_bounds(arch: str, spec: dict) -> None:
+    """Pruning only narrows layers, so every width a record gives must be a positive integer no
+    larger than the unpruned architecture's (the classifier's class count aside): a tampered
+    record cannot make ``rebuild`` allocate more than the network it claims to be (a 15 KB file
+    that declared a 400000-class head took 2.8 GB before it was refused). Raises ValueError."""
+    ref = reference_spec(arch)
+    try:
+        head = list(spec["linear"])[-1]
+        for kind in ("conv", "bn", "linear"):
+            for name, shape in spec[kind].items():
+                if name not in ref[kind]:
+                    raise ValueError(f"the record names a layer {arch} does not have: {name}")
+                given = shape if isinstance(shape, list) else [shape]
+                limit = ref[kind][name] if isinstance(ref[kind][name], list) else [ref[kind][name]]
+                if kind == "linear" and name == head:  # its class count is the model's own
+                    given, limit = given[:1], limit[:1]
+                ok = len(given) == len(limit) and all(
+                    isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= r for v, r in zip(given, limit))
+                if not ok:
+                    raise ValueError(f"layer {name} is {shape}, not within {arch}'s {ref[kind][name]}")
+        fout = spec["linear"][head][1]
+        if not (isinstance(fout, int) and not isinstance(fout, bool) and fout >= 1):
+            raise ValueError(f"the classifier's class count {fout!r}")
+    except (KeyError, TypeError, IndexError, AttributeError) as exc:
+        raise ValueError(f"malformed architecture record ({exc})") from None
 
 
 def num_classes_of(spec: dict) -> int:
