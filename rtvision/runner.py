@@ -35,6 +35,25 @@ RECENT_RESULTS = 16  # results kept for the window (bounded: a slow window skips
 STAGES = ("decode", "queue_wait", "preprocess", "classifier", "faces", "annotate", "sink")
 
 
+def write_counted(r: Result, img, jsonl: JsonlSink | None, video: VideoSink | None, add: Callable[[float], None]) -> None:
+    """One result to its sinks, the JSONL first, then ``add(sink_ms)`` to count it. A record the
+    JSONL refuses (a broken pipe, a full disk) is in no output and is not counted; a frame whose
+    record was written counts even if the video then fails. So the summary's frames agree with
+    the JSONL's lines, and the video never has a frame the two lack (it had one: the frame went
+    to the video before the JSONL write failed)."""
+    t1 = time.perf_counter()
+    if jsonl is not None:
+        jsonl.write(r)
+    try:
+        if video is not None:
+            video.write(img)
+    except BaseException:
+        if jsonl is not None:
+            add((time.perf_counter() - t1) * 1000.0)
+        raise
+    add((time.perf_counter() - t1) * 1000.0)
+
+
 @dataclass
 class LiveStats:
     """Statistics the window and the summary read (updated by the consumer thread only)."""
@@ -298,13 +317,8 @@ class Runner(PauseControls):
                         r = self.pauses.unpaused(r)
                         t0 = time.perf_counter()
                         img = annotate(r, status=status_line(r, self.stats.infer_rate.rate())) if video else None
-                        t1 = time.perf_counter()
-                        if video is not None:
-                            video.write(img)
-                        if jsonl is not None:
-                            jsonl.write(r)
-                        t2 = time.perf_counter()
-                        self.stats.add(r, (t1 - t0) * 1000.0, (t2 - t1) * 1000.0)
+                        annotate_ms = (time.perf_counter() - t0) * 1000.0
+                        write_counted(r, img, jsonl, video, lambda ms: self.stats.add(r, annotate_ms, ms))
                         self.recent.append(r)
                         self.latest = r
                         for listener in self.listeners:

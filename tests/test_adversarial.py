@@ -366,9 +366,12 @@ def _wait_lines(path: Path, n: int, proc: subprocess.Popen, timeout_s: float = 6
 
 @pytest.mark.parametrize("target", ["-", "/dev/stdout"])
 def test_6_broken_pipe_on_results_stdout(target: str, faces_video, tmp_path: Path) -> None:
-    """``--results - | head -1``: the run ends at the broken pipe with exit 6 and one error line."""
-    proc = _popen(["--source", str(faces_video), "--results", target, *FAST], tmp_path,
-                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    """``--results - | head -1``: the run ends at the broken pipe with exit 6 and one error line;
+    the --save video has as many frames as the summary counts (the records written, those the
+    reader left in the pipe included): the frame whose record the pipe refused is not in it (it
+    was: the video was written first)."""
+    proc = _popen(["--source", str(faces_video), "--results", target, "--save", "v.mp4", "--summary-json", "s.json", *FAST],
+                  tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     first = proc.stdout.readline()
     proc.stdout.close()  # what `head -1` does
     err = proc.stderr.read()
@@ -377,6 +380,8 @@ def test_6_broken_pipe_on_results_stdout(target: str, faces_video, tmp_path: Pat
     run = Run(proc.returncode, first, err, tmp_path)
     check_common(run, errors.EXIT_OUTPUT, [])
     assert "broken pipe" in run.err_lines[-1]
+    processed = json.loads((tmp_path / "s.json").read_text())["frames_processed"]
+    assert processed >= 1 and count_frames(tmp_path / "v.mp4") == processed, processed
 
 
 def test_11_second_writer_of_the_same_results_is_refused(faces_video, tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from ..annotate import annotate, status_line
 from ..config import RunConfig
 from ..errors import EXIT_OK, EXIT_STREAM_FAILED, Interrupted, RtvisionError
 from ..faces.protocols import CountingFaceStage
-from ..runner import LiveStats, PauseControls, Pauses, pipeline_held
+from ..runner import LiveStats, PauseControls, Pauses, pipeline_held, write_counted
 from ..sinks import JsonlSink, StoppedWhileWriting, VideoSink
 from ..specs import is_live_spec, redact_text
 from ..stats import peak_rss_mb, process_age_s, rss_mb
@@ -89,14 +89,14 @@ class MultiRunner(PauseControls):
                         t0 = time.perf_counter()
                         st = self.stats[r.stream]
                         video = videos.get(r.stream)
-                        if video is not None:
-                            video.write(annotate(r, status=f"{r.stream} | " + status_line(r, st.infer_rate.rate())))
-                        t1 = time.perf_counter()
-                        if jsonl is not None:
-                            jsonl.write(r)
-                        t2 = time.perf_counter()
-                        st.add(r, (t1 - t0) * 1000.0, (t2 - t1) * 1000.0)
-                        self.total.add(r, 0.0, 0.0)
+                        img = annotate(r, status=f"{r.stream} | " + status_line(r, st.infer_rate.rate())) if video else None
+                        annotate_ms = (time.perf_counter() - t0) * 1000.0
+
+                        def add(ms: float, st=st, r=r, annotate_ms=annotate_ms) -> None:
+                            st.add(r, annotate_ms, ms)
+                            self.total.add(r, 0.0, 0.0)
+
+                        write_counted(r, img, jsonl, video, add)
                         self.latest[r.stream] = r
                         for listener in self.listeners:
                             listener(r)
