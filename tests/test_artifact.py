@@ -293,6 +293,8 @@ def _resnet18_ir(crop: int):
     ({"metadata": "x"}, "bad metadata"),
     ({"calibration": [1, 2]}, "bad calibration"),
     ({"variant": 7}, "bad variant"),
+    (lambda p: {"ir_bin": p["ir_bin"][: len(p["ir_bin"]) // 2].clone()}, "broken OpenVINO IR (Incorrect weights in bin file!)"),
+    (lambda p: {"ir_xml": p["ir_xml"][: len(p["ir_xml"]) // 2]}, "broken OpenVINO IR ("),
 ])
 def test_an_edited_openvino_artifact_that_does_not_fit_its_record_is_refused(tmp_path, edit, needle):
     """Edited after it was written, its digest recomputed: a crop the IR's input does not take
@@ -304,10 +306,11 @@ def test_an_edited_openvino_artifact_that_does_not_fit_its_record_is_refused(tmp
     good = artifact.write(tmp_path / "good.rtv", payload)
     assert load_artifact(good).openvino_model().inputs[0].get_partial_shape()[2].get_length() == PP["crop"]
     buf = io.BytesIO()
-    torch.save({**payload, **edit}, buf)
+    torch.save({**payload, **(edit(payload) if callable(edit) else edit)}, buf)
     path = tmp_path / "edited.rtv"
     path.write_bytes(_encode_raw(buf.getvalue()))
-    _assert_refused(path, re.escape(needle))
+    msg = _assert_refused(path, re.escape(needle))
+    assert "Exception from src" not in msg, msg  # OpenVINO's reason, not where it was raised
     with pytest.raises(ModelError) as ei:
         load_for_pipeline(str(path), _cfg(tmp_path))
     _one_line(str(ei.value))
@@ -351,6 +354,10 @@ def test_arbitrary_objects_and_broken_files_are_refused(models, tmp_path):
     empty = tmp_path / "empty.rtv"
     empty.write_bytes(b"")
     _assert_refused(empty)
+    xml = tmp_path / "model.xml"  # an OpenVINO IR given as --model: torch's reason, not its paragraph about 2.6
+    xml.write_text("<?xml version='1.0'?>\n<net name='m' version='11'></net>\n")
+    msg = _assert_refused(xml, "not a safe, intact rtvision artifact")
+    assert "Unsupported operand" in msg and "PyTorch 2.6" not in msg, msg
     with pytest.raises(ArtifactError, match="not found"):
         load_artifact(tmp_path / "missing.rtv")
     with pytest.raises(ModelError, match="not found"):

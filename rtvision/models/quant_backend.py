@@ -149,8 +149,11 @@ def short_reason(exc: BaseException) -> str:
     m = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", text)
     if m:
         return f"forbidden global {m.group(1)}"
-    m = re.search(r"WeightsUnpickler error: ([^\n]+)", text)
+    m = re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)  # the reason may be on the next lines
     if m:
         text = m.group(1)
-    text = text.splitlines()[0] if text else type(exc).__name__
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if len(lines) > 1 and lines[0].startswith("Exception from "):  # OpenVINO: where, the check, then why
+        lines = lines[-1:]
+    text = lines[0] if lines else type(exc).__name__
     return re.sub(r"\s+", " ", text)[:160]
