@@ -163,7 +163,8 @@ def build_run_parser(prog: str = "rtvision") -> OneLineParser:
     g.add_argument("--results", default=None, help="write per-frame results as JSON Lines (- for standard output)")
     g.add_argument("--results-verbose", action="store_true", help="add batch_size and per-stage timings to each JSONL record")
     g.add_argument("--summary-json", default=None, help="also write the run summary as JSON (- for standard output)")
-    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (a file source shows one on stderr when stderr is a terminal)")
     g.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     return p
 
@@ -276,9 +277,23 @@ class RedactingFormatter(logging.Formatter):
         return redact_text(super().format(record))
 
 
+class BarSafeHandler(logging.StreamHandler):
+    """Writes each line through ``tqdm.write``: a progress bar on stderr is cleared before the line
+    and drawn again after it (a warning went on the end of the bar's line)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=self.stream)
+            self.flush()
+        except Exception:  # noqa: BLE001 - logging's own way: report, never raise
+            self.handleError(record)
+
+
 def setup_logging(verbosity: int) -> None:
     level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
-    handler = logging.StreamHandler(sys.stderr)
+    handler = BarSafeHandler(sys.stderr)
     handler.setFormatter(RedactingFormatter("rtvision: %(levelname)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]

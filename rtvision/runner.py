@@ -357,7 +357,7 @@ class Runner(PauseControls):
         total = info.frame_count
         if self.cfg.source.max_frames:
             total = min(total or self.cfg.source.max_frames, self.cfg.source.max_frames)
-        return tqdm(total=total, unit="frame", desc="rtvision", dynamic_ncols=True, leave=False)
+        return tqdm(total=total, unit="frame", desc="rtvision", dynamic_ncols=True, leave=False, disable=None)  # None: a terminal only
 
     def build_summary(self) -> dict:
         p, s = self.pipeline, self.stats

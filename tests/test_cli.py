@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -326,6 +327,43 @@ def damaged_clip(faces_video, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("damaged") / "damaged.mp4"
     path.write_bytes(bytes(data))
     return path
+
+
+
+def test_warnings_on_a_terminal_start_their_own_line_under_the_progress_bar(damaged_clip):
+    """stderr on a terminal (a pty): the progress bar is drawn, and each warning (a corrupt frame
+    skipped) starts a line of its own: the bar is cleared first and drawn again after it (the
+    warnings went on the end of the bar's line). On a pipe there is no bar at all."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    base = [sys.executable, "-m", "rtvision", "--source", str(damaged_clip), "--headless", "--classifier", "none",
+            "--faces", "off", "--max-corrupt", "100"]
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))  # 120 columns (a new pty has 0)
+    try:
+        proc = subprocess.Popen(base, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=slave, cwd=REPO)
+        os.close(slave)
+        chunks = []
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        assert proc.wait(timeout=300) == 0
+    finally:
+        os.close(master)
+    out = b"".join(chunks).decode(errors="replace")
+    before = [out[m.start() - 1] for m in re.finditer("rtvision: WARNING: skipped corrupt frame", out)]
+    assert len(before) >= 10 and "frame/s]" in out, out[-1500:]
+    assert set(before) <= {"\r", "\n"}, sorted(set(before))
+    r = subprocess.run(base, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert r.returncode == 0 and "frame/s" not in r.stderr and r.stderr.count("skipped corrupt frame") == len(before)
 
 
 def test_a_file_damaged_in_the_middle_is_read_past_its_damage_or_refused(damaged_clip, tmp_path):

@@ -83,7 +83,7 @@ class NaiveLoop:
         if progress_desc is not None:
             from tqdm import tqdm
 
-            bar = tqdm(total=frames, desc=progress_desc, unit="frame", leave=False, dynamic_ncols=True)
+            bar = tqdm(total=frames, desc=progress_desc, unit="frame", leave=False, dynamic_ncols=True, disable=None)
         dropped = 0
         try:
             with tempfile.TemporaryDirectory(prefix="rtvision-naive-") as tmp, open(Path(tmp) / "results.jsonl", "w", encoding="utf-8") as fh:

@@ -119,7 +119,8 @@ def compute_references(
         if progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=last + 1, desc="reference (MTCNN full res / fp32)", unit="frame", leave=False, dynamic_ncols=True)
+            bar = tqdm(total=last + 1, desc="reference (MTCNN full res / fp32)", unit="frame", leave=False, dynamic_ncols=True,
+                       disable=None)
         cap = cv2.VideoCapture(video)
         pending: list[tuple[int, np.ndarray]] = []
         try:

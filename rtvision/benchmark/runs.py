@@ -122,4 +122,4 @@ def _bar(desc: str | None, total: int):
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="frame", leave=False, dynamic_ncols=True)
+    return tqdm(total=total, desc=desc, unit="frame", leave=False, dynamic_ncols=True, disable=None)
