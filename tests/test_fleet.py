@@ -102,6 +102,12 @@ def test_an_actor_whose_streams_all_fail_says_so_without_raising(tmp_path):
     cfg = RunConfig(SourceConfig("template"), ModelConfig(classifier="none", faces="off"), progress=False)
     reply = FleetActor(1).start(cfg, [Assignment("x", str(tmp_path / "missing.mp4"))])
     assert not reply["ok"] and reply["streams_failed"] and "no such file" in reply["streams"]["x"]["error"]
+    assert reply["streams"]["x"]["live"] is False
+    # a camera that never answers is still a live stream (it was reported as a file)
+    cfg = RunConfig(SourceConfig("template", reconnect=0, stall_timeout_s=1.0), ModelConfig(classifier="none", faces="off"),
+                    progress=False)
+    reply = FleetActor(1).start(cfg, [Assignment("door", "rtsp://admin:pw@127.0.0.1:9/x")])
+    assert not reply["ok"] and reply["streams"]["door"]["state"] == "failed" and reply["streams"]["door"]["live"] is True
 
 
 # -- the driver's ledger (no Ray) -----------------------------------------------------------------

@@ -120,7 +120,7 @@ def stream_row(s: Stream) -> dict:
     return {
         "state": s.state,
         "error": str(s.error) if s.error is not None else None,
-        "live": s.live,
+        "live": s.is_live,
         "source": s.info.name if s.info is not None else None,
         "resolution_wh": list(s.info.resolution_wh) if s.info is not None else None,
         "source_fps": s.info.fps if s.info is not None else None,

@@ -40,6 +40,7 @@ from ..errors import RtvisionError
 from ..faces.protocols import FaceStage, PlannedFaceStage
 from ..models.build import Models
 from ..sources import CaptureThread, Source, SourceInfo, open_interruptibly, open_source
+from ..specs import is_live_spec
 from ..stats import StageTimer
 from ..types import Faces, Frame, Labels, Result
 from ..worker import END, ThreadCounts, drain, emit
@@ -73,7 +74,7 @@ class Stream:
     cfg: SourceConfig
     source: Source | None = None
     info: SourceInfo | None = None
-    live: bool = False
+    live: bool = False  # once open: its source's word (or --realtime)
     buffer: RingBuffer[Frame] | None = None
     capture: CaptureThread | None = None
     faces: FaceStage | None = None
@@ -84,6 +85,12 @@ class Stream:
     @property
     def active(self) -> bool:
         return self.state == "running"
+
+    @property
+    def is_live(self) -> bool:
+        """Live once open (its source's word), or, for a stream that never opened (a camera that
+        does not answer), as its spec says."""
+        return self.live if self.info is not None else (is_live_spec(self.cfg.spec) or self.cfg.realtime)
 
 
 class FairBatcher:

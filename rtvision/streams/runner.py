@@ -17,7 +17,7 @@ from ..errors import EXIT_OK, EXIT_STREAM_FAILED, Interrupted, RtvisionError
 from ..faces.protocols import CountingFaceStage
 from ..runner import LiveStats, PauseControls, Pauses, pipeline_held, write_counted
 from ..sinks import JsonlSink, StoppedWhileWriting, VideoSink
-from ..specs import is_live_spec, redact_text
+from ..specs import redact_text
 from ..stats import peak_rss_mb, process_age_s, rss_mb
 from ..types import Result
 from .engine import MultiPipeline
@@ -129,7 +129,7 @@ class MultiRunner(PauseControls):
                 # a stream that never opened: its spec, every URL in it masked (not only a spec
                 # that starts with one), and whether it was asked to run live
                 "source": s.info.name if s.info else redact_text(s.cfg.spec),
-                "live": s.live if s.info else (is_live_spec(s.cfg.spec) or s.cfg.realtime),
+                "live": s.is_live,
                 "state": s.state,
                 "error": redact_text(str(s.error)) if s.error is not None else None,
                 "resolution_wh": list(s.info.resolution_wh) if s.info else None,
