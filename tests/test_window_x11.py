@@ -655,7 +655,7 @@ def test_an_x_server_that_resets_when_its_last_client_leaves(xserver, faces_vide
     one before had set off, and Qt aborted the process (2 of 100 starts on a loaded machine
     here; in CI the probe's connection was dropped and the run went on headless, its window
     never shown). The window now opens every time: refused connections are tried again, and one
-    is held from the probe's start until Qt has connected."""
+    is held from the probe's answer until Qt has connected."""
     fake = ResettingX(xserver, drops)
     try:
         if first_attempt_dropped:  # a client (a script's xdotool, say) has just left
@@ -680,6 +680,32 @@ def test_an_x_server_that_resets_when_its_last_client_leaves(xserver, faces_vide
         assert fake.dropped >= 1, "no connection landed in a reset: the test did not test it"
     assert "Aborted" not in err and "qt.qpa" not in err and "no window" not in err, err[-2000:]
     assert shown and rc == 130, (rc, err[-2000:])
+
+
+
+def test_a_frozen_x_server_is_given_up_in_bounded_time(tmp_path):
+    """An X server that accepts connections and never answers (stopped, or a hung remote one):
+    libxcb waits for its reply forever, in C, where a signal cannot reach the main thread. The
+    in-process connections rtvision makes give up after 5 s, so the run goes on headless (the
+    probe child says the display did not answer) instead of hanging, Ctrl-C included (a reviewer
+    found it hung for good)."""
+    xvfb, display = start_xvfb((640, 480))
+    xvfb.send_signal(signal.SIGSTOP)
+    code = ("import sys, time\n"
+            "from rtvision.gui import probe\n"
+            "t = time.monotonic()\n"
+            "print(probe.x_display_answers(sys.argv[1]), probe.hold_display(sys.argv[1], patience_s=1.0), "
+            "round(time.monotonic() - t, 1))\n")
+    try:
+        r = subprocess.run([sys.executable, "-c", code, display], capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("a connection to a frozen X server did not give up within 60 s")
+    finally:
+        xvfb.send_signal(signal.SIGCONT)
+        xvfb.terminate()
+        xvfb.wait(timeout=10)
+    answered, held, took = r.stdout.split()
+    assert (answered, held) == ("False", "False") and float(took) < 30, r.stdout + r.stderr[-1000:]
 
 
 def test_an_x_server_that_dies_under_the_window_ends_the_run_cleanly(faces_video, tmp_path):

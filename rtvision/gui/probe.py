@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,8 +139,6 @@ class DisplayProbe:
             return cls(None, ProbeResult(False, reason="no display: DISPLAY is not set (no X server or Wayland session); "
                                                        "run it on a desktop, or pass --headless"), None)
         env["QT_DEBUG_PLUGINS"] = "1"  # names the library a plugin fails on
-        if _uses_x(env):
-            hold_display(env["DISPLAY"])  # one try: result() tries harder if the child could not connect
         try:
             proc, log_path = cls._spawn(env)
         except OSError as exc:
@@ -176,8 +175,8 @@ class DisplayProbe:
                     self._result = self._verdict(timeout_s)
             if not self._result:
                 release_display()
-            elif _uses_x(self._env):
-                hold_display(self._env.get("DISPLAY"), patience_s=RETRY_S)  # if the first try at start() failed
+            elif _uses_x(self._env):  # the server answered the child: keep a client on it until Qt connects
+                hold_display(self._env.get("DISPLAY"), patience_s=RETRY_S)
         return self._result
 
     def _verdict(self, timeout_s: float) -> ProbeResult:
@@ -252,26 +251,62 @@ class _Xcb:
 # always has clients (its window manager), but on a bare X server the probe child, the check
 # below and Qt connect one after another, each the only client: the next could land in the reset
 # that the one before set off, and Qt aborts the process when its connection fails. So failed
-# connections are retried for a moment, and one connection is held from the probe's start until
+# connections are retried for a moment, and one connection is held from the probe child's answer until
 # the window's QApplication is connected (hold_display / release_display).
 RETRY_S = 1.5
 _held: list[tuple[object, int]] = []
 
 
+CONNECT_TIMEOUT_S = 5.0  # one connection attempt; a frozen X server never answers libxcb's setup
+
+
+def _connect_once(xcb, display: str) -> int | None:
+    """One ``xcb_connect`` on a helper thread, given up after :data:`CONNECT_TIMEOUT_S` (libxcb
+    waits for the server's reply without a timeout, and a signal cannot interrupt a C call on the
+    main thread: a frozen server hung the run, Ctrl-C included). A connection that arrives after
+    it was given up is closed by its thread."""
+    box: dict = {}
+    done = threading.Event()
+
+    def attempt() -> None:
+        conn = xcb.xcb_connect(display.encode(), None)
+        ok = conn is not None and xcb.xcb_connection_has_error(conn) == 0
+        with lock:
+            if done.is_set() or not ok:  # given up, or failed: an error connection must be freed too
+                if conn is not None:
+                    xcb.xcb_disconnect(conn)
+            else:
+                box["conn"] = conn
+            done.set()
+
+    lock = threading.Lock()
+    threading.Thread(target=attempt, name="rtvision-x-connect", daemon=True).start()
+    done.wait(CONNECT_TIMEOUT_S)
+    with lock:
+        done.set()
+        return box.get("conn")
+
+
+def _may_be_resetting(display: str) -> bool:
+    """Whether a failed connection to ``display`` is worth trying again: a local display whose
+    socket is there (a server resetting keeps it; where no server runs there is none, and the
+    retries only made the run wait 1.5 s longer to say so). Other displays (TCP): yes."""
+    m = re.fullmatch(r"(?:unix)?:(\d+)(?:\.\d+)?", display)
+    return m is None or Path(f"/tmp/.X11-unix/X{m.group(1)}").exists()
+
+
 def _connect(display: str, patience_s: float) -> tuple[bool | None, int | None]:
-    """(answered, connection): a connection to ``display``, retried for ``patience_s`` seconds;
-    (None, None) when libxcb cannot be loaded."""
+    """(answered, connection): a connection to ``display``, retried for ``patience_s`` seconds
+    where the server may be resetting; (None, None) when libxcb cannot be loaded."""
     xcb = _Xcb.lib()
     if xcb is None:
         return None, None
     deadline = time.monotonic() + patience_s
     while True:
-        conn = xcb.xcb_connect(display.encode(), None)
-        if conn is not None and xcb.xcb_connection_has_error(conn) == 0:
-            return True, conn
+        conn = _connect_once(xcb, display)
         if conn is not None:
-            xcb.xcb_disconnect(conn)  # an error connection must be freed too
-        if time.monotonic() >= deadline:
+            return True, conn
+        if time.monotonic() >= deadline or not _may_be_resetting(display):
             return False, None
         time.sleep(0.05)
 
