@@ -142,7 +142,6 @@ class DisplayProbe:
         try:
             proc, log_path = cls._spawn(env)
         except OSError as exc:
-            release_display()
             return cls(None, ProbeResult(False, reason=f"cannot start the display probe ({exc}); pass --headless"), None)
         return cls(proc, None, log_path, env)
 
